@@ -1,0 +1,190 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/stacklens/stacklens/internal/window"
+)
+
+// Validate checks the rules that span several variables or need parsing
+// beyond a single value. Load calls it; tests that build a Config by hand
+// should too.
+func (c *Config) Validate() error {
+	if _, err := c.Pipeline.ParsedWindows(); err != nil {
+		return &Error{Var: "AGGREGATION_WINDOWS", Msg: err.Error()}
+	}
+	if len(c.Kafka.BootstrapServers) == 0 {
+		return &Error{Var: "KAFKA_BOOTSTRAP_SERVERS", Msg: "at least one broker is required"}
+	}
+	for _, b := range c.Kafka.BootstrapServers {
+		if _, port, err := net.SplitHostPort(b); err != nil || port == "" {
+			return &Error{Var: "KAFKA_BOOTSTRAP_SERVERS", Msg: fmt.Sprintf("%q: want host:port", b)}
+		}
+	}
+	if c.Kafka.InputTopic == "" {
+		return &Error{Var: "KAFKA_INPUT_TOPIC", Msg: "must not be empty"}
+	}
+	if c.Kafka.OutputTopic == "" {
+		return &Error{Var: "KAFKA_OUTPUT_TOPIC", Msg: "must not be empty"}
+	}
+	if c.Kafka.SASLMechanism != "" && (c.Kafka.SASLUsername == "" || c.Kafka.SASLPassword == "") {
+		return &Error{Var: "KAFKA_SASL_USERNAME", Msg: "KAFKA_SASL_MECHANISM needs KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD"}
+	}
+	if (c.Kafka.TLSCertFile == "") != (c.Kafka.TLSKeyFile == "") {
+		return &Error{Var: "KAFKA_TLS_KEY_FILE", Msg: "KAFKA_TLS_CERT_FILE and KAFKA_TLS_KEY_FILE go together"}
+	}
+	if c.DB.PoolMin > c.DB.PoolMax {
+		return &Error{Var: "DB_POOL_MIN", Msg: fmt.Sprintf("%d exceeds DB_POOL_MAX %d", c.DB.PoolMin, c.DB.PoolMax)}
+	}
+	if c.DB.URL != "" {
+		if u, err := url.Parse(c.DB.URL); err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+			return &Error{Var: "DATABASE_URL", Msg: "want postgres://user:password@host:port/dbname"}
+		}
+	}
+	for _, u := range strings.Split(c.NATS.URL, ",") {
+		pu, err := url.Parse(strings.TrimSpace(u))
+		if err != nil || pu.Host == "" {
+			return &Error{Var: "NATS_URL", Msg: fmt.Sprintf("%q: want nats://host:port", u)}
+		}
+	}
+	if (c.NATS.TLSCertFile == "") != (c.NATS.TLSKeyFile == "") {
+		return &Error{Var: "NATS_TLS_KEY_FILE", Msg: "NATS_TLS_CERT_FILE and NATS_TLS_KEY_FILE go together"}
+	}
+	if _, err := c.API.Credentials(); err != nil {
+		return err
+	}
+	if c.Retention.WarmDays < c.Retention.HotDays {
+		return &Error{Var: "RETENTION_WARM", Msg: "must be at least RETENTION_HOT"}
+	}
+	if c.Retention.ColdDays < c.Retention.WarmDays {
+		return &Error{Var: "RETENTION_COLD", Msg: "must be at least RETENTION_WARM"}
+	}
+	if c.NATS.EventsMaxAge < c.Processor.AllowedLateness {
+		return &Error{Var: "EVENTS_MAX_AGE", Msg: "must exceed ALLOWED_LATENESS"}
+	}
+	if c.Alerting.SlackWebhookURL != "" {
+		if u, err := url.Parse(c.Alerting.SlackWebhookURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			return &Error{Var: "SLACK_WEBHOOK_URL", Msg: "want an http(s) URL"}
+		}
+	}
+	if u, err := url.Parse(c.Alerting.PagerDutyURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		return &Error{Var: "PAGERDUTY_URL", Msg: "want an http(s) URL"}
+	}
+	if c.Alerting.SMTPHost != "" && len(c.Alerting.SMTPTo) == 0 {
+		return &Error{Var: "SMTP_TO", Msg: "SMTP_HOST is set but no recipient is"}
+	}
+	return nil
+}
+
+// ParsedWindows returns the configured aggregation windows, smallest first.
+func (p Pipeline) ParsedWindows() ([]window.Window, error) {
+	return window.ParseList(p.Windows)
+}
+
+// Role of an API credential.
+type Role int
+
+// API roles: readers may GET, admins may also write.
+const (
+	RoleReader Role = iota + 1
+	RoleAdmin
+)
+
+func (r Role) String() string {
+	switch r {
+	case RoleReader:
+		return "reader"
+	case RoleAdmin:
+		return "admin"
+	}
+	return "none"
+}
+
+// Credentials are the API's keys and basic-auth users.
+type Credentials struct {
+	Keys  map[string]Role            // bearer key → role
+	Users map[string]BasicCredential // user → password, role
+}
+
+// BasicCredential is one basic-auth user.
+type BasicCredential struct {
+	Password string
+	Role     Role
+}
+
+// Empty reports whether no credential is configured.
+func (c Credentials) Empty() bool { return len(c.Keys) == 0 && len(c.Users) == 0 }
+
+// Credentials parses API_READER_KEYS, API_ADMIN_KEYS and API_USERS.
+func (a API) Credentials() (Credentials, error) {
+	cr := Credentials{Keys: map[string]Role{}, Users: map[string]BasicCredential{}}
+	for _, k := range a.ReaderKeys {
+		if len(k) < 16 {
+			return cr, &Error{Var: "API_READER_KEYS", Msg: "keys must be at least 16 characters"}
+		}
+		cr.Keys[k] = RoleReader
+	}
+	for _, k := range a.AdminKeys {
+		if len(k) < 16 {
+			return cr, &Error{Var: "API_ADMIN_KEYS", Msg: "keys must be at least 16 characters"}
+		}
+		cr.Keys[k] = RoleAdmin
+	}
+	for i, u := range a.Users {
+		parts := strings.Split(u, ":")
+		if len(parts) != 3 || parts[0] == "" || parts[1] == "" {
+			return cr, &Error{Var: "API_USERS", Msg: "entry " + strconv.Itoa(i+1) + ": want user:password:role"}
+		}
+		var role Role
+		switch parts[2] {
+		case "reader":
+			role = RoleReader
+		case "admin":
+			role = RoleAdmin
+		default:
+			return cr, &Error{Var: "API_USERS", Msg: "entry " + strconv.Itoa(i+1) + ": role must be reader or admin"}
+		}
+		cr.Users[parts[0]] = BasicCredential{Password: parts[1], Role: role}
+	}
+	return cr, nil
+}
+
+// DSN is the connection string of the main (writer) pool.
+func (d DB) DSN() string {
+	if d.URL != "" {
+		return d.URL
+	}
+	u := url.URL{
+		Scheme: "postgres",
+		Host:   net.JoinHostPort(d.Host, strconv.Itoa(d.Port)),
+		Path:   "/" + d.Name,
+	}
+	if d.Password != "" {
+		u.User = url.UserPassword(d.User, d.Password)
+	} else {
+		u.User = url.User(d.User)
+	}
+	q := url.Values{}
+	q.Set("sslmode", d.SSLMode)
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+// ReaderDSN is the connection string of the read-only pool, or "" when no
+// reader password is configured (the API then uses SET ROLE on the main
+// pool's user).
+func (d DB) ReaderDSN() string {
+	if d.ReaderPassword == "" {
+		return ""
+	}
+	u, err := url.Parse(d.DSN())
+	if err != nil {
+		return ""
+	}
+	u.User = url.UserPassword(d.ReaderUser, d.ReaderPassword)
+	return u.String()
+}

@@ -1,0 +1,305 @@
+package embedded
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// ErrNoPostgres means no PostgreSQL server binaries were found.
+var ErrNoPostgres = errors.New("no PostgreSQL binaries (initdb, postgres) on PATH or under /usr/lib/postgresql/*/bin")
+
+// PostgresOptions configure a private PostgreSQL cluster.
+type PostgresOptions struct {
+	Dir  string // cluster directory (data/ and the log live below it)
+	Host string // default 127.0.0.1
+	Port int    // 0: any free port
+	// Fsync off speeds up throwaway test clusters; commits still reach the
+	// OS before they are acknowledged, so a killed server loses nothing.
+	Fsync bool
+	Log   *slog.Logger
+}
+
+// Postgres is a running private cluster. Its superuser is "postgres" and
+// authentication is trust on loopback only.
+type Postgres struct {
+	dir, bin, host string
+	port           int
+	fsync          bool
+	cred           *syscall.Credential
+	log            *slog.Logger
+	cmd            *exec.Cmd
+	done           chan struct{}
+}
+
+// FindPostgresBin returns the directory holding initdb and postgres: PATH
+// first, else the newest /usr/lib/postgresql/*/bin.
+func FindPostgresBin() (string, error) {
+	if p, err := exec.LookPath("initdb"); err == nil {
+		if real, err := filepath.EvalSymlinks(p); err == nil {
+			p = real
+		}
+		dir := filepath.Dir(p)
+		if _, err := os.Stat(filepath.Join(dir, "postgres")); err == nil {
+			return dir, nil
+		}
+	}
+	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
+	sort.Slice(dirs, func(i, j int) bool { return pgVersion(dirs[i]) > pgVersion(dirs[j]) })
+	for _, d := range dirs {
+		if _, err := os.Stat(filepath.Join(d, "initdb")); err == nil {
+			return d, nil
+		}
+	}
+	return "", ErrNoPostgres
+}
+
+func pgVersion(binDir string) int {
+	n, _ := strconv.Atoi(filepath.Base(filepath.Dir(binDir)))
+	return n
+}
+
+// StartPostgres initialises (first time) and starts a cluster in o.Dir.
+// PostgreSQL refuses to run as root, so when root the cluster is owned by
+// and run as the "postgres" OS user.
+func StartPostgres(ctx context.Context, o PostgresOptions) (*Postgres, error) {
+	bin, err := FindPostgresBin()
+	if err != nil {
+		return nil, err
+	}
+	if o.Host == "" {
+		o.Host = "127.0.0.1"
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.Port == 0 {
+		if o.Port, err = FreePort(); err != nil {
+			return nil, err
+		}
+	}
+	dir, err := filepath.Abs(o.Dir)
+	if err != nil {
+		return nil, err
+	}
+	p := &Postgres{dir: dir, bin: bin, host: o.Host, port: o.Port, fsync: o.Fsync, log: o.Log}
+	if os.Geteuid() == 0 {
+		if p.cred, err = postgresCredential(); err != nil {
+			return nil, err
+		}
+		if err := checkTraversable(dir); err != nil {
+			return nil, err
+		}
+	}
+	data := filepath.Join(dir, "data")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("embedded postgres: %w", err)
+	}
+	if err := p.chown(dir); err != nil {
+		return nil, err
+	}
+	if _, err := os.Stat(filepath.Join(data, "PG_VERSION")); err != nil {
+		o.Log.Info("initialising PostgreSQL cluster", "dir", data)
+		if err := p.run(ctx, "initdb", "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C", "--no-instructions"); err != nil {
+			return nil, err
+		}
+	}
+	if err := p.start(ctx); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// start runs the postmaster as a child in its own process group (so a
+// terminal's Ctrl-C reaches it only through Stop, in order) that gets
+// SIGQUIT if this process dies, so no cluster outlives its owner.
+func (p *Postgres) start(ctx context.Context) error {
+	data := filepath.Join(p.dir, "data")
+	logf, err := os.OpenFile(filepath.Join(p.dir, "postgres.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("embedded postgres: %w", err)
+	}
+	defer logf.Close()
+	cmd := exec.Command(filepath.Join(p.bin, "postgres"), "-D", data,
+		"-c", "listen_addresses="+p.host, "-p", strconv.Itoa(p.port),
+		"-c", "unix_socket_directories=", "-c", "max_connections=200",
+		"-c", "fsync="+onOff(p.fsync),
+		"-c", "full_page_writes="+onOff(p.fsync))
+	cmd.Dir = p.dir
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGQUIT, Credential: p.cred}
+	if p.cred != nil {
+		cmd.Env = append(os.Environ(), "HOME="+p.dir)
+	}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("embedded postgres: %w", err)
+	}
+	p.cmd = cmd
+	p.done = make(chan struct{})
+	go func() { _ = cmd.Wait(); close(p.done) }()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		select {
+		case <-p.done:
+			b, _ := os.ReadFile(filepath.Join(p.dir, "postgres.log"))
+			return fmt.Errorf("embedded postgres: server exited during start-up:\n%s", tail(b, 2000))
+		case <-ctx.Done():
+			_ = p.Kill()
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+		if p.ready(ctx) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			_ = p.Kill()
+			return fmt.Errorf("embedded postgres: not accepting connections after 60s on port %d", p.port)
+		}
+	}
+}
+
+func (p *Postgres) ready(ctx context.Context) bool {
+	cctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(cctx, p.DSN("postgres", "postgres"))
+	if err != nil {
+		return false
+	}
+	_ = conn.Close(cctx)
+	return true
+}
+
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
+}
+
+func tail(b []byte, n int) string {
+	if len(b) > n {
+		b = b[len(b)-n:]
+	}
+	return string(b)
+}
+
+// Port is the TCP port the cluster listens on.
+func (p *Postgres) Port() int { return p.port }
+
+// Dir is the cluster directory.
+func (p *Postgres) Dir() string { return p.dir }
+
+// DSN returns a connection string for user on database db.
+func (p *Postgres) DSN(userName, db string) string {
+	u := url.URL{Scheme: "postgres", User: url.User(userName), Host: net.JoinHostPort(p.host, strconv.Itoa(p.port)), Path: "/" + db, RawQuery: "sslmode=disable"}
+	return u.String()
+}
+
+// Stop shuts the cluster down (fast mode: rolls back open transactions
+// and checkpoints) and waits for it to exit.
+func (p *Postgres) Stop() error { return p.signal(syscall.SIGINT) }
+
+// Kill stops the cluster at once, like a crash (fault tests); it recovers
+// from its WAL on the next start.
+func (p *Postgres) Kill() error { return p.signal(syscall.SIGQUIT) }
+
+func (p *Postgres) signal(sig syscall.Signal) error {
+	if p.cmd == nil {
+		return nil
+	}
+	select {
+	case <-p.done:
+		return nil
+	default:
+	}
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		return fmt.Errorf("embedded postgres: signal: %w", err)
+	}
+	select {
+	case <-p.done:
+		return nil
+	case <-time.After(60 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+		return errors.New("embedded postgres: did not stop within 60s; killed")
+	}
+}
+
+// Restart starts a stopped cluster again on the same port.
+func (p *Postgres) Restart(ctx context.Context) error { return p.start(ctx) }
+
+func (p *Postgres) run(ctx context.Context, name string, args ...string) error {
+	cmd := exec.CommandContext(ctx, filepath.Join(p.bin, name), args...)
+	cmd.Dir = p.dir
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if p.cred != nil {
+		cmd.SysProcAttr.Credential = p.cred
+		cmd.Env = append(os.Environ(), "HOME="+p.dir)
+	}
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("embedded postgres: %s: %w: %s", name, err, strings.TrimSpace(out.String()))
+	}
+	return nil
+}
+
+func (p *Postgres) chown(dir string) error {
+	if p.cred == nil {
+		return nil
+	}
+	return filepath.Walk(dir, func(path string, _ os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		return os.Lchown(path, int(p.cred.Uid), int(p.cred.Gid))
+	})
+}
+
+func postgresCredential() (*syscall.Credential, error) {
+	u, err := user.Lookup("postgres")
+	if err != nil {
+		return nil, fmt.Errorf("embedded postgres: running as root needs a 'postgres' OS user to own the cluster: %w", err)
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
+}
+
+// checkTraversable makes sure the postgres user can reach dir: every
+// existing parent must be searchable by others.
+func checkTraversable(dir string) error {
+	for d := filepath.Dir(dir); ; d = filepath.Dir(d) {
+		if st, err := os.Stat(d); err == nil && st.Mode().Perm()&0o001 == 0 {
+			return fmt.Errorf("embedded postgres: %s is not searchable by the postgres user (mode %v); choose a data directory elsewhere", d, st.Mode().Perm())
+		}
+		if d == "/" || d == "." {
+			return nil
+		}
+	}
+}
+
+// FreePort asks the kernel for an unused TCP port on loopback.
+func FreePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}

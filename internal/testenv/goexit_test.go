@@ -1,0 +1,5 @@
+package testenv_test
+
+import "runtime"
+
+func runtimeGoexit() { runtime.Goexit() }
