@@ -32,7 +32,10 @@ type PostgresOptions struct {
 	// Fsync off speeds up throwaway test clusters; commits still reach the
 	// OS before they are acknowledged, so a killed server loses nothing.
 	Fsync bool
-	Log   *slog.Logger
+	// HBA lines put before the default trust rules of pg_hba.conf at
+	// initialisation, e.g. to make some roles log in with a password.
+	HBA []string
+	Log *slog.Logger
 }
 
 // Postgres is a running private cluster. Its superuser is "postgres" and
@@ -117,6 +120,19 @@ func StartPostgres(ctx context.Context, o PostgresOptions) (*Postgres, error) {
 		o.Log.Info("initialising PostgreSQL cluster", "dir", data)
 		if err := p.run(ctx, "initdb", "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C", "--no-instructions"); err != nil {
 			return nil, err
+		}
+		if len(o.HBA) > 0 {
+			hba := filepath.Join(data, "pg_hba.conf")
+			old, err := os.ReadFile(hba)
+			if err != nil {
+				return nil, fmt.Errorf("embedded postgres: %w", err)
+			}
+			if err := os.WriteFile(hba, append([]byte(strings.Join(o.HBA, "\n")+"\n"), old...), 0o600); err != nil {
+				return nil, fmt.Errorf("embedded postgres: %w", err)
+			}
+			if err := p.chown(hba); err != nil {
+				return nil, err
+			}
 		}
 	}
 	if err := p.start(ctx); err != nil {

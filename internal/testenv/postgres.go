@@ -68,6 +68,11 @@ func Postgres(t testing.TB) *PG {
 	return &PG{DSN: u.String(), Name: name, Source: pgSource}
 }
 
+// appRolesHBA makes the application roles log in with a real password on
+// the shared local server (everyone else is trusted), so tests of role
+// passwords check something.
+var appRolesHBA = []string{"host all stacklens_reader,stacklens_writer 127.0.0.1/32 scram-sha-256"}
+
 func sharedPostgres() (dsn, source string, err error) {
 	if env := os.Getenv("TEST_DATABASE_URL"); env != "" {
 		return env, "env", nil
@@ -84,7 +89,7 @@ func sharedPostgres() (dsn, source string, err error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	pg, err := embedded.StartPostgres(ctx, embedded.PostgresOptions{Dir: dir})
+	pg, err := embedded.StartPostgres(ctx, embedded.PostgresOptions{Dir: dir, HBA: appRolesHBA})
 	if err != nil {
 		_ = os.RemoveAll(dir)
 		return "", "", fmt.Errorf("testenv: no PostgreSQL: set TEST_DATABASE_URL, run a Docker engine, or install PostgreSQL server binaries: %w", err)

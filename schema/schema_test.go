@@ -1,0 +1,1181 @@
+package schema
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"math"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"testing/fstest"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/stacklens/stacklens/internal/testenv"
+)
+
+// ---------------------------------------------------------------------------
+// Test PostgreSQL comes from internal/testenv: TEST_DATABASE_URL, a
+// container, or a throwaway local cluster whose pg_hba makes the
+// application roles log in with real passwords.
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+func testCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func connect(t *testing.T, cfg *pgx.ConnConfig) *pgx.Conn {
+	t.Helper()
+	conn, err := pgx.ConnectConfig(testCtx(t), cfg)
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	t.Cleanup(func() { _ = conn.Close(context.Background()) })
+	return conn
+}
+
+// newDB creates a fresh database for the test and returns its config (copy
+// it before changing) and a connection to it.
+func newDB(t *testing.T) (*pgx.ConnConfig, *pgx.Conn) {
+	t.Helper()
+	cfg, err := pgx.ParseConfig(testenv.Postgres(t).DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg, connect(t, cfg.Copy())
+}
+
+// migrated returns a fresh database with Up applied.
+func migrated(t *testing.T) (*pgx.ConnConfig, *pgx.Conn) {
+	t.Helper()
+	cfg, conn := newDB(t)
+	if _, err := Up(testCtx(t), conn, Options{}, nil); err != nil {
+		t.Fatalf("Up: %v", err)
+	}
+	return cfg, conn
+}
+
+func exec1(t *testing.T, db DB, sql string, args ...any) {
+	t.Helper()
+	if _, err := db.Exec(testCtx(t), sql, args...); err != nil {
+		t.Fatalf("%s: %v", firstLine(sql), err)
+	}
+}
+
+func firstLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i]
+	}
+	return s
+}
+
+func strings1(t *testing.T, db DB, sql string, args ...any) []string {
+	t.Helper()
+	rows, err := db.Query(testCtx(t), sql, args...)
+	if err != nil {
+		t.Fatalf("%s: %v", firstLine(sql), err)
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatalf("%s: %v", firstLine(sql), err)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func pgCode(err error) string {
+	var pg *pgconn.PgError
+	if errors.As(err, &pg) {
+		return pg.Code
+	}
+	return ""
+}
+
+func near(a, b float64) bool { return math.Abs(a-b) < 1e-6 }
+
+// ---------------------------------------------------------------------------
+// Migrations and the migrator.
+
+func TestMigrationsEmbedded(t *testing.T) {
+	migs, err := Migrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"core", "alerting", "views", "functions", "timescale", "roles"}
+	if len(migs) != len(want) {
+		t.Fatalf("got %d migrations, want %d", len(migs), len(want))
+	}
+	for i, m := range migs {
+		if m.Version != i+1 || m.Name != want[i] || m.SQL == "" || len(m.Checksum()) != 64 {
+			t.Errorf("migration %d = %d %q (%d bytes)", i, m.Version, m.Name, len(m.SQL))
+		}
+	}
+}
+
+type readFileFails struct{ fstest.MapFS }
+
+func (readFileFails) ReadFile(string) ([]byte, error) { return nil, errors.New("boom") }
+
+type readDirFails struct{}
+
+func (readDirFails) Open(string) (fs.File, error) { return nil, errors.New("boom") }
+
+func TestLoadMigrationsErrors(t *testing.T) {
+	f := func(s string) *fstest.MapFile { return &fstest.MapFile{Data: []byte(s)} }
+	good, err := loadMigrations(fstest.MapFS{
+		"0002_b.sql": f("SELECT 2"), "0001_a.sql": f("SELECT 1"),
+		"README.md": f("x"), "sub": &fstest.MapFile{Mode: fs.ModeDir},
+	})
+	if err != nil || len(good) != 2 || good[0].Name != "a" || good[1].Version != 2 {
+		t.Fatalf("good set: %v %+v", err, good)
+	}
+	for name, fsys := range map[string]fs.FS{
+		"not named NNNN_name.sql": fstest.MapFS{"1_a.sql": f("SELECT 1")},
+		"used by":                 fstest.MapFS{"0001_a.sql": f("SELECT 1"), "0001_b.sql": f("SELECT 1")},
+		"without gaps":            fstest.MapFS{"0001_a.sql": f("SELECT 1"), "0003_c.sql": f("SELECT 1")},
+		"is empty":                fstest.MapFS{"0001_a.sql": f(" \n")},
+		"no migrations":           fstest.MapFS{},
+		"reading 0001_a.sql":      readFileFails{fstest.MapFS{"0001_a.sql": f("SELECT 1")}},
+		"reading migrations":      readDirFails{},
+	} {
+		if _, err := loadMigrations(fsys); err == nil || !strings.Contains(err.Error(), name) {
+			t.Errorf("%s: got %v", name, err)
+		}
+	}
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Error("mustSub with a bad path did not panic")
+			}
+		}()
+		mustSub(embedded, "../bad")
+	}()
+}
+
+func TestBrokenEmbeddedSet(t *testing.T) {
+	saved := migrationsFS
+	migrationsFS = fstest.MapFS{}
+	defer func() { migrationsFS = saved }()
+	if _, err := Up(context.Background(), nil, Options{}, nil); err == nil {
+		t.Error("Up with no migrations succeeded")
+	}
+	if _, err := StatusOf(context.Background(), nil); err == nil {
+		t.Error("StatusOf with no migrations succeeded")
+	}
+}
+
+func TestUpIdempotentAndStatus(t *testing.T) {
+	ctx := testCtx(t)
+	_, conn := newDB(t)
+	migs, _ := Migrations()
+
+	st, err := StatusOf(ctx, conn)
+	if err != nil || len(st) != len(migs) {
+		t.Fatalf("StatusOf on empty db: %v %+v", err, st)
+	}
+	for _, s := range st {
+		if s.Applied || !s.AppliedAt.IsZero() || s.Name == "" {
+			t.Errorf("empty db status %+v", s)
+		}
+	}
+
+	var logs bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	n, err := Up(ctx, conn, Options{}, log)
+	if err != nil || n != len(migs) {
+		t.Fatalf("first Up = %d, %v; want %d", n, err, len(migs))
+	}
+	if !strings.Contains(logs.String(), "applied migration") || !strings.Contains(logs.String(), "name=roles") {
+		t.Errorf("log does not name applied migrations:\n%s", logs.String())
+	}
+	n, err = Up(ctx, conn, Options{}, log)
+	if err != nil || n != 0 {
+		t.Fatalf("second Up = %d, %v; want 0", n, err)
+	}
+	st, err = StatusOf(ctx, conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, s := range st {
+		if !s.Applied || s.Version != i+1 || s.Name != migs[i].Name || time.Since(s.AppliedAt) > time.Hour {
+			t.Errorf("status %+v", s)
+		}
+	}
+
+	// A migration recorded by a newer binary: warned about, listed, not fatal.
+	exec1(t, conn, `INSERT INTO schema_migrations (version, name, checksum) VALUES (999, 'future', 'x')`)
+	logs.Reset()
+	if n, err := Up(ctx, conn, Options{}, log); err != nil || n != 0 {
+		t.Fatalf("Up with a future migration = %d, %v", n, err)
+	}
+	if !strings.Contains(logs.String(), "does not know") {
+		t.Errorf("no warning about version 999:\n%s", logs.String())
+	}
+	st, _ = StatusOf(ctx, conn)
+	if last := st[len(st)-1]; last.Version != 999 || last.Name != "future" || !last.Applied {
+		t.Errorf("future migration status %+v", last)
+	}
+	exec1(t, conn, `DELETE FROM schema_migrations WHERE version = 999`)
+
+	// An edited migration is refused.
+	exec1(t, conn, `UPDATE schema_migrations SET checksum = 'edited' WHERE version = 3`)
+	if _, err := Up(ctx, conn, Options{}, nil); !errors.Is(err, ErrChecksumMismatch) || !strings.Contains(err.Error(), "0003_views") {
+		t.Fatalf("Up after edit: %v", err)
+	}
+}
+
+func TestUpConcurrent(t *testing.T) {
+	cfg, conn := newDB(t)
+	migs, _ := Migrations()
+	const workers = 3
+	conns := make([]*pgx.Conn, workers)
+	for i := range conns {
+		conns[i] = connect(t, cfg.Copy())
+	}
+	var wg sync.WaitGroup
+	counts := make([]int, workers)
+	errs := make([]error, workers)
+	ctx := testCtx(t)
+	for i := range conns {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			counts[i], errs[i] = Up(ctx, conns[i], Options{}, nil)
+		}(i)
+	}
+	wg.Wait()
+	total := 0
+	for i := range conns {
+		if errs[i] != nil {
+			t.Errorf("Up #%d: %v", i, errs[i])
+		}
+		total += counts[i]
+	}
+	if total != len(migs) {
+		t.Errorf("concurrent Ups applied %v migrations in total, want %d", counts, len(migs))
+	}
+	var recorded, rules int
+	if err := conn.QueryRow(ctx, `SELECT (SELECT count(*) FROM schema_migrations), (SELECT count(*) FROM analytics_alert_rules)`).Scan(&recorded, &rules); err != nil {
+		t.Fatal(err)
+	}
+	if recorded != len(migs) || rules != 4 {
+		t.Errorf("after concurrent Up: %d recorded migrations, %d rules", recorded, rules)
+	}
+}
+
+func TestApplyOneRaces(t *testing.T) {
+	ctx := testCtx(t)
+	_, conn := migrated(t)
+	migs, _ := Migrations()
+	s := settings{timescale: "off"}
+	// Recorded meanwhile with the same checksum: skipped.
+	if did, err := applyOne(ctx, conn, migs[0], s); did || err != nil {
+		t.Errorf("applyOne of a recorded migration = %v, %v", did, err)
+	}
+	// Recorded meanwhile with another checksum: refused.
+	edited := migs[0]
+	edited.SQL += "\n-- edited"
+	if _, err := applyOne(ctx, conn, edited, s); !errors.Is(err, ErrChecksumMismatch) {
+		t.Errorf("applyOne of an edited migration: %v", err)
+	}
+}
+
+func TestFailedMigrationRollsBack(t *testing.T) {
+	ctx := testCtx(t)
+	_, conn := newDB(t)
+	migs := []Migration{
+		{Version: 1, Name: "ok", SQL: "CREATE TABLE t_ok (id int);"},
+		{Version: 2, Name: "bad", SQL: "CREATE TABLE t_half (id int);\n\nSELEC 1;"},
+	}
+	n, err := apply(ctx, conn, migs, settings{timescale: "off"}, slog.New(slog.DiscardHandler))
+	if n != 1 || err == nil || !strings.Contains(err.Error(), "migration 0002_bad (line 3)") || pgCode(err) != "42601" {
+		t.Fatalf("apply = %d, %v", n, err)
+	}
+	var half, recorded int
+	if err := conn.QueryRow(ctx, `SELECT count(*) FILTER (WHERE to_regclass('t_half') IS NOT NULL), (SELECT count(*) FROM schema_migrations) FROM (SELECT 1) x`).Scan(&half, &recorded); err != nil {
+		t.Fatal(err)
+	}
+	if half != 0 || recorded != 1 {
+		t.Errorf("after the failed migration: t_half exists=%d, recorded=%d", half, recorded)
+	}
+	if got := where("SELECT 1", errors.New("plain")); got != "" {
+		t.Errorf("where(non-pg error) = %q", got)
+	}
+}
+
+func TestOptionsValidation(t *testing.T) {
+	ctx := testCtx(t)
+	_, conn := newDB(t)
+	for _, o := range []Options{
+		{Timescale: "maybe"},
+		{RetentionHot: -1},
+		{RetentionCold: maxRetentionDays + 1},
+		{ReaderPassword: "pässword"},
+		{WriterPassword: "tab\there"},
+	} {
+		if _, err := Up(ctx, conn, o, nil); err == nil {
+			t.Errorf("Up(%+v) succeeded", o)
+		}
+	}
+	avail, err := TimescaleAvailable(ctx, conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !avail {
+		if _, err := Up(ctx, conn, Options{Timescale: "on"}, nil); !errors.Is(err, ErrTimescaleUnavailable) {
+			t.Errorf("Timescale on without the extension: %v", err)
+		}
+	}
+	// Nothing was created by the refused runs.
+	var n int
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_tables WHERE schemaname = 'public'`).Scan(&n); err != nil || n != 0 {
+		t.Errorf("refused runs left %d tables (%v)", n, err)
+	}
+	if _, err := Up(ctx, conn, Options{Timescale: "OFF"}, nil); err != nil {
+		t.Errorf("Timescale OFF: %v", err)
+	}
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'`).Scan(&n); err != nil || n != 0 {
+		t.Errorf("Timescale off installed the extension (%d, %v)", n, err)
+	}
+}
+
+func TestRetentionOptionsStored(t *testing.T) {
+	ctx := testCtx(t)
+	cfg, conn := newDB(t)
+	// Options given on the first run seed the settings...
+	if _, err := Up(ctx, conn, Options{RetentionHot: 2, RetentionWarm: 10, RetentionCold: 90}, nil); err != nil {
+		t.Fatal(err)
+	}
+	got := strings1(t, conn, `SELECT key || '=' || value FROM analytics_settings`)
+	want := []string{"retention_cold_days=90", "retention_hot_days=2", "retention_warm_days=10"}
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Errorf("settings = %v, want %v", got, want)
+	}
+	// ...later runs update what they are given and keep the rest.
+	if _, err := Up(ctx, conn, Options{RetentionWarm: 14}, nil); err != nil {
+		t.Fatal(err)
+	}
+	got = strings1(t, conn, `SELECT key || '=' || value FROM analytics_settings`)
+	want = []string{"retention_cold_days=90", "retention_hot_days=2", "retention_warm_days=14"}
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Errorf("settings = %v, want %v", got, want)
+	}
+	// Defaults on a database migrated without options.
+	_, conn2 := migrated(t)
+	got = strings1(t, conn2, `SELECT key || '=' || value FROM analytics_settings`)
+	want = []string{"retention_cold_days=30", "retention_hot_days=1", "retention_warm_days=7"}
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Errorf("default settings = %v, want %v", got, want)
+	}
+	_ = cfg
+}
+
+// faultDB fails the n-th database call (Begin, Exec, Query, QueryRow,
+// Commit, on the DB or its transactions) to walk every error path.
+type faultDB struct {
+	DB
+	calls, failAt int
+}
+
+var errInjected = errors.New("injected fault")
+
+func (f *faultDB) step() error {
+	f.calls++
+	if f.calls == f.failAt {
+		return errInjected
+	}
+	return nil
+}
+
+func (f *faultDB) Begin(ctx context.Context) (pgx.Tx, error) {
+	if err := f.step(); err != nil {
+		return nil, err
+	}
+	tx, err := f.DB.Begin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &faultTx{Tx: tx, f: f}, nil
+}
+
+func (f *faultDB) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	if err := f.step(); err != nil {
+		return pgconn.CommandTag{}, err
+	}
+	return f.DB.Exec(ctx, sql, args...)
+}
+
+func (f *faultDB) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	if err := f.step(); err != nil {
+		return nil, err
+	}
+	return f.DB.Query(ctx, sql, args...)
+}
+
+func (f *faultDB) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
+	if err := f.step(); err != nil {
+		return errRow{err}
+	}
+	return f.DB.QueryRow(ctx, sql, args...)
+}
+
+type errRow struct{ err error }
+
+func (r errRow) Scan(...any) error { return r.err }
+
+type faultTx struct {
+	pgx.Tx
+	f *faultDB
+}
+
+func (t *faultTx) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	if err := t.f.step(); err != nil {
+		return pgconn.CommandTag{}, err
+	}
+	return t.Tx.Exec(ctx, sql, args...)
+}
+
+func (t *faultTx) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	if err := t.f.step(); err != nil {
+		return nil, err
+	}
+	return t.Tx.Query(ctx, sql, args...)
+}
+
+func (t *faultTx) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
+	if err := t.f.step(); err != nil {
+		return errRow{err}
+	}
+	return t.Tx.QueryRow(ctx, sql, args...)
+}
+
+func (t *faultTx) Commit(ctx context.Context) error {
+	if err := t.f.step(); err != nil {
+		return err
+	}
+	return t.Tx.Commit(ctx)
+}
+
+// TestFaultEveryStep fails each database call of Up and StatusOf in turn:
+// every failure is reported (never swallowed), leaves the database
+// consistent, and a later run completes the work.
+func TestFaultEveryStep(t *testing.T) {
+	ctx := testCtx(t)
+	_, conn := newDB(t)
+	opts := Options{ReaderPassword: "reader-pw", WriterPassword: "writer-pw", RetentionHot: 3}
+	// First on an empty database (bootstrap and migrations), then on the
+	// migrated one (configuration step, which runs every time).
+	for round := 0; round < 2; round++ {
+		for failAt := 1; ; failAt++ {
+			if failAt > 500 {
+				t.Fatal("Up never succeeded")
+			}
+			f := &faultDB{DB: conn, failAt: failAt}
+			_, err := Up(ctx, f, opts, nil)
+			if f.calls < failAt {
+				if err != nil {
+					t.Fatalf("Up without fault: %v", err)
+				}
+				break
+			}
+			if !errors.Is(err, errInjected) {
+				t.Fatalf("round %d, failing call %d: Up returned %v", round, failAt, err)
+			}
+		}
+	}
+	for failAt := 1; failAt <= 2; failAt++ {
+		if _, err := StatusOf(ctx, &faultDB{DB: conn, failAt: failAt}); !errors.Is(err, errInjected) {
+			t.Errorf("StatusOf failing call %d: %v", failAt, err)
+		}
+	}
+	st, err := StatusOf(ctx, conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range st {
+		if !s.Applied {
+			t.Errorf("not applied after recovery: %+v", s)
+		}
+	}
+	if _, err := TimescaleAvailable(ctx, &faultDB{DB: conn, failAt: 1}); !errors.Is(err, errInjected) {
+		t.Errorf("TimescaleAvailable: %v", err)
+	}
+	for _, ts := range []string{"auto", "on"} {
+		if _, err := Up(ctx, &faultDB{DB: conn, failAt: 1}, Options{Timescale: ts}, nil); !errors.Is(err, errInjected) {
+			t.Errorf("Up(Timescale %s) with failing availability check: %v", ts, err)
+		}
+	}
+}
+
+// ---------------------------------------------------------------------------
+// The seed's checks.
+
+func TestSeedSchemaValidation(t *testing.T) {
+	_, conn := migrated(t)
+	tables := strings1(t, conn, `SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'`)
+	wantTables := []string{
+		"analytics_alert_outbox", "analytics_alert_rules", "analytics_alert_silences",
+		"analytics_alert_state", "analytics_alerts", "analytics_events", "analytics_metrics_1hour",
+		"analytics_metrics_1min", "analytics_metrics_5min", "analytics_settings", "schema_migrations",
+	}
+	if strings.Join(tables, ",") != strings.Join(wantTables, ",") {
+		t.Errorf("tables = %v\nwant %v", tables, wantTables)
+	}
+	// Verbatim from the seed's "Verify views exist".
+	views := strings1(t, conn, `SELECT table_name FROM information_schema.tables 
+WHERE table_name LIKE 'v_%' AND table_schema = 'public';`)
+	wantViews := []string{"v_active_alerts", "v_alert_summary", "v_service_health_current",
+		"v_service_performance_trend", "v_top_error_services", "v_top_latency_services"}
+	if strings.Join(views, ",") != strings.Join(wantViews, ",") {
+		t.Errorf("views = %v\nwant %v", views, wantViews)
+	}
+	// Verbatim from the seed's "Verify functions exist".
+	routines := strings1(t, conn, `SELECT routine_name FROM information_schema.routines 
+WHERE routine_schema = 'public' AND routine_name LIKE 'analytics_%';`)
+	wantRoutines := []string{"analytics_archive_old_data", "analytics_calculate_sla", "analytics_get_alert_stats"}
+	if strings.Join(routines, ",") != strings.Join(wantRoutines, ",") {
+		t.Errorf("routines = %v\nwant %v", routines, wantRoutines)
+	}
+	// Every view and function is documented.
+	undocumented := strings1(t, conn, `
+SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = 'public' AND c.relkind IN ('r', 'v') AND obj_description(c.oid, 'pg_class') IS NULL
+UNION ALL
+SELECT p.proname::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+WHERE n.nspname = 'public' AND obj_description(p.oid, 'pg_proc') IS NULL`)
+	if len(undocumented) != 0 {
+		t.Errorf("objects without COMMENT: %v", undocumented)
+	}
+	// The seed's performance-baseline query runs.
+	exec1(t, conn, `EXPLAIN ANALYZE
+SELECT * FROM analytics_metrics_1min
+WHERE timestamp > CURRENT_TIMESTAMP - INTERVAL '1 hour'
+LIMIT 1000;`)
+}
+
+const seedDefaultRules = `-- Ensure default alert rules are configured
+INSERT INTO analytics_alert_rules (rule_name, metric_name, operator, threshold, severity, notification_channels, enabled)
+VALUES
+  ('High Error Rate', 'error_rate', '>', 5.0, 'warning', ARRAY['slack', 'email'], true),
+  ('Critical Error Rate', 'error_rate', '>', 20.0, 'critical', ARRAY['slack', 'email', 'pagerduty'], true),
+  ('High P99 Latency', 'latency_p99_ms', '>', 500, 'warning', ARRAY['slack', 'email'], true),
+  ('Critical P99 Latency', 'latency_p99_ms', '>', 1000, 'critical', ARRAY['slack', 'email', 'pagerduty'], true)
+ON CONFLICT DO NOTHING;`
+
+func TestSeedDefaultRules(t *testing.T) {
+	_, conn := migrated(t)
+	exec1(t, conn, seedDefaultRules)
+	exec1(t, conn, seedDefaultRules)
+	got := strings1(t, conn, `SELECT format('%s|%s|%s|%s|%s|%s|%s|%s|%s', rule_name, metric_name, operator, threshold,
+	    severity, array_to_string(notification_channels, ','), enabled, "window", for_windows) FROM analytics_alert_rules`)
+	want := []string{
+		"Critical Error Rate|error_rate|>|20|critical|slack,email,pagerduty|t|1min|1",
+		"Critical P99 Latency|latency_p99_ms|>|1000|critical|slack,email,pagerduty|t|1min|1",
+		"High Error Rate|error_rate|>|5|warning|slack,email|t|1min|1",
+		"High P99 Latency|latency_p99_ms|>|500|warning|slack,email|t|1min|1",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("rules:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	// The constraints reject nonsense.
+	ctx := testCtx(t)
+	for _, bad := range []string{
+		`INSERT INTO analytics_alert_rules (rule_name, metric_name, operator, threshold) VALUES ('x', 'error_rate', '=>', 1)`,
+		`INSERT INTO analytics_alert_rules (rule_name, metric_name, operator, threshold, severity) VALUES ('x', 'error_rate', '>', 1, 'page')`,
+		`INSERT INTO analytics_alert_rules (rule_name, metric_name, operator, threshold) VALUES ('x', 'bogus', '>', 1)`,
+		`INSERT INTO analytics_alert_rules (rule_name, metric_name, operator, threshold, for_windows) VALUES ('x', 'error_rate', '>', 1, 0)`,
+	} {
+		if _, err := conn.Exec(ctx, bad); pgCode(err) != "23514" {
+			t.Errorf("%s: got %v, want a check violation", bad, err)
+		}
+	}
+	// updated_at follows updates.
+	var moved bool
+	if err := conn.QueryRow(ctx, `WITH u AS (UPDATE analytics_alert_rules SET updated_at = now() - interval '1 day', threshold = 6
+	    WHERE rule_name = 'High Error Rate' RETURNING updated_at) SELECT updated_at > now() - interval '1 minute' FROM u`).Scan(&moved); err != nil || !moved {
+		t.Errorf("updated_at trigger: %v %v", moved, err)
+	}
+}
+
+func TestTimescaleHypertables(t *testing.T) {
+	ctx := testCtx(t)
+	_, conn := newDB(t)
+	avail, err := TimescaleAvailable(ctx, conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !avail {
+		t.Skip("timescaledb extension not installed: the plain PostgreSQL path is covered by the other tests")
+	}
+	if _, err := Up(ctx, conn, Options{Timescale: "on"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	got := strings1(t, conn, `SELECT hypertable_name::text FROM timescaledb_information.hypertables`)
+	want := []string{"analytics_events", "analytics_metrics_1hour", "analytics_metrics_1min", "analytics_metrics_5min"}
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Errorf("hypertables = %v, want %v", got, want)
+	}
+	policies := strings1(t, conn, `SELECT hypertable_name || ':' || proc_name FROM timescaledb_information.jobs
+	    WHERE proc_name IN ('policy_retention', 'policy_compression')`)
+	if len(policies) != 6 {
+		t.Errorf("policies = %v, want 4 retention + 2 compression", policies)
+	}
+	if n, err := Up(ctx, conn, Options{Timescale: "on", RetentionHot: 2}, nil); err != nil || n != 0 {
+		t.Fatalf("second Up = %d, %v", n, err)
+	}
+	var drop string
+	if err := conn.QueryRow(ctx, `SELECT config->>'drop_after' FROM timescaledb_information.jobs
+	    WHERE proc_name = 'policy_retention' AND hypertable_name = 'analytics_events'`).Scan(&drop); err != nil || !strings.Contains(drop, "2 day") {
+		t.Errorf("events retention after RetentionHot=2: %q %v", drop, err)
+	}
+	exec1(t, conn, `INSERT INTO analytics_events (stream_seq, timestamp, service, level, latency_ms)
+	    VALUES (1, now() - interval '10 days', 's', 'info', 1), (2, now(), 's', 'info', 1)`)
+	var n int64
+	if err := conn.QueryRow(ctx, `SELECT rows_deleted FROM analytics_archive_old_data() WHERE table_name = 'analytics_events'`).Scan(&n); err != nil || n != 1 {
+		t.Errorf("archive on a hypertable deleted %d (%v), want 1", n, err)
+	}
+}
+
+// ---------------------------------------------------------------------------
+// Roles.
+
+func TestRolePrivileges(t *testing.T) {
+	ctx := testCtx(t)
+	cfg, owner := migrated(t)
+	exec1(t, owner, `INSERT INTO analytics_alerts (alert_id, fingerprint, rule_name, service, severity, metric_name)
+	    VALUES ('a1', 'f1', 'High Error Rate', 's', 'warning', 'error_rate')`)
+	// A table added by a later migration is covered by the default privileges.
+	exec1(t, owner, `CREATE TABLE analytics_future (id int)`)
+
+	as := func(role string) *pgx.Conn {
+		c := connect(t, cfg.Copy())
+		exec1(t, c, "SET ROLE "+role)
+		return c
+	}
+	expect := func(c *pgx.Conn, role, sql, code string) {
+		t.Helper()
+		_, err := c.Exec(ctx, sql)
+		if got := pgCode(err); got != code || (code == "" && err != nil) {
+			t.Errorf("%s: %s: got %v, want code %q", role, sql, err, code)
+		}
+	}
+	const denied = "42501"
+
+	reader := as("stacklens_reader")
+	for _, rel := range []string{"analytics_events", "analytics_metrics_1min", "analytics_metrics_5min",
+		"analytics_metrics_1hour", "analytics_alert_rules", "analytics_alerts", "analytics_alert_silences",
+		"analytics_alert_outbox", "analytics_alert_state", "analytics_settings", "analytics_future",
+		"v_service_health_current", "v_service_performance_trend", "v_active_alerts", "v_alert_summary",
+		"v_top_error_services", "v_top_latency_services"} {
+		expect(reader, "stacklens_reader", "SELECT * FROM "+rel+" LIMIT 1", "")
+	}
+	expect(reader, "stacklens_reader", `SELECT * FROM analytics_calculate_sla('s', now() - interval '1 day', now())`, "")
+	expect(reader, "stacklens_reader", `SELECT * FROM analytics_get_alert_stats()`, "")
+	expect(reader, "stacklens_reader", `INSERT INTO analytics_metrics_1min (service, timestamp) VALUES ('s', now())`, denied)
+	expect(reader, "stacklens_reader", `INSERT INTO analytics_events (stream_seq, timestamp, service, level, latency_ms) VALUES (1, now(), 's', 'info', 1)`, denied)
+	expect(reader, "stacklens_reader", `UPDATE analytics_alert_rules SET threshold = 1`, denied)
+	expect(reader, "stacklens_reader", `UPDATE analytics_alerts SET status = 'resolved', resolved_at = now()`, denied)
+	expect(reader, "stacklens_reader", `DELETE FROM analytics_alerts`, denied)
+	expect(reader, "stacklens_reader", `DELETE FROM analytics_future`, denied)
+	expect(reader, "stacklens_reader", `TRUNCATE analytics_events`, denied)
+	expect(reader, "stacklens_reader", `SELECT * FROM analytics_archive_old_data()`, denied)
+	expect(reader, "stacklens_reader", `CREATE TABLE sneaky (id int)`, denied)
+	expect(reader, "stacklens_reader", `SELECT stacklens_configure()`, denied)
+
+	writer := as("stacklens_writer")
+	expect(writer, "stacklens_writer", `INSERT INTO analytics_metrics_1min (service, timestamp, count) VALUES ('s', now(), 1)
+	    ON CONFLICT (service, timestamp) DO UPDATE SET count = EXCLUDED.count, version = analytics_metrics_1min.version + 1
+	    WHERE analytics_metrics_1min.version < EXCLUDED.version`, "")
+	expect(writer, "stacklens_writer", `INSERT INTO analytics_events (stream_seq, timestamp, service, level, latency_ms)
+	    VALUES (7, '2030-01-01T00:00:00Z', 's', 'info', 1) ON CONFLICT (timestamp, stream_seq) DO NOTHING`, "")
+	expect(writer, "stacklens_writer", `INSERT INTO analytics_alert_silences (service, ends_at) VALUES ('s', now() + interval '1 hour')`, "")
+	expect(writer, "stacklens_writer", `UPDATE analytics_alerts SET status = 'acknowledged', acknowledged_at = now(), acknowledged_by = 'op'`, "")
+	expect(writer, "stacklens_writer", `INSERT INTO analytics_future VALUES (1)`, "")
+	expect(writer, "stacklens_writer", `SELECT * FROM analytics_archive_old_data()`, "")
+	expect(writer, "stacklens_writer", `UPDATE analytics_settings SET value = '1'`, denied)
+	expect(writer, "stacklens_writer", `DELETE FROM schema_migrations`, denied)
+	expect(writer, "stacklens_writer", `DROP TABLE analytics_events`, denied)
+	expect(writer, "stacklens_writer", `CREATE TABLE sneaky (id int)`, denied)
+
+	admin := as("stacklens_admin")
+	expect(admin, "stacklens_admin", `UPDATE analytics_settings SET value = '2' WHERE key = 'retention_hot_days'`, "")
+	expect(admin, "stacklens_admin", `SELECT * FROM analytics_archive_old_data()`, "")
+	expect(admin, "stacklens_admin", `TRUNCATE analytics_future`, "")
+	expect(admin, "stacklens_admin", `CREATE TABLE admin_made (id int)`, "")
+
+	// Roles are NOLOGIN unless a password was configured (possibly by
+	// another test in this cluster); the admin never gets one.
+	var canLogin bool
+	if err := owner.QueryRow(ctx, `SELECT rolcanlogin FROM pg_roles WHERE rolname = 'stacklens_admin'`).Scan(&canLogin); err != nil || canLogin {
+		t.Errorf("stacklens_admin rolcanlogin = %v (%v)", canLogin, err)
+	}
+}
+
+func TestRolePasswords(t *testing.T) {
+	ctx := testCtx(t)
+	pg := testenv.Postgres(t)
+	if pg.Source != "local" {
+		t.Skip("needs testenv's local cluster (pg_hba with scram-sha-256 for the stacklens roles); server from " + pg.Source)
+	}
+	cfg, err := pgx.ParseConfig(pg.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := connect(t, cfg.Copy())
+	preHashed := scramVerifier("writer pw 2")
+	if _, err := Up(ctx, conn, Options{ReaderPassword: "reader pw 1", WriterPassword: preHashed}, nil); err != nil {
+		t.Fatal(err)
+	}
+	var stored string
+	if err := conn.QueryRow(ctx, `SELECT rolpassword FROM pg_authid WHERE rolname = 'stacklens_writer'`).Scan(&stored); err != nil || stored != preHashed {
+		t.Errorf("writer verifier stored as %q (%v)", stored, err)
+	}
+	login := func(user, password string) error {
+		c := cfg.Copy()
+		c.Host, c.User, c.Password = "127.0.0.1", user, password
+		conn, err := pgx.ConnectConfig(ctx, c)
+		if err != nil {
+			return err
+		}
+		defer conn.Close(ctx)
+		_, err = conn.Exec(ctx, "SELECT count(*) FROM analytics_metrics_1min")
+		return err
+	}
+	if err := login("stacklens_reader", "reader pw 1"); err != nil {
+		t.Errorf("reader login: %v", err)
+	}
+	if err := login("stacklens_writer", "writer pw 2"); err != nil {
+		t.Errorf("writer login: %v", err)
+	}
+	if err := login("stacklens_reader", "wrong"); pgCode(err) != "28P01" {
+		t.Errorf("reader login with a wrong password: %v", err)
+	}
+}
+
+// ---------------------------------------------------------------------------
+// Functions.
+
+func TestCalculateSLA(t *testing.T) {
+	ctx := testCtx(t)
+	_, conn := migrated(t)
+	exec1(t, conn, `
+INSERT INTO analytics_metrics_1min (service, timestamp, count, error_count, latency_sum, latency_p99_ms) VALUES
+  ('svc', '2025-03-01T10:00:00Z', 100, 1,  5000, 100),
+  ('svc', '2025-03-01T10:01:00Z', 100, 0, 10000, 600),
+  ('svc', '2025-03-01T10:02:00Z', 200, 3, 10000, 400),
+  ('svc', '2025-03-01T13:00:00Z', 999, 999, 1, 1),       -- after p_to
+  ('other', '2025-03-01T10:00:00Z', 10, 10, 100, 50);
+INSERT INTO analytics_metrics_5min (service, timestamp, count, error_count, latency_sum, latency_p99_ms) VALUES
+  ('svc', '2025-03-01T10:00:00Z', 400, 4, 25000, 600),    -- covered by 1min rows
+  ('svc', '2025-03-01T11:00:00Z', 500, 5, 25000, 450);
+INSERT INTO analytics_metrics_1hour (service, timestamp, count, error_count, latency_sum, latency_p99_ms) VALUES
+  ('svc', '2025-03-01T10:00:00Z', 900, 9, 50000, 600),    -- covered by 1min rows
+  ('svc', '2025-03-01T11:00:00Z', 500, 5, 25000, 450),    -- covered by a 5min row
+  ('svc', '2025-03-01T12:00:00Z', 1000, 0, 50000, 300),
+  ('svc', '2025-03-01T09:00:00Z', 999, 999, 1, 1);        -- before p_from`)
+
+	type sla struct {
+		service                                 string
+		total, errors, warnings, minutes, okMin int64
+		avail, errRate, latAvg, compliance      *float64
+		p99Max, allowed, budget, sloLat, sloErr *float64
+		met                                     *bool
+	}
+	query := func(sql string, args ...any) []sla {
+		t.Helper()
+		rows, err := conn.Query(ctx, `SELECT service, total_events, error_events, warning_events, windows_total,
+		    windows_within_latency_slo, availability_pct, error_rate_pct, latency_avg_ms,
+		    latency_slo_compliance_pct, latency_p99_max_ms, allowed_error_events,
+		    error_budget_remaining_pct, latency_slo_ms, error_slo_pct, error_slo_met FROM `+sql, args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []sla
+		var s sla
+		_, err = pgx.ForEachRow(rows, []any{&s.service, &s.total, &s.errors, &s.warnings, &s.minutes, &s.okMin,
+			&s.avail, &s.errRate, &s.latAvg, &s.compliance, &s.p99Max, &s.allowed, &s.budget, &s.sloLat, &s.sloErr, &s.met}, func() error {
+			out = append(out, s)
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	from, to := "2025-03-01T10:00:00Z", "2025-03-01T13:00:00Z"
+
+	got := query(`analytics_calculate_sla('svc', $1, $2)`, from, to)
+	if len(got) != 1 {
+		t.Fatalf("rows = %+v", got)
+	}
+	s := got[0]
+	// 1min rows 10:00-10:02 (400 events), 5min 11:00 (500), 1hour 12:00 (1000).
+	if s.service != "svc" || s.total != 1900 || s.errors != 9 || s.minutes != 68 || s.okMin != 67 {
+		t.Errorf("sla counts %+v", s)
+	}
+	for name, c := range map[string][2]float64{
+		"availability_pct":           {*s.avail, 100.0 * 1891 / 1900},
+		"error_rate_pct":             {*s.errRate, 100.0 * 9 / 1900},
+		"latency_avg_ms":             {*s.latAvg, 100000.0 / 1900},
+		"latency_slo_compliance_pct": {*s.compliance, 100.0 * 67 / 68},
+		"latency_p99_max_ms":         {*s.p99Max, 600},
+		"allowed_error_events":       {*s.allowed, 19},
+		"error_budget_remaining_pct": {*s.budget, 100 - 100*(100.0*9/1900)/1},
+		"latency_slo_ms":             {*s.sloLat, 500},
+		"error_slo_pct":              {*s.sloErr, 1},
+	} {
+		if !near(c[0], c[1]) {
+			t.Errorf("%s = %v, want %v", name, c[0], c[1])
+		}
+	}
+	if s.met == nil || !*s.met {
+		t.Errorf("error_slo_met = %v", s.met)
+	}
+
+	// Tighter SLOs: p99 <= 300 holds for 10:00 (1 min) and 12:00 (60 min);
+	// 0.1 % errors is overspent.
+	s = query(`analytics_calculate_sla('svc', $1, $2, 300, 0.1)`, from, to)[0]
+	if s.okMin != 61 || !near(*s.compliance, 100.0*61/68) || *s.met || !near(*s.budget, 100-100*(100.0*9/1900)/0.1) {
+		t.Errorf("tight SLOs: ok minutes %d, compliance %v, met %v, budget %v", s.okMin, *s.compliance, *s.met, *s.budget)
+	}
+
+	// All services: one row each, by name.
+	all := query(`analytics_calculate_sla(NULL, $1, $2)`, from, to)
+	if len(all) != 2 || all[0].service != "other" || all[0].total != 10 || !near(*all[0].avail, 0) || all[1].total != 1900 {
+		t.Errorf("all services: %+v", all)
+	}
+
+	// A service without data: one row of zeros, NULL percentages.
+	none := query(`analytics_calculate_sla('ghost', $1, $2)`, from, to)
+	if len(none) != 1 || none[0].service != "ghost" || none[0].total != 0 || none[0].avail != nil || none[0].met != nil || none[0].compliance != nil {
+		t.Errorf("no data: %+v", none)
+	}
+
+	for _, bad := range []string{
+		`SELECT * FROM analytics_calculate_sla('svc', '2025-03-02', '2025-03-01')`,
+		`SELECT * FROM analytics_calculate_sla('svc', NULL, '2025-03-01')`,
+		`SELECT * FROM analytics_calculate_sla('svc', '2025-03-01', '2025-03-02', -1)`,
+		`SELECT * FROM analytics_calculate_sla('svc', '2025-03-01', '2025-03-02', 500, 0)`,
+		`SELECT * FROM analytics_calculate_sla('svc', '2025-03-01', '2025-03-02', 500, 101)`,
+	} {
+		if _, err := conn.Exec(ctx, bad); pgCode(err) != "22023" {
+			t.Errorf("%s: %v, want 22023", bad, err)
+		}
+	}
+}
+
+func TestAlertStats(t *testing.T) {
+	ctx := testCtx(t)
+	_, conn := migrated(t)
+	exec1(t, conn, `
+INSERT INTO analytics_alerts (alert_id, fingerprint, rule_name, service, severity, status, metric_name,
+                              fired_at, acknowledged_at, resolved_at) VALUES
+  ('c1', 'f1', 'r', 'api',  'critical', 'active',       'error_rate', '2025-03-01T10:00:00Z', NULL, NULL),
+  ('c2', 'f2', 'r', 'api',  'critical', 'resolved',     'error_rate', '2025-03-01T10:00:00Z',
+        '2025-03-01T10:01:00Z', '2025-03-01T10:05:00Z'),
+  ('w1', 'f3', 'r', 'db',   'warning',  'acknowledged', 'error_rate', '2025-03-01T10:10:00Z', '2025-03-01T10:12:00Z', NULL),
+  ('w2', 'f4', 'r', 'web',  'warning',  'resolved',     'error_rate', '2025-03-01T10:20:00Z', NULL, '2025-03-01T10:30:00Z'),
+  ('i1', 'f5', 'r', 'web',  'info',     'resolved',     'error_rate', '2025-02-01T10:00:00Z', NULL, '2025-02-01T10:00:01Z');`)
+
+	rows, err := conn.Query(ctx, `SELECT severity, total_alerts, active_alerts, acknowledged_alerts, resolved_alerts,
+	    services_affected, mean_time_to_acknowledge_seconds, mean_time_to_resolve_seconds
+	    FROM analytics_get_alert_stats('2025-03-01T09:00:00Z', '2025-03-01T11:00:00Z')`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	var sev string
+	var total, active, acked, resolved, services int64
+	var mtta, mttr *float64
+	f := func(p *float64) string {
+		if p == nil {
+			return "-"
+		}
+		return strconv.FormatFloat(*p, 'f', 1, 64)
+	}
+	if _, err := pgx.ForEachRow(rows, []any{&sev, &total, &active, &acked, &resolved, &services, &mtta, &mttr}, func() error {
+		got = append(got, fmt.Sprintf("%s %d %d %d %d %d %s %s", sev, total, active, acked, resolved, services, f(mtta), f(mttr)))
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		"critical 2 1 0 1 1 60.0 300.0",
+		"warning 2 0 1 1 2 120.0 600.0",
+		"info 0 0 0 0 0 - -",
+		"all 4 1 1 2 3 90.0 450.0",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("alert stats:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	var n int
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM analytics_get_alert_stats()`).Scan(&n); err != nil || n != 4 {
+		t.Errorf("default range: %d rows, %v", n, err)
+	}
+	if _, err := conn.Exec(ctx, `SELECT * FROM analytics_get_alert_stats(now(), now() - interval '1 hour')`); pgCode(err) != "22023" {
+		t.Errorf("reversed range: %v", err)
+	}
+}
+
+func archive(t *testing.T, db DB) map[string]int64 {
+	t.Helper()
+	rows, err := db.Query(testCtx(t), `SELECT table_name, rows_deleted FROM analytics_archive_old_data()`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]int64{}
+	var name string
+	var n int64
+	if _, err := pgx.ForEachRow(rows, []any{&name, &n}, func() error { out[name] = n; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func TestArchiveOldData(t *testing.T) {
+	ctx := testCtx(t)
+	_, conn := migrated(t) // retention 1 / 7 / 30 days
+	exec1(t, conn, `
+INSERT INTO analytics_events (stream_seq, timestamp, service, level, latency_ms) VALUES
+  (1, now() - interval '25 hours', 's', 'info', 1),
+  (2, now() - interval '3 days',   's', 'info', 1),
+  (3, now() - interval '23 hours', 's', 'info', 1),
+  (4, now(),                       's', 'info', 1);
+INSERT INTO analytics_metrics_1min (service, timestamp) VALUES
+  ('s', now() - interval '8 days'), ('s', now() - interval '6 days'), ('s', now());
+INSERT INTO analytics_metrics_5min (service, timestamp) VALUES
+  ('s', now() - interval '31 days'), ('s', now() - interval '29 days');
+INSERT INTO analytics_metrics_1hour (service, timestamp) VALUES
+  ('s', now() - interval '40 days'), ('s', now() - interval '31 days'), ('s', now() - interval '1 day');
+INSERT INTO analytics_alerts (alert_id, fingerprint, rule_name, service, severity, status, metric_name, fired_at, resolved_at) VALUES
+  ('old-resolved',  'f1', 'r', 's', 'warning', 'resolved', 'error_rate', now() - interval '40 days', now() - interval '31 days'),
+  ('young-resolved','f2', 'r', 's', 'warning', 'resolved', 'error_rate', now() - interval '40 days', now() - interval '29 days'),
+  ('old-active',    'f3', 'r', 's', 'warning', 'active',   'error_rate', now() - interval '60 days', NULL);
+INSERT INTO analytics_alert_outbox (alert_id, channel, transition, payload, state, created_at) VALUES
+  ('old-resolved', 'kafka', 'firing',   '{}', 'sent',    now() - interval '40 days'),
+  ('old-resolved', 'kafka', 'resolved', '{}', 'sent',    now() - interval '31 days'),
+  ('old-active',   'kafka', 'firing',   '{}', 'sent',    now() - interval '60 days'),
+  ('old-active',   'slack', 'firing',   '{}', 'pending', now() - interval '60 days'),
+  ('young-resolved','kafka','resolved', '{}', 'sent',    now() - interval '29 days');
+INSERT INTO analytics_alert_silences (service, starts_at, ends_at) VALUES
+  ('s', now() - interval '40 days', now() - interval '31 days'),
+  ('s', now() - interval '1 day',   now() + interval '1 day');
+INSERT INTO analytics_alert_state (fingerprint, service, firing, updated_at) VALUES
+  ('idle', 's', false, now() - interval '31 days'),
+  ('firing-long', 's', true, now() - interval '31 days'),
+  ('recent', 's', false, now());`)
+
+	want := map[string]int64{
+		"analytics_events": 2, "analytics_metrics_1min": 1, "analytics_metrics_5min": 1,
+		"analytics_metrics_1hour": 2, "analytics_alerts": 1, "analytics_alert_outbox": 3,
+		"analytics_alert_silences": 1, "analytics_alert_state": 1,
+	}
+	if got := archive(t, conn); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("archive = %v\nwant %v", got, want)
+	}
+	left := strings1(t, conn, `
+SELECT 'e' || stream_seq FROM analytics_events
+UNION ALL SELECT 'a:' || alert_id FROM analytics_alerts
+UNION ALL SELECT 'o:' || alert_id || '/' || channel || '/' || transition FROM analytics_alert_outbox
+UNION ALL SELECT 's:' || fingerprint FROM analytics_alert_state
+UNION ALL SELECT 'm:' || (SELECT count(*) FROM analytics_metrics_1min) || (SELECT count(*) FROM analytics_metrics_5min)
+                      || (SELECT count(*) FROM analytics_metrics_1hour) || (SELECT count(*) FROM analytics_alert_silences)`)
+	wantLeft := []string{"a:old-active", "a:young-resolved", "e3", "e4", "m:2111",
+		"o:old-active/slack/firing", "o:young-resolved/kafka/resolved", "s:firing-long", "s:recent"}
+	if strings.Join(left, ",") != strings.Join(wantLeft, ",") {
+		t.Errorf("left after archive: %v\nwant %v", left, wantLeft)
+	}
+	for table, n := range archive(t, conn) {
+		if n != 0 {
+			t.Errorf("second archive deleted %d from %s", n, table)
+		}
+	}
+
+	// The retention days come from analytics_settings (RETENTION_HOT = 2).
+	if _, err := Up(ctx, conn, Options{RetentionHot: 2}, nil); err != nil {
+		t.Fatal(err)
+	}
+	exec1(t, conn, `INSERT INTO analytics_events (stream_seq, timestamp, service, level, latency_ms) VALUES
+	    (10, now() - interval '36 hours', 's', 'info', 1), (11, now() - interval '49 hours', 's', 'info', 1)`)
+	if got := archive(t, conn)["analytics_events"]; got != 1 {
+		t.Errorf("with RetentionHot=2 the archive deleted %d events, want 1", got)
+	}
+	if got := strings1(t, conn, `SELECT stream_seq::text FROM analytics_events`); strings.Join(got, ",") != "10,3,4" {
+		t.Errorf("events left: %v", got)
+	}
+	// The seed's cron form works too.
+	exec1(t, conn, `SELECT analytics_archive_old_data();`)
+}
+
+func TestEventsIdempotentInsert(t *testing.T) {
+	ctx := testCtx(t)
+	_, conn := migrated(t)
+	const ins = `INSERT INTO analytics_events (stream_seq, timestamp, service, level, latency_ms, risk_score, payload,
+	    kafka_topic, kafka_partition, kafka_offset) VALUES ($1, $2, 'checkout', 'info', 50, 0.1, '{"endpoint":"/pay"}',
+	    'stacklens-analytics', 3, 42) ON CONFLICT (timestamp, stream_seq) DO NOTHING`
+	ts := time.Date(2026, 11, 29, 1, 0, 0, 123456000, time.UTC)
+	for i := 0; i < 3; i++ {
+		exec1(t, conn, ins, int64(42), ts)
+	}
+	var n int
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM analytics_events WHERE stream_seq = 42`).Scan(&n); err != nil || n != 1 {
+		t.Errorf("redelivered event stored %d times (%v)", n, err)
+	}
+	for _, bad := range []string{
+		`INSERT INTO analytics_events (stream_seq, timestamp, service, level, latency_ms) VALUES (1, now(), '', 'info', 1)`,
+		`INSERT INTO analytics_events (stream_seq, timestamp, service, level, latency_ms) VALUES (1, now(), 's', 'info', -1)`,
+		`INSERT INTO analytics_events (stream_seq, timestamp, service, level, latency_ms, risk_score) VALUES (1, now(), 's', 'info', 1, 2)`,
+		`INSERT INTO analytics_metrics_1min (service, timestamp, error_rate) VALUES ('s', now(), 101)`,
+	} {
+		if _, err := conn.Exec(ctx, bad); pgCode(err) != "23514" {
+			t.Errorf("%s: %v, want a check violation", bad, err)
+		}
+	}
+	// The open-alert invariant: one active alert per fingerprint.
+	exec1(t, conn, `INSERT INTO analytics_alerts (alert_id, fingerprint, rule_name, service, severity, metric_name)
+	    VALUES ('x1', 'fp', 'r', 's', 'warning', 'error_rate')`)
+	if _, err := conn.Exec(ctx, `INSERT INTO analytics_alerts (alert_id, fingerprint, rule_name, service, severity, metric_name)
+	    VALUES ('x2', 'fp', 'r', 's', 'warning', 'error_rate')`); pgCode(err) != "23505" {
+		t.Errorf("second open alert for a fingerprint: %v", err)
+	}
+}
+
+// ---------------------------------------------------------------------------
+// Views.
+
+func TestServiceHealthView(t *testing.T) {
+	ctx := testCtx(t)
+	_, conn := migrated(t)
+	exec1(t, conn, `
+WITH now_min AS (SELECT date_trunc('minute', now()) AS m)
+INSERT INTO analytics_metrics_1min (service, timestamp, count, error_rate, latency_p99_ms, throughput_per_sec)
+SELECT s, (SELECT m FROM now_min) - age, 100, er, p99, 1.5 FROM (VALUES
+  ('err-5',       interval '0', 5.0,   100.0),
+  ('err-5.01',    interval '0', 5.01,  100.0),
+  ('err-20',      interval '0', 20.0,  100.0),
+  ('err-20.01',   interval '0', 20.01, 100.0),
+  ('p99-500',     interval '0', 0.0,   500.0),
+  ('p99-500.5',   interval '0', 0.0,   500.5),
+  ('p99-1000',    interval '0', 0.0,   1000.0),
+  ('p99-1000.5',  interval '0', 0.0,   1000.5),
+  ('recovered',   interval '3 minutes', 50.0, 5000.0),
+  ('recovered',   interval '1 minute',  0.0,  10.0),
+  ('gone',        interval '15 minutes', 0.0, 10.0)
+) AS v (s, age, er, p99)`)
+	got := strings1(t, conn, `SELECT service || '=' || status FROM v_service_health_current`)
+	want := []string{
+		"err-20.01=unhealthy", "err-20=degraded", "err-5.01=degraded", "err-5=healthy",
+		"p99-1000.5=unhealthy", "p99-1000=degraded", "p99-500.5=degraded", "p99-500=healthy",
+		"recovered=healthy",
+	}
+	sort.Strings(want)
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Errorf("health:\n%v\nwant\n%v", got, want)
+	}
+	var lastSeenOK bool
+	if err := conn.QueryRow(ctx, `SELECT bool_and(last_seen <= window_start + interval '1 minute' AND last_seen >= window_start
+	    AND throughput_per_sec = 1.5) FROM v_service_health_current`).Scan(&lastSeenOK); err != nil || !lastSeenOK {
+		t.Errorf("last_seen/throughput: %v %v", lastSeenOK, err)
+	}
+}
+
+func TestPerformanceTrendView(t *testing.T) {
+	ctx := testCtx(t)
+	_, conn := migrated(t)
+	exec1(t, conn, `
+WITH h AS (SELECT date_trunc('hour', now(), 'UTC') AS cur)
+INSERT INTO analytics_metrics_1hour (service, timestamp, count, error_count, error_rate, latency_p99_ms)
+SELECT 'a', cur, 1000, 10, 1.0, 250 FROM h
+UNION ALL SELECT 'a', cur - interval '24 hours', 5, 0, 0, 1 FROM h;   -- outside the 24 h
+WITH h AS (SELECT date_trunc('hour', now(), 'UTC') AS cur)
+INSERT INTO analytics_metrics_1min (service, timestamp, count, error_count, latency_sum, latency_p99_ms)
+SELECT 'a', cur, 7, 7, 7, 7 FROM h                                   -- hour has an hourly row
+UNION ALL SELECT 'b', cur - interval '1 hour', 100, 10, 1000, 200 FROM h
+UNION ALL SELECT 'b', cur - interval '1 hour' + interval '1 minute', 300, 10, 9000, 400 FROM h`)
+	got := strings1(t, conn, `SELECT format('%s %s %s %s %s %s %s', service,
+	    (extract(epoch FROM date_trunc('hour', now(), 'UTC') - hour) / 3600)::int, count, error_count,
+	    round(error_rate::numeric, 2), latency_p99_ms, source) FROM v_service_performance_trend`)
+	want := []string{"a 0 1000 10 1.00 250 1hour", "b 1 400 20 5.00 400 1min"}
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Errorf("trend = %v\nwant %v", got, want)
+	}
+	var avg float64
+	if err := conn.QueryRow(ctx, `SELECT latency_avg_ms FROM v_service_performance_trend WHERE service = 'b'`).Scan(&avg); err != nil || !near(avg, 25) {
+		t.Errorf("rolled-up latency_avg_ms = %v (%v), want 25", avg, err)
+	}
+}
+
+func TestAlertViews(t *testing.T) {
+	ctx := testCtx(t)
+	_, conn := migrated(t)
+	exec1(t, conn, `
+INSERT INTO analytics_alerts (alert_id, fingerprint, rule_name, service, severity, status, metric_name,
+                              fired_at, acknowledged_at, resolved_at) VALUES
+  ('old',   'f1', 'r', 's', 'critical', 'active',       'error_rate', now() - interval '2 hours', NULL, NULL),
+  ('new',   'f2', 'r', 's', 'warning',  'active',       'error_rate', now() - interval '1 minute', NULL, NULL),
+  ('acked', 'f3', 'r', 's', 'critical', 'acknowledged', 'error_rate', now() - interval '1 hour', now(), NULL),
+  ('done',  'f4', 'r', 's', 'critical', 'resolved',     'error_rate', now() - interval '3 hours', NULL, now())`)
+	rows, err := conn.Query(ctx, `SELECT alert_id FROM v_active_alerts`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	active, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil || strings.Join(active, ",") != "new,acked,old" {
+		t.Errorf("v_active_alerts order = %v (%v), want newest first without resolved", active, err)
+	}
+	rows, err = conn.Query(ctx, `SELECT severity || '/' || status || '=' || alert_count FROM v_alert_summary`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	summary, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	want := "critical/active=1,critical/acknowledged=1,critical/resolved=1,warning/active=1,warning/acknowledged=0," +
+		"warning/resolved=0,info/active=0,info/acknowledged=0,info/resolved=0"
+	if err != nil || strings.Join(summary, ",") != want {
+		t.Errorf("v_alert_summary = %v (%v)\nwant %s", summary, err, want)
+	}
+}
+
+func TestTopServiceViews(t *testing.T) {
+	ctx := testCtx(t)
+	_, conn := migrated(t)
+	exec1(t, conn, `
+WITH n AS (SELECT date_trunc('minute', now()) AS m)
+INSERT INTO analytics_metrics_1min (service, timestamp, count, error_count, latency_sum, latency_p99_ms, latency_max_ms)
+SELECT s, (SELECT m FROM n) - age, c, e, c * 10.0, p99, p99 * 2 FROM (VALUES
+  ('a',     interval '1 minute',  100, 10, 100.0),   -- 10 %
+  ('a',     interval '2 minutes', 100, 0,  900.0),   --   over 200 events: 5 %, worst p99 900
+  ('b',     interval '1 minute',  50,  25, 300.0),   -- 50 %
+  ('tiny',  interval '1 minute',  5,   5,  5000.0),  -- 100 % but under 10 events
+  ('clean', interval '1 minute',  500, 0,  50.0),    -- no errors
+  ('stale', interval '2 hours',   500, 500, 9000.0)  -- outside the hour
+) AS v (s, age, c, e, p99)`)
+	errs := strings1(t, conn, `SELECT service || '=' || round(error_rate::numeric, 1) FROM v_top_error_services`)
+	if strings.Join(errs, ",") != "a=5.0,b=50.0" {
+		t.Errorf("v_top_error_services = %v", errs)
+	}
+	rows, err := conn.Query(ctx, `SELECT service || '=' || latency_p99_ms || '/' || round(latency_p99_avg_ms::numeric) FROM v_top_latency_services`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lat, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	want := "tiny=5000/5000,a=900/500,b=300/300,clean=50/50"
+	if err != nil || strings.Join(lat, ",") != want {
+		t.Errorf("v_top_latency_services = %v (%v), want %s", lat, err, want)
+	}
+	var first string
+	if err := conn.QueryRow(ctx, `SELECT service FROM v_top_error_services LIMIT 1`).Scan(&first); err != nil || first != "b" {
+		t.Errorf("top error service = %q (%v), want b", first, err)
+	}
+}
