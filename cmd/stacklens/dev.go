@@ -16,9 +16,12 @@ const devSummary = "run the whole product in one process on embedded NATS, Kafka
 
 func cmdDev(ctx context.Context, c *cli) int {
 	var infraOnly, demo bool
+	var ports devstack.Ports
 	cfg, code := loadConfig(c, "dev", devSummary, func(fs *flag.FlagSet) {
 		fs.BoolVar(&infraOnly, "infra-only", false, "start only the infrastructure (NATS, Kafka, PostgreSQL) and migrations; run roles as separate processes")
 		fs.BoolVar(&demo, "demo", false, "also run the load generator with realistic traffic and an error burst")
+		fs.IntVar(&ports.NATS, "nats-port", 0, "port of the embedded NATS server (0: 4222, -1: any free port)")
+		fs.IntVar(&ports.Kafka, "kafka-port", 0, "port of the embedded Kafka broker (0: 9092, -1: any free port)")
 	})
 	if cfg == nil {
 		return code
@@ -26,7 +29,7 @@ func cmdDev(ctx context.Context, c *cli) int {
 	e := newEnv(c, cfg, "dev")
 	e.log.Info("starting StackLens dev stack", "version", version, "data_dir", cfg.Runtime.DataDir)
 
-	stack, err := devstack.Start(ctx, cfg, e.log)
+	stack, err := devstack.Start(ctx, cfg, ports, e.log)
 	if err != nil {
 		e.log.Error("cannot start the dev stack", "err", err)
 		return exitFail

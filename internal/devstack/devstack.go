@@ -52,8 +52,35 @@ type Stack struct {
 	dataDir   string
 }
 
+// Ports of the embedded servers; zero values mean the defaults above, -1
+// any free port (tests).
+type Ports struct {
+	NATS, Kafka int
+}
+
+func (p Ports) resolve() (nats, kafka int, err error) {
+	pick := func(v, def int) (int, error) {
+		switch v {
+		case 0:
+			return def, nil
+		case -1:
+			return embedded.FreePort()
+		}
+		return v, nil
+	}
+	if nats, err = pick(p.NATS, DefaultNATSPort); err != nil {
+		return 0, 0, err
+	}
+	kafka, err = pick(p.Kafka, DefaultKafkaPort)
+	return nats, kafka, err
+}
+
 // Start starts what is not external and rewrites cfg to point at it.
-func Start(ctx context.Context, cfg *config.Loaded, log *slog.Logger) (_ *Stack, err error) {
+func Start(ctx context.Context, cfg *config.Loaded, ports Ports, log *slog.Logger) (_ *Stack, err error) {
+	natsPort, kafkaPort, err := ports.resolve()
+	if err != nil {
+		return nil, err
+	}
 	dir, err := filepath.Abs(cfg.Runtime.DataDir)
 	if err != nil {
 		return nil, err
@@ -69,17 +96,17 @@ func Start(ctx context.Context, cfg *config.Loaded, log *slog.Logger) (_ *Stack,
 	}()
 
 	if cfg.Sources["NATS_URL"] == config.SourceDefault {
-		log.Info("starting embedded NATS JetStream", "addr", fmt.Sprintf("127.0.0.1:%d", DefaultNATSPort), "store", filepath.Join(dir, "nats"))
-		s.NATS, err = embedded.StartNATS(embedded.NATSOptions{Port: DefaultNATSPort, StoreDir: filepath.Join(dir, "nats"), Name: "stacklens-dev", Log: log.With("component", "nats-server")})
+		log.Info("starting embedded NATS JetStream", "addr", fmt.Sprintf("127.0.0.1:%d", natsPort), "store", filepath.Join(dir, "nats"))
+		s.NATS, err = embedded.StartNATS(embedded.NATSOptions{Port: natsPort, StoreDir: filepath.Join(dir, "nats"), Name: "stacklens-dev", Log: log.With("component", "nats-server")})
 		if err != nil {
 			return nil, err
 		}
 		cfg.NATS.URL = s.NATS.ClientURL()
 	}
 	if cfg.Sources["KAFKA_BOOTSTRAP_SERVERS"] == config.SourceDefault {
-		log.Info("starting embedded Kafka broker", "addr", fmt.Sprintf("127.0.0.1:%d", DefaultKafkaPort), "dir", filepath.Join(dir, "kafka"))
+		log.Info("starting embedded Kafka broker", "addr", fmt.Sprintf("127.0.0.1:%d", kafkaPort), "dir", filepath.Join(dir, "kafka"))
 		s.Kafka, err = embedded.StartKafka(embedded.KafkaOptions{
-			Port:       DefaultKafkaPort,
+			Port:       kafkaPort,
 			Topics:     []string{cfg.Kafka.InputTopic, cfg.Kafka.OutputTopic},
 			Partitions: int32(cfg.Kafka.Partitions),
 			DataDir:    filepath.Join(dir, "kafka"),
@@ -183,10 +210,14 @@ func portFree(port int) bool {
 	return true
 }
 
-// WriteEndpoints writes DATA_DIR/endpoints.json and returns its path.
+// WriteEndpoints writes DATA_DIR/endpoints.json, and DATA_DIR/dev.pid for
+// `task down`, and returns the endpoints file's path.
 func (s *Stack) WriteEndpoints() (string, error) {
 	b, err := json.MarshalIndent(s.Endpoints, "", "  ")
 	if err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(filepath.Join(s.dataDir, "dev.pid"), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
 		return "", err
 	}
 	p := filepath.Join(s.dataDir, "endpoints.json")
@@ -214,4 +245,5 @@ func (s *Stack) Stop(log *slog.Logger) {
 		s.Postgres = nil
 	}
 	_ = os.Remove(filepath.Join(s.dataDir, "endpoints.json"))
+	_ = os.Remove(filepath.Join(s.dataDir, "dev.pid"))
 }

@@ -24,7 +24,7 @@ func NewLogger(w io.Writer, level, format string) *slog.Logger {
 	if f, ok := w.(*os.File); ok {
 		noColor = !isatty.IsTerminal(f.Fd())
 	}
-	return slog.New(tint.NewHandler(w, &tint.Options{
+	return slog.New(tint.NewTextHandler(w, &tint.Options{
 		Level:      lvl,
 		TimeFormat: time.TimeOnly + ".000",
 		NoColor:    noColor,

@@ -1,0 +1,286 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/stacklens/stacklens/internal/devstack"
+	"github.com/stacklens/stacklens/internal/embedded"
+	"github.com/stacklens/stacklens/internal/testenv"
+)
+
+func runCLI(t *testing.T, ctx context.Context, env map[string]string, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := dispatch(ctx, &cli{args: args, stdout: &out, stderr: &errb, env: func(k string) (string, bool) {
+		v, ok := env[k]
+		return v, ok
+	}})
+	return code, out.String(), errb.String()
+}
+
+func TestHelpListsEveryCommand(t *testing.T) {
+	code, out, _ := runCLI(t, context.Background(), nil, "--help")
+	if code != exitOK {
+		t.Fatalf("exit %d", code)
+	}
+	for _, c := range commands() {
+		if !strings.Contains(out, "  "+c.name+" ") || c.summary == "" {
+			t.Errorf("help lacks %q with a summary:\n%s", c.name, out)
+		}
+	}
+	for _, want := range []string{"dev", "config", "migrate", "version"} {
+		if !strings.Contains(out, "  "+want+" ") {
+			t.Errorf("help lacks %s", want)
+		}
+	}
+	if code, _, errs := runCLI(t, context.Background(), nil); code != exitConfig || !strings.Contains(errs, "Usage") {
+		t.Errorf("no args: exit %d, %q", code, errs)
+	}
+	if code, _, errs := runCLI(t, context.Background(), nil, "frobnicate"); code != exitConfig || !strings.Contains(errs, `unknown command "frobnicate"`) {
+		t.Errorf("unknown: exit %d, %q", code, errs)
+	}
+}
+
+func TestVersion(t *testing.T) {
+	for _, arg := range []string{"version", "--version"} {
+		code, out, _ := runCLI(t, context.Background(), nil, arg)
+		if code != exitOK || !strings.HasPrefix(out, "stacklens dev (commit ") {
+			t.Errorf("%s: exit %d %q", arg, code, out)
+		}
+	}
+	gitCommit = "abc1234"
+	defer func() { gitCommit = "" }()
+	if _, out, _ := runCLI(t, context.Background(), nil, "version"); !strings.Contains(out, "commit abc1234") {
+		t.Errorf("linker commit not shown: %q", out)
+	}
+}
+
+func TestConfigCheck(t *testing.T) {
+	dir := t.TempDir()
+	env := map[string]string{"ENV_FILE": filepath.Join(dir, "missing-is-error")}
+	code, _, errs := runCLI(t, context.Background(), env, "config", "check")
+	if code != exitConfig || !strings.Contains(errs, "ENV_FILE") {
+		t.Fatalf("exit %d %q", code, errs)
+	}
+	_ = os.WriteFile(filepath.Join(dir, ".env"), []byte("DB_HOST=pg\n"), 0o600)
+	env = map[string]string{"ENV_FILE": filepath.Join(dir, ".env"), "DB_PASSWORD": "hunter2"}
+	code, out, errs := runCLI(t, context.Background(), env, "config", "check", "--db-port", "6543")
+	if code != exitOK || !strings.Contains(errs, "configuration OK") {
+		t.Fatalf("exit %d %q", code, errs)
+	}
+	for _, want := range []string{"DB_HOST=pg  # env-file", "DB_PORT=6543  # flag", "DB_PASSWORD=****  # env"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "hunter2") {
+		t.Error("secret printed")
+	}
+	// The issue's acceptance check: one line naming DB_PORT, exit 2.
+	env["DB_PORT"] = "abc"
+	code, out, errs = runCLI(t, context.Background(), env, "config", "check")
+	if code != exitConfig || out != "" || strings.Count(errs, "\n") != 1 || !strings.Contains(errs, "DB_PORT") {
+		t.Fatalf("bad DB_PORT: exit %d stdout %q stderr %q", code, out, errs)
+	}
+	if code, _, _ := runCLI(t, context.Background(), env, "config", "check", "-h"); code != exitOK {
+		t.Errorf("-h exit %d", code)
+	}
+	if code, out, _ := runCLI(t, context.Background(), nil, "config", "vars"); code != exitOK || !strings.Contains(out, "`KAFKA_BOOTSTRAP_SERVERS`") {
+		t.Errorf("vars: %d %q", code, out)
+	}
+	for _, args := range [][]string{{"config"}, {"config", "nope"}, {"migrate"}, {"migrate", "sideways"}} {
+		if code, _, _ := runCLI(t, context.Background(), nil, args...); code != exitConfig {
+			t.Errorf("%v: exit %d, want %d", args, code, exitConfig)
+		}
+	}
+}
+
+// TestDevInfraOnly brings up the embedded stack the way `stacklens dev
+// --infra-only` does, checks every server answers with our client
+// libraries and the endpoints file is right, then interrupts it and checks
+// nothing is left running.
+func TestDevInfraOnly(t *testing.T) {
+	dataDir, err := os.MkdirTemp("", "stacklens-dev-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = os.Chmod(dataDir, 0o755)
+	t.Cleanup(func() { _ = os.RemoveAll(dataDir) })
+	dbPort, _ := embedded.FreePort()
+	env := map[string]string{
+		"DATA_DIR": dataDir, "METRICS_PORT": "0", "DB_PORT": strconv.Itoa(dbPort),
+		"ENV_FILE": writeEmpty(t), "LOG_LEVEL": "warn",
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan int, 1)
+	go func() {
+		code, _, errs := runCLI(t, ctx, env, "dev", "--infra-only", "--nats-port", "-1", "--kafka-port", "-1")
+		if code != exitOK {
+			t.Logf("dev stderr:\n%s", errs)
+		}
+		done <- code
+	}()
+
+	var ep devstack.Endpoints
+	testenv.Eventually(t, 2*time.Minute, func() error {
+		select {
+		case code := <-done:
+			t.Fatalf("dev exited early with %d", code)
+		default:
+		}
+		b, err := os.ReadFile(filepath.Join(dataDir, "endpoints.json"))
+		if err != nil {
+			return err
+		}
+		return json.Unmarshal(b, &ep)
+	})
+
+	nc, err := nats.Connect(ep.NATS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, _ := jetstream.New(nc)
+	if st, err := js.Stream(ctx, "STACKLENS_EVENTS"); err != nil || !st.CachedInfo().Config.AllowAtomicPublish {
+		t.Errorf("events stream not provisioned: %v", err)
+	}
+	nc.Close()
+
+	conn, err := kafka.DialLeader(ctx, "tcp", ep.Kafka, "stacklens-analytics", 11)
+	if err != nil {
+		t.Fatalf("partition 11 of stacklens-analytics (12 partitions): %v", err)
+	}
+	_ = conn.Close()
+
+	pg, err := pgx.Connect(ctx, ep.Postgres)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var views int
+	if err := pg.QueryRow(ctx, "SELECT count(*) FROM information_schema.tables WHERE table_name LIKE 'v_%' AND table_schema = 'public'").Scan(&views); err != nil || views != 6 {
+		t.Errorf("migrations not applied: %d views, %v", views, err)
+	}
+	_ = pg.Close(ctx)
+
+	pidBytes, err := os.ReadFile(filepath.Join(dataDir, "postgres", "data", "postmaster.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pgPid, _ := strconv.Atoi(strings.SplitN(string(pidBytes), "\n", 2)[0])
+
+	cancel()
+	select {
+	case code := <-done:
+		if code != exitOK {
+			t.Fatalf("dev exit %d", code)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("dev did not stop within a minute")
+	}
+	if err := syscall.Kill(pgPid, 0); err == nil {
+		t.Errorf("postgres (pid %d) still running after dev stopped", pgPid)
+	}
+	for _, addr := range []string{strings.TrimPrefix(ep.NATS, "nats://"), ep.Kafka} {
+		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+			c.Close()
+			t.Errorf("%s still accepts connections after dev stopped", addr)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dataDir, "endpoints.json")); err == nil {
+		t.Error("endpoints.json left behind")
+	}
+}
+
+func TestRoleMetricsServerAndOrderedShutdown(t *testing.T) {
+	vars := map[string]string{"ENV_FILE": writeEmpty(t), "METRICS_PORT": "0", "LOG_FORMAT": "json"}
+	cfg, code := loadConfig(&cli{args: nil, stderr: &bytes.Buffer{}, env: func(k string) (string, bool) { v, ok := vars[k]; return v, ok }}, "t", "t", nil)
+	if cfg == nil {
+		t.Fatalf("config: %d", code)
+	}
+	var logs syncBuffer
+	e := newEnv(&cli{stderr: &logs}, cfg, "test")
+	ctx, cancel := context.WithCancel(context.Background())
+	var order []string
+	mk := func(name string) component {
+		return component{name: name, run: func(ctx context.Context, e *env) error {
+			e.health.Set(name, nil)
+			<-ctx.Done()
+			order = append(order, name)
+			return nil
+		}}
+	}
+	done := make(chan int)
+	go func() { done <- runComponents(ctx, e, mk("intake"), mk("middle"), mk("last")) }()
+	var addr string
+	testenv.Eventually(t, 10*time.Second, func() error {
+		for _, line := range strings.Split(logs.String(), "\n") {
+			if strings.Contains(line, "metrics server listening") {
+				var m map[string]any
+				_ = json.Unmarshal([]byte(line), &m)
+				addr, _ = m["addr"].(string)
+			}
+		}
+		if addr == "" {
+			return fmt.Errorf("metrics server not announced")
+		}
+		return nil
+	})
+	testenv.Eventually(t, 10*time.Second, func() error {
+		resp, err := http.Get(addr + "/health")
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		var h struct {
+			Status string         `json:"status"`
+			Checks map[string]any `json:"checks"`
+		}
+		_ = json.NewDecoder(resp.Body).Decode(&h)
+		if h.Status != "healthy" || len(h.Checks) != 3 {
+			return fmt.Errorf("health %+v", h)
+		}
+		return nil
+	})
+	resp, err := http.Get(addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := new(bytes.Buffer)
+	_, _ = body.ReadFrom(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{"go_goroutines", "process_resident_memory_bytes"} {
+		if !strings.Contains(body.String(), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	cancel()
+	if code := <-done; code != exitOK {
+		t.Fatalf("exit %d", code)
+	}
+	if got := strings.Join(order, ","); got != "intake,middle,last" {
+		t.Errorf("shutdown order %s", got)
+	}
+}
+
+func writeEmpty(t *testing.T) string {
+	f := filepath.Join(t.TempDir(), ".env")
+	_ = os.WriteFile(f, nil, 0o600)
+	return f
+}

@@ -1,0 +1,342 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func envOf(m map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+}
+
+// load reads env and args with an empty .env file (an explicitly named
+// file that is missing is an error).
+func load(t *testing.T, env map[string]string, args ...string) (*Loaded, error) {
+	t.Helper()
+	f := filepath.Join(t.TempDir(), ".env")
+	if err := os.WriteFile(f, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return Load("test", args, Options{LookupEnv: envOf(env), EnvFile: f, Output: &bytes.Buffer{}})
+}
+
+func mustLoad(t *testing.T, env map[string]string, args ...string) *Loaded {
+	t.Helper()
+	l, err := load(t, env, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+func TestDefaults(t *testing.T) {
+	l := mustLoad(t, nil)
+	c := l.Config
+	if got := c.Kafka.BootstrapServers; len(got) != 1 || got[0] != "127.0.0.1:9092" {
+		t.Errorf("KAFKA_BOOTSTRAP_SERVERS = %v", got)
+	}
+	if c.Kafka.InputTopic != "stacklens-analytics" || c.Kafka.OutputTopic != "analytics-alerts" {
+		t.Errorf("topics %q %q", c.Kafka.InputTopic, c.Kafka.OutputTopic)
+	}
+	if c.DB.Port != 5432 || c.DB.Name != "stacklens" || c.DB.User != "stacklens_user" {
+		t.Errorf("db %+v", c.DB)
+	}
+	if c.NATS.Shards != 16 || c.NATS.EventsMaxAge != 168*time.Hour {
+		t.Errorf("nats %+v", c.NATS)
+	}
+	if c.Processor.FlushInterval != 250*time.Millisecond || c.Processor.AllowedLateness != 30*time.Second || c.Processor.MaxServices != 10000 {
+		t.Errorf("processor %+v", c.Processor)
+	}
+	if c.API.Port != 8005 || c.Telemetry.MetricsPort != 8004 || !c.Telemetry.EnableMetrics {
+		t.Errorf("ports api=%d metrics=%d", c.API.Port, c.Telemetry.MetricsPort)
+	}
+	ws, err := c.Pipeline.ParsedWindows()
+	if err != nil || len(ws) != 3 || ws[0].Name != "1min" || ws[2].Name != "1hour" {
+		t.Errorf("windows %v %v", ws, err)
+	}
+	for _, v := range Vars() {
+		if l.Sources[v.Env] != SourceDefault {
+			t.Errorf("%s source %s, want default", v.Env, l.Sources[v.Env])
+		}
+	}
+}
+
+func TestSeedEnvFileIsAccepted(t *testing.T) {
+	// The seed's .env.prod verbatim (DB_PASSWORD expanded from the
+	// environment by the shell in the seed; here it is a literal).
+	seed := `# Kafka Configuration
+KAFKA_BOOTSTRAP_SERVERS=kafka:9092
+KAFKA_INPUT_TOPIC=stacklens-analytics
+KAFKA_OUTPUT_TOPIC=analytics-alerts
+KAFKA_BATCH_SIZE=100
+KAFKA_BATCH_TIMEOUT_MS=10000
+
+# Database Configuration
+DB_HOST=postgres
+DB_PORT=5432
+DB_NAME=stacklens
+DB_USER=stacklens_user
+DB_PASSWORD=${DB_PASSWORD}
+DB_POOL_MIN=5
+DB_POOL_MAX=20
+
+# Aggregation Windows
+AGGREGATION_WINDOWS=1min,5min,1hour
+
+# Retention Policies (days)
+RETENTION_HOT=1
+RETENTION_WARM=7
+RETENTION_COLD=30
+
+# Logging
+LOG_LEVEL=INFO
+LOG_FORMAT=json
+
+# Performance
+MAX_THREADS=8
+STATS_INTERVAL_SEC=30
+
+# Monitoring
+ENABLE_METRICS=true
+METRICS_PORT=8004
+`
+	f := filepath.Join(t.TempDir(), ".env.prod")
+	if err := os.WriteFile(f, []byte(seed), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	l, err := Load("test", nil, Options{LookupEnv: envOf(map[string]string{"DB_PASSWORD": "s3cret"}), EnvFile: f})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := l.Config
+	if c.Kafka.BootstrapServers[0] != "kafka:9092" || c.Kafka.BatchSize != 100 || c.Kafka.BatchTimeoutMS != 10000 {
+		t.Errorf("kafka %+v", c.Kafka)
+	}
+	if c.DB.Host != "postgres" || c.DB.PoolMin != 5 || c.DB.PoolMax != 20 {
+		t.Errorf("db %+v", c.DB)
+	}
+	if c.DB.Password != "s3cret" || l.Sources["DB_PASSWORD"] != SourceEnv {
+		t.Errorf("DB_PASSWORD from %s", l.Sources["DB_PASSWORD"])
+	}
+	if c.Telemetry.LogFormat != "json" || c.Runtime.MaxThreads != 8 || l.Sources["DB_HOST"] != SourceEnvFile {
+		t.Errorf("telemetry %+v runtime %+v", c.Telemetry, c.Runtime)
+	}
+}
+
+func TestPrecedenceFlagOverEnvOverFileOverEnvFile(t *testing.T) {
+	dir := t.TempDir()
+	envFile := filepath.Join(dir, ".env")
+	secret := filepath.Join(dir, "pw")
+	_ = os.WriteFile(envFile, []byte("DB_HOST=from-file\nDB_NAME=from-file\nDB_USER=from-file\nSMTP_PASSWORD=from-file\n"), 0o600)
+	_ = os.WriteFile(secret, []byte("from-secret-file\n"), 0o600)
+	env := map[string]string{"DB_HOST": "from-env", "DB_NAME": "from-env", "DB_PASSWORD_FILE": secret, "ENV_FILE": envFile}
+	l, err := Load("test", []string{"--db-host", "from-flag"}, Options{LookupEnv: envOf(env)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		env, want string
+		src       Source
+	}{
+		{"DB_HOST", "from-flag", SourceFlag},
+		{"DB_NAME", "from-env", SourceEnv},
+		{"DB_PASSWORD", "from-secret-file", SourceFile},
+		{"DB_USER", "from-file", SourceEnvFile},
+		{"SMTP_PASSWORD", "from-file", SourceEnvFile},
+		{"DB_PORT", "5432", SourceDefault},
+	} {
+		if got := l.Value(tc.env, false); got != tc.want || l.Sources[tc.env] != tc.src {
+			t.Errorf("%s = %q from %s, want %q from %s", tc.env, got, l.Sources[tc.env], tc.want, tc.src)
+		}
+	}
+}
+
+func TestBadValuesNameTheVariable(t *testing.T) {
+	for _, tc := range []struct {
+		env  map[string]string
+		args []string
+		want string // the variable named in the error
+	}{
+		{map[string]string{"DB_PORT": "abc"}, nil, "DB_PORT"},
+		{map[string]string{"DB_PORT": "70000"}, nil, "DB_PORT"},
+		{map[string]string{"DB_PORT": "0"}, nil, "DB_PORT"},
+		{map[string]string{"KAFKA_BATCH_SIZE": "1000"}, nil, "KAFKA_BATCH_SIZE"},
+		{map[string]string{"ENABLE_METRICS": "maybe"}, nil, "ENABLE_METRICS"},
+		{map[string]string{"FLUSH_INTERVAL": "fast"}, nil, "FLUSH_INTERVAL"},
+		{map[string]string{"FLUSH_INTERVAL": "1ms"}, nil, "FLUSH_INTERVAL"},
+		{map[string]string{"FLUSH_INTERVAL": "2h"}, nil, "FLUSH_INTERVAL"},
+		{map[string]string{"FLUSH_INTERVAL": ""}, nil, "FLUSH_INTERVAL"},
+		{map[string]string{"LOG_FORMAT": "xml"}, nil, "LOG_FORMAT"},
+		{map[string]string{"AGGREGATION_WINDOWS": "1min,7sec"}, nil, "AGGREGATION_WINDOWS"},
+		{map[string]string{"KAFKA_BOOTSTRAP_SERVERS": "kafka"}, nil, "KAFKA_BOOTSTRAP_SERVERS"},
+		{map[string]string{"KAFKA_BOOTSTRAP_SERVERS": ","}, nil, "KAFKA_BOOTSTRAP_SERVERS"},
+		{map[string]string{"KAFKA_INPUT_TOPIC": ""}, nil, "KAFKA_INPUT_TOPIC"},
+		{map[string]string{"KAFKA_OUTPUT_TOPIC": " "}, nil, "KAFKA_OUTPUT_TOPIC"},
+		{map[string]string{"KAFKA_SASL_MECHANISM": "PLAIN"}, nil, "KAFKA_SASL_USERNAME"},
+		{map[string]string{"KAFKA_SASL_MECHANISM": "GSSAPI"}, nil, "KAFKA_SASL_MECHANISM"},
+		{map[string]string{"KAFKA_TLS_CERT_FILE": "c.pem"}, nil, "KAFKA_TLS_KEY_FILE"},
+		{map[string]string{"NATS_TLS_CERT_FILE": "c.pem"}, nil, "NATS_TLS_KEY_FILE"},
+		{map[string]string{"DB_POOL_MIN": "30", "DB_POOL_MAX": "20"}, nil, "DB_POOL_MIN"},
+		{map[string]string{"DATABASE_URL": "mysql://x"}, nil, "DATABASE_URL"},
+		{map[string]string{"NATS_URL": "::bad"}, nil, "NATS_URL"},
+		{map[string]string{"API_ADMIN_KEYS": "short"}, nil, "API_ADMIN_KEYS"},
+		{map[string]string{"API_READER_KEYS": "short"}, nil, "API_READER_KEYS"},
+		{map[string]string{"API_USERS": "bob:pw"}, nil, "API_USERS"},
+		{map[string]string{"API_USERS": "bob:pw:root"}, nil, "API_USERS"},
+		{map[string]string{"RETENTION_WARM": "0"}, nil, "RETENTION_WARM"},
+		{map[string]string{"RETENTION_HOT": "10", "RETENTION_WARM": "7"}, nil, "RETENTION_WARM"},
+		{map[string]string{"RETENTION_COLD": "3"}, nil, "RETENTION_COLD"},
+		{map[string]string{"EVENTS_MAX_AGE": "1h", "ALLOWED_LATENESS": "2h"}, nil, "EVENTS_MAX_AGE"},
+		{map[string]string{"SLACK_WEBHOOK_URL": "ftp://x"}, nil, "SLACK_WEBHOOK_URL"},
+		{map[string]string{"PAGERDUTY_URL": "nope"}, nil, "PAGERDUTY_URL"},
+		{map[string]string{"SMTP_HOST": "mail"}, nil, "SMTP_TO"},
+		{map[string]string{"DB_PASSWORD_FILE": "/nonexistent/pw"}, nil, "DB_PASSWORD_FILE"},
+		{nil, []string{"--db-port", "x"}, "DB_PORT"},
+		{nil, []string{"--no-such-flag"}, "flags"},
+		{map[string]string{"ENV_FILE": "/nonexistent/.env"}, nil, "ENV_FILE"},
+	} {
+		_, err := load(t, tc.env, tc.args...)
+		var ce *Error
+		if !errors.As(err, &ce) {
+			t.Errorf("%v %v: err = %v, want *config.Error", tc.env, tc.args, err)
+			continue
+		}
+		if ce.Var != tc.want {
+			t.Errorf("%v %v: names %s, want %s (%v)", tc.env, tc.args, ce.Var, tc.want, err)
+		}
+		msg := err.Error()
+		if strings.Contains(msg, "\n") || !strings.HasPrefix(msg, "config: "+tc.want+": ") {
+			t.Errorf("message %q is not one line naming %s", msg, tc.want)
+		}
+	}
+}
+
+func TestSecretsNeverEchoed(t *testing.T) {
+	_, err := load(t, map[string]string{"API_ADMIN_KEYS": "tiny-secret"})
+	if err == nil || strings.Contains(err.Error(), "tiny-secret") {
+		t.Fatalf("error %v echoes the secret", err)
+	}
+	l := mustLoad(t, map[string]string{"DB_PASSWORD": "hunter2hunter2", "API_READER_KEYS": "0123456789abcdef0123"})
+	var out bytes.Buffer
+	l.Print(&out)
+	s := out.String()
+	if strings.Contains(s, "hunter2") || strings.Contains(s, "0123456789abcdef") {
+		t.Fatalf("Print leaks a secret:\n%s", s)
+	}
+	for _, want := range []string{"DB_PASSWORD=****  # env", "DB_PORT=5432\n", "FLUSH_INTERVAL=250ms", "AGGREGATION_WINDOWS=1min,5min,1hour", "# Kafka", "ENABLE_METRICS=true"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("Print output lacks %q", want)
+		}
+	}
+	if got := l.Value("DB_PASSWORD", false); got != "hunter2hunter2" {
+		t.Errorf("unmasked value %q", got)
+	}
+	if got := l.Value("NOPE", false); got != "" {
+		t.Errorf("unknown var value %q", got)
+	}
+}
+
+func TestNormalisation(t *testing.T) {
+	l := mustLoad(t, map[string]string{
+		"LOG_LEVEL": "warning", "LOG_FORMAT": "JSON", "ENABLE_METRICS": "off",
+		"KAFKA_BOOTSTRAP_SERVERS": " a:1 , b:2 ,", "API_USERS": "ann:pw:admin,bob:pw2:reader",
+		"API_ADMIN_KEYS": "0123456789abcdef", "API_READER_KEYS": "fedcba9876543210",
+	})
+	c := l.Config
+	if c.Telemetry.LogLevel != "WARNING" || c.Telemetry.LogFormat != "json" || c.Telemetry.EnableMetrics {
+		t.Errorf("telemetry %+v", c.Telemetry)
+	}
+	if got := strings.Join(c.Kafka.BootstrapServers, "|"); got != "a:1|b:2" {
+		t.Errorf("brokers %q", got)
+	}
+	cr, err := c.API.Credentials()
+	if err != nil || cr.Empty() {
+		t.Fatal(err)
+	}
+	if cr.Keys["0123456789abcdef"] != RoleAdmin || cr.Keys["fedcba9876543210"] != RoleReader {
+		t.Errorf("keys %v", cr.Keys)
+	}
+	if cr.Users["ann"].Role != RoleAdmin || cr.Users["bob"].Password != "pw2" || cr.Users["bob"].Role.String() != "reader" {
+		t.Errorf("users %v", cr.Users)
+	}
+	if Role(0).String() != "none" || RoleAdmin.String() != "admin" {
+		t.Error("role names")
+	}
+	empty, _ := API{}.Credentials()
+	if !empty.Empty() {
+		t.Error("no credentials should be Empty")
+	}
+}
+
+func TestDSN(t *testing.T) {
+	d := DB{Host: "db.internal", Port: 5433, Name: "stack lens", User: "u", Password: "p@ss/word", SSLMode: "require", ReaderUser: "stacklens_reader"}
+	if got, want := d.DSN(), "postgres://u:p%40ss%2Fword@db.internal:5433/stack%20lens?sslmode=require"; got != want {
+		t.Errorf("DSN %s, want %s", got, want)
+	}
+	if d.ReaderDSN() != "" {
+		t.Error("ReaderDSN without a reader password should be empty")
+	}
+	d.ReaderPassword = "r"
+	if got, want := d.ReaderDSN(), "postgres://stacklens_reader:r@db.internal:5433/stack%20lens?sslmode=require"; got != want {
+		t.Errorf("ReaderDSN %s, want %s", got, want)
+	}
+	d.Password = ""
+	if got := d.DSN(); !strings.HasPrefix(got, "postgres://u@db.internal") {
+		t.Errorf("DSN without password %s", got)
+	}
+	d.URL = "postgres://x@y/z"
+	if d.DSN() != d.URL {
+		t.Error("DATABASE_URL should win")
+	}
+}
+
+func TestHelpAndReference(t *testing.T) {
+	var out bytes.Buffer
+	called := false
+	_, err := Load("test", []string{"-h"}, Options{LookupEnv: envOf(nil), Output: &out, Usage: func(fs *flag.FlagSet) { called = true; fs.PrintDefaults() }})
+	if !errors.Is(err, ErrHelp) || !called {
+		t.Fatalf("err %v called %v", err, called)
+	}
+	if !strings.Contains(out.String(), "-db-port") {
+		t.Errorf("usage lacks -db-port:\n%s", out.String())
+	}
+	var ref bytes.Buffer
+	WriteReference(&ref)
+	for _, v := range Vars() {
+		if !strings.Contains(ref.String(), "`"+v.Env+"`") {
+			t.Errorf("reference lacks %s", v.Env)
+		}
+	}
+	if !strings.Contains(ref.String(), "`DB_PASSWORD_FILE`") {
+		t.Error("reference does not mention NAME_FILE for secrets")
+	}
+}
+
+// TestReferenceDocIsCurrent keeps docs/CONFIGURATION.md in step with the
+// variables; regenerate it with `go run ./cmd/stacklens config vars`.
+func TestReferenceDocIsCurrent(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/CONFIGURATION.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ref bytes.Buffer
+	WriteReference(&ref)
+	if !bytes.Contains(doc, ref.Bytes()) {
+		t.Fatal("docs/CONFIGURATION.md is out of date: regenerate the table with `go run ./cmd/stacklens config vars`")
+	}
+}
+
+func TestValidateOnHandBuiltConfig(t *testing.T) {
+	c := mustLoad(t, nil).Config
+	c.Pipeline.Windows = "bogus"
+	var ce *Error
+	if err := c.Validate(); !errors.As(err, &ce) || ce.Var != "AGGREGATION_WINDOWS" {
+		t.Fatalf("err %v", err)
+	}
+}
