@@ -1,5 +1,27 @@
 package main
 
-// demoComponents are what `stacklens dev --demo` adds: the load generator
-// once it exists.
-func demoComponents() []component { return nil }
+import (
+	"context"
+	"time"
+
+	"github.com/stacklens/stacklens/internal/kafkautil"
+	"github.com/stacklens/stacklens/internal/loadgen"
+)
+
+// demoComponents are what `stacklens dev --demo` adds: realistic traffic
+// from a dozen services and, two minutes in, a four-minute error burst on
+// checkout that fires (and then resolves) the default alert rules.
+func demoComponents() []component {
+	return []component{{name: "demo-loadgen", run: func(ctx context.Context, e *env) error {
+		tr, err := kafkautil.Transport(e.cfg.Kafka)
+		if err != nil {
+			return err
+		}
+		_, err = loadgen.Run(ctx, loadgen.Config{
+			Brokers: e.cfg.Kafka.BootstrapServers, Topic: e.cfg.Kafka.InputTopic,
+			Rate: 200, Services: 12, Seed: uint64(time.Now().UnixNano()), Transport: tr,
+			Bursts: []loadgen.Burst{{Service: "checkout", Start: 2 * time.Minute, Duration: 4 * time.Minute}},
+		}, e.log.With("component", "demo-loadgen"))
+		return err
+	}}}
+}

@@ -50,11 +50,12 @@ func cmdDev(ctx context.Context, c *cli) int {
 
 	var comps []component
 	if !infraOnly {
-		for _, r := range roles() {
-			comps = append(comps, r.component)
-		}
+		// The demo's producer is the intake of the intake: it stops first.
 		if demo {
 			comps = append(comps, demoComponents()...)
+		}
+		for _, r := range roles() {
+			comps = append(comps, r.component)
 		}
 	}
 	return runComponents(ctx, e, comps...)
