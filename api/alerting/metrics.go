@@ -1,0 +1,41 @@
+package alerting
+
+import (
+	"github.com/VictoriaMetrics/metrics"
+)
+
+// Prometheus metrics of the alert engine (served by the process's metrics
+// server through metrics.WritePrometheus).
+var (
+	evaluationsTotal = metrics.NewCounter("stacklens_alerting_evaluations_total")
+	cyclesTotal      = metrics.NewCounter("stacklens_alerting_cycles_total")
+	cycleErrors      = metrics.NewCounter("stacklens_alerting_cycle_errors_total")
+	evaluationSecs   = metrics.NewPrometheusHistogramExt("stacklens_alerting_evaluation_seconds",
+		[]float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10})
+	finalToEvalSecs = metrics.NewPrometheusHistogramExt("stacklens_alerting_final_to_evaluation_seconds",
+		[]float64{.01, .025, .05, .1, .25, .5, 1, 2, 5, 10, 30, 60})
+	silencedTotal     = metrics.NewCounter("stacklens_alerting_silenced_total")
+	invalidRulesGauge = metrics.NewGauge("stacklens_alerting_invalid_rules", nil)
+	isLeaderGauge     = metrics.NewGauge("stacklens_alerting_is_leader", nil)
+	leaseChanges      = metrics.NewCounter("stacklens_alerting_lease_acquisitions_total")
+)
+
+func alertsCounter(state, severity string) *metrics.Counter {
+	return metrics.GetOrCreateCounter(`stacklens_alerting_alerts_total{state="` + state + `",severity="` + severity + `"}`)
+}
+
+func deliveriesCounter(channel, result string) *metrics.Counter {
+	return metrics.GetOrCreateCounter(`stacklens_alerting_deliveries_total{channel="` + channel + `",result="` + result + `"}`)
+}
+
+var latencyBuckets = []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300}
+
+// deliveryLatency: from the outbox write to the successful send.
+func deliveryLatency(channel string) *metrics.PrometheusHistogram {
+	return metrics.GetOrCreatePrometheusHistogramExt(`stacklens_alerting_delivery_latency_seconds{channel="`+channel+`"}`, latencyBuckets)
+}
+
+// sendSeconds: duration of one delivery attempt.
+func sendSeconds(channel string) *metrics.PrometheusHistogram {
+	return metrics.GetOrCreatePrometheusHistogramExt(`stacklens_alerting_send_seconds{channel="`+channel+`"}`, latencyBuckets)
+}
