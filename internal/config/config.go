@@ -120,7 +120,7 @@ type API struct {
 
 // Alerting configures notification channels; endpoints come only from here.
 type Alerting struct {
-	EvalInterval    time.Duration `env:"ALERT_EVAL_INTERVAL" default:"1s" min:"100ms" desc:"how often rules are checked against newly final windows"`
+	EvalInterval    time.Duration `env:"ALERT_EVAL_INTERVAL" default:"500ms" min:"100ms" desc:"how often rules are checked against newly final windows"`
 	SlackWebhookURL string        `env:"SLACK_WEBHOOK_URL" secret:"true" desc:"Slack incoming webhook"`
 	SMTPHost        string        `env:"SMTP_HOST" desc:"SMTP server for alert email"`
 	SMTPPort        int           `env:"SMTP_PORT" default:"587" min:"1" max:"65535" desc:"SMTP port"`
