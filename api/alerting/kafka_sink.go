@@ -2,20 +2,15 @@ package alerting
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
-	"strings"
 	"time"
 
 	"github.com/segmentio/kafka-go"
-	"github.com/segmentio/kafka-go/sasl"
-	"github.com/segmentio/kafka-go/sasl/plain"
 
 	"github.com/stacklens/stacklens/internal/config"
+	"github.com/stacklens/stacklens/internal/kafkautil"
 )
 
 // kafkaSink writes alert events to the output topic (analytics-alerts):
@@ -27,19 +22,11 @@ type kafkaSink struct {
 }
 
 func newKafkaSink(k config.Kafka, timeout time.Duration) (*kafkaSink, error) {
-	tr := &kafka.Transport{DialTimeout: timeout, ClientID: "stacklens-alerting", IdleTimeout: time.Minute}
-	if k.TLS {
-		tc, err := kafkaTLS(k)
-		if err != nil {
-			return nil, err
-		}
-		tr.TLS = tc
-	}
-	mech, err := saslMechanism(k)
+	tr, err := kafkautil.Transport(k)
 	if err != nil {
 		return nil, err
 	}
-	tr.SASL = mech
+	tr.DialTimeout, tr.ClientID = timeout, "stacklens-alerting"
 	return &kafkaSink{timeout: timeout, w: &kafka.Writer{
 		Addr:                   kafka.TCP(k.BootstrapServers...),
 		Topic:                  k.OutputTopic,
@@ -84,42 +71,3 @@ func (s *kafkaSink) send(ctx context.Context, evs []*Event) []error {
 }
 
 func (s *kafkaSink) Close() error { return s.w.Close() }
-
-func kafkaTLS(k config.Kafka) (*tls.Config, error) {
-	tc := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: k.TLSSkipVerify} //nolint:gosec // operator's explicit choice
-	if k.TLSCAFile != "" {
-		pem, err := os.ReadFile(k.TLSCAFile)
-		if err != nil {
-			return nil, &config.Error{Var: "KAFKA_TLS_CA_FILE", Msg: err.Error()}
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, &config.Error{Var: "KAFKA_TLS_CA_FILE", Msg: "no PEM certificate found"}
-		}
-		tc.RootCAs = pool
-	}
-	if k.TLSCertFile != "" || k.TLSKeyFile != "" {
-		cert, err := tls.LoadX509KeyPair(k.TLSCertFile, k.TLSKeyFile)
-		if err != nil {
-			return nil, &config.Error{Var: "KAFKA_TLS_CERT_FILE", Msg: err.Error()}
-		}
-		tc.Certificates = []tls.Certificate{cert}
-	}
-	return tc, nil
-}
-
-func saslMechanism(k config.Kafka) (sasl.Mechanism, error) {
-	switch strings.ToUpper(k.SASLMechanism) {
-	case "":
-		return nil, nil
-	case "PLAIN":
-		return plain.Mechanism{Username: k.SASLUsername, Password: k.SASLPassword}, nil
-	case "SCRAM-SHA-256", "SCRAM-SHA-512":
-		m, err := newSCRAM(strings.ToUpper(k.SASLMechanism), k.SASLUsername, k.SASLPassword)
-		if err != nil {
-			return nil, &config.Error{Var: "KAFKA_SASL_USERNAME", Msg: err.Error()}
-		}
-		return m, nil
-	}
-	return nil, &config.Error{Var: "KAFKA_SASL_MECHANISM", Msg: fmt.Sprintf("unsupported mechanism %q", k.SASLMechanism)}
-}

@@ -47,6 +47,9 @@ func TLSConfig(c config.Kafka) (*tls.Config, error) {
 
 // Mechanism returns the SASL mechanism, or nil when none is configured.
 func Mechanism(c config.Kafka) (sasl.Mechanism, error) {
+	if c.SASLMechanism != "" && c.SASLUsername == "" {
+		return nil, &config.Error{Var: "KAFKA_SASL_USERNAME", Msg: "required with KAFKA_SASL_MECHANISM"}
+	}
 	switch c.SASLMechanism {
 	case "":
 		return nil, nil

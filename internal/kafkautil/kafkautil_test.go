@@ -135,7 +135,8 @@ func TestBadFilesNameTheVariable(t *testing.T) {
 		{config.Kafka{TLS: true, TLSCAFile: "/nonexistent"}, "KAFKA_TLS_CA_FILE"},
 		{config.Kafka{TLS: true, TLSCAFile: junk}, "KAFKA_TLS_CA_FILE"},
 		{config.Kafka{TLS: true, TLSCertFile: junk, TLSKeyFile: junk}, "KAFKA_TLS_CERT_FILE"},
-		{config.Kafka{SASLMechanism: "GSSAPI"}, "KAFKA_SASL_MECHANISM"},
+		{config.Kafka{SASLMechanism: "GSSAPI", SASLUsername: "u"}, "KAFKA_SASL_MECHANISM"},
+		{config.Kafka{SASLMechanism: "PLAIN"}, "KAFKA_SASL_USERNAME"},
 	} {
 		_, err1 := Dialer(tc.c)
 		_, err2 := Transport(tc.c)
