@@ -1,0 +1,235 @@
+package projections
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// consumerSpec describes one durable pull consumer and what to do with its
+// messages.
+type consumerSpec struct {
+	stream  string
+	cfg     jetstream.ConsumerConfig // Durable set
+	batch   int
+	wait    time.Duration
+	backoff time.Duration
+	// handle makes the batch durable in PostgreSQL (retrying as long as it
+	// takes) and returns nil, after which every message is acknowledged;
+	// it returns an error only when ctx ended, and nothing is acknowledged.
+	// Messages it wants dropped (undecodable) are simply part of a
+	// successful batch.
+	handle func(ctx context.Context, msgs []jetstream.Msg) error
+	// prepare, if set, adjusts the configuration before each creation.
+	prepare func(ctx context.Context, cfg *jetstream.ConsumerConfig) error
+}
+
+// runConsumer creates (or re-creates, after errors) the consumer and feeds
+// batches to spec.handle until ctx ends.
+func runConsumer(ctx context.Context, js jetstream.JetStream, spec consumerSpec, st *status, log *slog.Logger) {
+	name := spec.cfg.Durable
+	log = log.With("consumer", name)
+	b := backoff{max: spec.backoff}
+	failures := 0
+	for ctx.Err() == nil {
+		cfg := spec.cfg
+		var err error
+		var cons jetstream.Consumer
+		if spec.prepare != nil {
+			err = spec.prepare(ctx, &cfg)
+		}
+		if err == nil {
+			cons, err = js.CreateOrUpdateConsumer(ctx, spec.stream, cfg)
+		}
+		if err == nil {
+			if failures > 0 {
+				log.Info("consumer available", "stream", spec.stream)
+			}
+			st.set(name, nil)
+			failures = 0
+			b.reset()
+			err = consume(ctx, cons, spec, log)
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		failures++
+		st.set(name, err)
+		if failures == 1 || failures%20 == 0 {
+			log.Warn("consumer unavailable; retrying", "stream", spec.stream, "failures", failures, "err", err)
+		}
+		if !b.wait(ctx) {
+			return
+		}
+	}
+}
+
+// heldSet tracks messages fetched but not yet acknowledged, so that their
+// AckWait can be extended while PostgreSQL is slow or down.
+type heldSet struct {
+	mu   sync.Mutex
+	msgs map[*[]jetstream.Msg]struct{}
+}
+
+func (h *heldSet) add(b *[]jetstream.Msg) {
+	h.mu.Lock()
+	h.msgs[b] = struct{}{}
+	h.mu.Unlock()
+}
+
+func (h *heldSet) remove(b *[]jetstream.Msg) {
+	h.mu.Lock()
+	delete(h.msgs, b)
+	h.mu.Unlock()
+}
+
+func (h *heldSet) each(f func(jetstream.Msg)) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for b := range h.msgs {
+		for _, m := range *b {
+			f(m)
+		}
+	}
+}
+
+// shutdownGrace is how long a batch being written may take to commit
+// after shutdown began.
+const shutdownGrace = 5 * time.Second
+
+// consume runs one consumer: a fetcher goroutine pulls the next batch
+// while the current one is written. It returns ctx's error, or the fetch
+// error that made it stop (the caller re-creates the consumer).
+func consume(ctx context.Context, cons jetstream.Consumer, spec consumerSpec, log *slog.Logger) error {
+	name := spec.cfg.Durable
+	lag := lagGauge(name)
+	held := &heldSet{msgs: map[*[]jetstream.Msg]struct{}{}}
+	batches := make(chan *[]jetstream.Msg, 1)
+	fctx, cancel := context.WithCancel(ctx)
+	var fetchErr error
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { // fetcher
+		defer wg.Done()
+		defer close(batches)
+		errs := 0
+		for fctx.Err() == nil {
+			mb, err := cons.Fetch(spec.batch, jetstream.FetchMaxWait(spec.wait))
+			var msgs []jetstream.Msg
+			if err == nil {
+				for m := range mb.Messages() {
+					msgs = append(msgs, m)
+				}
+				err = mb.Error()
+				if errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) {
+					err = nil
+				}
+			}
+			if len(msgs) > 0 {
+				if md, e := msgs[len(msgs)-1].Metadata(); e == nil {
+					lag.Set(float64(md.NumPending))
+				}
+				b := &msgs
+				held.add(b)
+				select {
+				case batches <- b:
+				case <-fctx.Done():
+					held.remove(b)
+					for _, m := range msgs {
+						_ = m.Nak()
+					}
+					return
+				}
+			}
+			if err != nil {
+				errs++
+				if errs >= 3 || errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
+					fetchErr = err
+					return
+				}
+				select {
+				case <-fctx.Done():
+				case <-time.After(100 * time.Millisecond):
+				}
+				continue
+			}
+			errs = 0
+		}
+	}()
+	go func() { // keep held messages from being redelivered while we work
+		defer wg.Done()
+		every := spec.cfg.AckWait / 3
+		if every <= 0 {
+			every = 10 * time.Second
+		}
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-fctx.Done():
+				return
+			case <-t.C:
+				held.each(func(m jetstream.Msg) { _ = m.InProgress() })
+			}
+		}
+	}()
+	// A batch being written when ctx ends gets a grace period to commit
+	// (stop intake, drain in-flight); after it, it is abandoned
+	// unacknowledged and redelivered later.
+	wctx, wcancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer wcancel()
+	stopGrace := context.AfterFunc(ctx, func() {
+		select {
+		case <-time.After(shutdownGrace):
+			wcancel()
+		case <-wctx.Done():
+		}
+	})
+	defer stopGrace()
+	var err error
+	for b := range batches {
+		if ctx.Err() != nil {
+			err = ctx.Err()
+		} else {
+			err = spec.handle(wctx, *b)
+		}
+		if err != nil {
+			// ctx ended before the batch was durable: leave it for
+			// redelivery (Nak: at once, to another replica if any).
+			for _, m := range *b {
+				_ = m.Nak()
+			}
+			held.remove(b)
+			break
+		}
+		for _, m := range *b {
+			_ = m.Ack()
+		}
+		held.remove(b)
+	}
+	cancel()
+	// Drain whatever the fetcher still queued.
+	for b := range batches {
+		for _, m := range *b {
+			_ = m.Nak()
+		}
+		held.remove(b)
+	}
+	wg.Wait()
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if err != nil {
+		return err
+	}
+	if fetchErr == nil {
+		fetchErr = errors.New("fetch stopped")
+	}
+	log.Debug("fetch failed", "err", fetchErr)
+	return fetchErr
+}

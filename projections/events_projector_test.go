@@ -1,0 +1,214 @@
+package projections
+
+import (
+	"context"
+	"encoding/json"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/stacklens/stacklens/internal/event"
+	"github.com/stacklens/stacklens/internal/natsutil"
+	"github.com/stacklens/stacklens/internal/telemetry"
+	"github.com/stacklens/stacklens/internal/testenv"
+)
+
+type pubEvent struct {
+	payload string
+	want    bool   // projected
+	check   string // expected payload JSON when it differs from payload
+}
+
+// TestEventsProjector: valid events reach analytics_events with their Kafka
+// coordinates and the payload as jsonb equal to the original; old and
+// undecodable ones are skipped; redelivery (a second consumer reading the
+// whole stream again) does not duplicate anything.
+func TestEventsProjector(t *testing.T) {
+	ns := testenv.NATS(t)
+	h := newHarness(t, "", ns)
+	now := time.Now().UTC()
+	ts := now.Add(-time.Minute).Format("2006-01-02T15:04:05.000000")
+	old := now.Add(-49 * time.Hour).Format(time.RFC3339Nano)
+	evs := []pubEvent{
+		{payload: `{"timestamp":"` + ts + `","service":"checkout","level":"info","latency_ms":50.0,"risk_score":0.1}`, want: true},
+		{payload: `{"timestamp":"` + now.Format(time.RFC3339) + `","service":"a.b","level":"WARN","latency_ms":1e2,"endpoint":"/x","nested":{"k":[1,2.5,"three",null,true]},"host":"h1"}`, want: true},
+		{payload: `{"timestamp":` + strconv.FormatInt(now.UnixMilli(), 10) + `,"service":"ünï","level":"critical","latency_ms":0,"risk_score":null,"message":"émoji 🎉 \"quoted\""}`, want: true},
+		{payload: `{"timestamp":"` + ts + `","service":"nul","level":"error","latency_ms":3,"message":"a\u0000b"}`, want: true,
+			check: `{"timestamp":"` + ts + `","service":"nul","level":"error","latency_ms":3,"message":"a\ufffdb"}`},
+		{payload: `{"timestamp":"` + ts + `","service":"sur","level":"error","latency_ms":3,"message":"x\ud800y"}`, want: true,
+			check: `{"timestamp":"` + ts + `","service":"sur","level":"error","latency_ms":3,"message":"x\ufffdy"}`},
+		{payload: `{"timestamp":"` + old + `","service":"old","level":"info","latency_ms":1}`, want: false},
+		{payload: `not json`, want: false},
+	}
+	for i := range 500 {
+		evs = append(evs, pubEvent{payload: `{"timestamp":"` + ts + `","service":"bulk` + strconv.Itoa(i%7) + `","level":"debug","latency_ms":` + strconv.Itoa(i) + `,"trace_id":"t` + strconv.Itoa(i) + `"}`, want: true})
+	}
+	seqs := make([]uint64, len(evs))
+	for i, e := range evs {
+		m := nats.NewMsg(natsutil.EventSubject(i%16, "svc"))
+		m.Data = []byte(e.payload)
+		m.Header.Set(natsutil.HdrKafkaTopic, "stacklens-analytics")
+		m.Header.Set(natsutil.HdrKafkaPartition, strconv.Itoa(i%12))
+		m.Header.Set(natsutil.HdrKafkaOffset, strconv.Itoa(1000+i))
+		ack, err := h.js.PublishMsg(h.ctx, m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seqs[i] = ack.Sequence
+	}
+	// Not an event: bridge checkpoints share the stream.
+	if _, err := h.js.Publish(h.ctx, natsutil.OffsetSubject("stacklens-analytics", 0), []byte("42")); err != nil {
+		t.Fatal(err)
+	}
+	wantN := 0
+	for _, e := range evs {
+		if e.want {
+			wantN++
+		}
+	}
+
+	// Run from configuration alone (it connects to NATS and PostgreSQL).
+	cfg := testConfig(t, map[string]string{"NATS_URL": ns.URL, "DATABASE_URL": h.dsn, "DB_POOL_MIN": "1", "DB_POOL_MAX": "3"})
+	health := telemetry.NewHealth()
+	ctx, cancel := context.WithCancel(h.ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, Deps{Config: cfg, Log: testLog(t), Health: health, Options: Options{DisableMetrics: true, BatchWait: 20 * time.Millisecond}})
+	}()
+	count := func() (int, error) {
+		var n int
+		err := h.pool.QueryRow(h.ctx, `SELECT count(*) FROM analytics_events`).Scan(&n)
+		return n, err
+	}
+	testenv.Eventually(t, 20*time.Second, func() error {
+		if n, err := count(); err != nil || n != wantN {
+			return errorString("rows: " + strconv.Itoa(n))
+		}
+		return h.drained(natsutil.StreamEvents, "stacklens_projections_events")
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	for i, e := range evs {
+		var (
+			same         bool
+			level, topic string
+			lat          float64
+			risk         *float64
+			part         int32
+			off          int64
+			service      string
+			evTime       time.Time
+		)
+		want := e.payload
+		if e.check != "" {
+			want = e.check
+		}
+		err := h.pool.QueryRow(h.ctx, `SELECT payload = $2::jsonb, service, level, latency_ms, risk_score,
+			kafka_topic, kafka_partition, kafka_offset, timestamp FROM analytics_events WHERE stream_seq = $1`,
+			int64(seqs[i]), want).Scan(&same, &service, &level, &lat, &risk, &topic, &part, &off, &evTime)
+		if !e.want {
+			if err == nil {
+				t.Errorf("event %d (%s) was projected", i, e.payload)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("event %d: %v", i, err)
+		}
+		ev, derr := event.Decode([]byte(e.payload), now, decodeLimits)
+		if derr != nil {
+			t.Fatal(derr)
+		}
+		if !same {
+			var got json.RawMessage
+			_ = h.pool.QueryRow(h.ctx, `SELECT payload FROM analytics_events WHERE stream_seq = $1`, int64(seqs[i])).Scan(&got)
+			t.Errorf("event %d payload %s, want %s", i, got, want)
+		}
+		if service != ev.Service || level != ev.Level.String() || lat != ev.LatencyMS || !evTime.Equal(ev.Time) ||
+			(risk == nil) == ev.HasRisk || (risk != nil && *risk != ev.Risk) ||
+			topic != "stacklens-analytics" || part != int32(i%12) || off != int64(1000+i) {
+			t.Errorf("event %d: got %s %s %v %v %v %s %d %d", i, service, level, lat, risk, evTime, topic, part, off)
+		}
+	}
+
+	// Redelivery of everything (a new consumer) adds nothing.
+	h.start(Options{DisableMetrics: true, ConsumerPrefix: "again", RetentionInterval: -1})
+	testenv.Eventually(t, 20*time.Second, func() error {
+		return h.drained(natsutil.StreamEvents, "again_events")
+	})
+	if n, err := count(); err != nil || n != wantN {
+		t.Fatalf("after redelivery: %d rows (%v), want %d", n, err, wantN)
+	}
+}
+
+// TestInsertEventsDirect: the writer's idempotency and its fallbacks.
+func TestInsertEventsDirect(t *testing.T) {
+	h := newHarness(t, "", nil)
+	wr := NewWriter(h.pool)
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	rows := []EventRow{
+		{Seq: 1, Time: now, Service: "a", Level: "info", LatencyMS: 1, Payload: []byte(`{"a":1}`)},
+		{Seq: 2, Time: now, Service: "b", Level: "info", LatencyMS: 2, Payload: []byte(`{"m":"\u0000"}`)},
+		{Seq: 3, Time: now, Service: "c", Level: "info", LatencyMS: -1, Payload: []byte(`{"bad":"latency"}`)}, // violates a CHECK: dropped
+		{Seq: 1, Time: now, Service: "a", Level: "info", LatencyMS: 1, Payload: []byte(`{"a":1}`)},            // duplicate in the batch
+	}
+	n, err := wr.InsertEvents(h.ctx, rows)
+	if err != nil || n != 2 {
+		t.Fatalf("first insert: %d, %v", n, err)
+	}
+	n, err = wr.InsertEvents(h.ctx, rows[:2])
+	if err != nil || n != 0 {
+		t.Fatalf("second insert: %d, %v", n, err)
+	}
+	if n, err := wr.InsertEvents(h.ctx, nil); n != 0 || err != nil {
+		t.Fatal(n, err)
+	}
+	// The fast path (plain COPY), a conflicting batch (staging path), the
+	// batches after it (staging path directly), and a failure that is not
+	// about the data (returned, for the caller to retry).
+	clean := []EventRow{
+		{Seq: 10, Time: now, Service: "d", Level: "info", LatencyMS: 1, Payload: []byte(`{"d":1}`)},
+		{Seq: 11, Time: now, Service: "e", Level: "info", LatencyMS: 1, Payload: []byte(`{"e":1}`)},
+	}
+	if n, err := wr.InsertEvents(h.ctx, clean); n != 2 || err != nil {
+		t.Fatal(n, err)
+	}
+	if n, err := wr.InsertEvents(h.ctx, clean); n != 0 || err != nil {
+		t.Fatal(n, err)
+	}
+	if wr.stageNext.Load() != 20 {
+		t.Fatalf("stageNext %d", wr.stageNext.Load())
+	}
+	clean[0].Seq, clean[1].Seq = 12, 13
+	if n, err := wr.InsertEvents(h.ctx, clean); n != 2 || err != nil {
+		t.Fatal(n, err)
+	}
+	if wr.stageNext.Load() != 19 {
+		t.Fatalf("stageNext %d", wr.stageNext.Load())
+	}
+	cctx, cancel := context.WithCancel(h.ctx)
+	cancel()
+	clean[0].Seq, clean[1].Seq = 14, 15
+	if _, err := wr.InsertEvents(cctx, clean); err == nil {
+		t.Fatal("want an error with a cancelled context")
+	}
+	wr.stageNext.Store(0)
+	if _, err := wr.InsertEvents(cctx, clean); err == nil {
+		t.Fatal("want an error with a cancelled context")
+	}
+	for in, want := range map[string]string{
+		`{"m":"\u0000"}`:          `{"m":"\ufffd"}`,
+		`{"m":"\\u0000"}`:         `{"m":"\\u0000"}`,
+		`{"m":"\\\u0000"}`:        `{"m":"\\\ufffd"}`,
+		`not json`:                `{"raw":"not json"}`,
+		`{"n":1.50,"s":"\ud800"}`: "{\"n\":1.50,\"s\":\"\uFFFD\"}",
+	} {
+		if got := string(sanitizeJSON([]byte(in))); got != want {
+			t.Errorf("sanitizeJSON(%s) = %s, want %s", in, got, want)
+		}
+	}
+}
