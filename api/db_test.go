@@ -7,13 +7,18 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/stacklens/stacklens/internal/testenv"
 )
 
 // TestReaderPoolLeastPrivilege: the query pool runs as stacklens_reader,
@@ -113,83 +118,253 @@ func TestStatementTimeout(t *testing.T) {
 	f.mustGet("/metrics?limit=1")
 }
 
+// backends lists the pids of the sessions on the test's database whose
+// application_name is app.
+func backends(t testing.TB, db *pgx.Conn, app string) []int32 {
+	t.Helper()
+	rows, err := db.Query(context.Background(), `SELECT pid FROM pg_stat_activity
+		WHERE application_name = $1 AND datname = current_database() ORDER BY pid`, app)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pids, err := pgx.CollectRows(rows, pgx.RowTo[int32])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pids
+}
+
+// waitBackends waits until exactly n sessions named app are on the test's
+// database (backends leave pg_stat_activity asynchronously).
+func waitBackends(t testing.TB, db *pgx.Conn, app string, n int) []int32 {
+	t.Helper()
+	var pids []int32
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if pids = backends(t, db, app); len(pids) != n {
+			return fmt.Errorf("%d %s backends (%v), want %d", len(pids), app, pids, n)
+		}
+		return nil
+	})
+	return pids
+}
+
 // TestPoolRecovers: after the server terminates the API's backends, the
-// next requests reconnect instead of failing.
+// next requests reconnect instead of failing (idle connections are pinged
+// before reuse), for the reader and the writer pool; a closed pool
+// refuses and leaves no backend behind.
 func TestPoolRecovers(t *testing.T) {
 	f := newFixture(t, nil)
 	ctx := context.Background()
-	f.srv.st.r.pingAfter = 0
-	for i := 0; i < 3; i++ {
-		f.mustGet("/metrics?limit=1")
+	st := f.srv.st
+	// Three reader connections and one writer connection, then idle.
+	var held []*pgxpool.Conn
+	for range 3 {
+		c, err := st.r.Acquire(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, c)
 	}
-	if _, err := f.db.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'stacklens-api' AND pid <> pg_backend_pid()`); err != nil {
+	for _, c := range held {
+		c.Release()
+	}
+	if _, err := st.w.Exec(ctx, "SELECT 1"); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(50 * time.Millisecond)
-	for i := 0; i < 3; i++ {
+	f.mustGet("/metrics?limit=1")
+	old := waitBackends(t, f.db, "stacklens-api", 4)
+	if _, err := f.db.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+		WHERE application_name = 'stacklens-api' AND datname = current_database()`); err != nil {
+		t.Fatal(err)
+	}
+	waitBackends(t, f.db, "stacklens-api", 0)
+	// Past the idle time after which a connection is pinged before reuse
+	// (a connection used within the last second is trusted: a terminated
+	// one fails that one request).
+	time.Sleep(pingIdleAfter + 100*time.Millisecond)
+	for range 3 {
 		f.mustGet("/metrics?limit=1")
+		f.mustGet("/health-status")
 	}
-	// A closed pool refuses.
-	f.srv.st.r.close()
-	if err := f.srv.st.ping(ctx); !errors.Is(err, errPoolClosed) {
-		t.Fatalf("closed pool: %v", err)
+	if _, err := st.w.Exec(ctx, "SELECT 1"); err != nil {
+		t.Fatalf("writer after restart: %v", err)
 	}
+	for _, pid := range backends(t, f.db, "stacklens-api") {
+		if slices.Contains(old, pid) {
+			t.Fatalf("terminated backend %d still listed", pid)
+		}
+	}
+	if n := len(backends(t, f.db, "stacklens-api")); n < 2 {
+		t.Fatalf("%d backends after reconnecting, want reader and writer", n)
+	}
+	// A closed pool refuses and closes its connections.
+	f.srv.closePools()
+	if err := st.ping(ctx); err == nil {
+		t.Fatal("closed pool answered")
+	}
+	waitBackends(t, f.db, "stacklens-api", 0)
 }
 
-// TestPoolLimits: at most max connections; waiters honour their context.
-func TestPoolLimits(t *testing.T) {
-	f := newFixture(t, nil)
-	ctx := context.Background()
-	cc, err := poolConfig(f.dsn, time.Second, true)
+// TestPoolConfig: the API's settings on pgxpool's configuration.
+func TestPoolConfig(t *testing.T) {
+	pc, err := poolConfig("postgres://u@h/db", 1500*time.Millisecond, true, 0, "stacklens_reader")
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := newPool(cc, 1, nil)
-	defer p.close()
-	c, err := p.acquire(ctx)
+	rp := pc.ConnConfig.RuntimeParams
+	if rp["statement_timeout"] != "1500" || rp["plan_cache_mode"] != "force_generic_plan" ||
+		rp["application_name"] != "stacklens-api" || rp["default_transaction_read_only"] != "on" {
+		t.Fatalf("runtime params: %v", rp)
+	}
+	if pc.MaxConns != 1 || pc.MinConns != 0 || pc.ConnConfig.ConnectTimeout != 5*time.Second || pc.AfterConnect == nil {
+		t.Fatalf("max=%d min=%d connect=%v", pc.MaxConns, pc.MinConns, pc.ConnConfig.ConnectTimeout)
+	}
+	if pc.ConnConfig.DefaultQueryExecMode != pgx.QueryExecModeCacheStatement {
+		t.Fatalf("exec mode %v: prepared statements are not cached", pc.ConnConfig.DefaultQueryExecMode)
+	}
+	if !pc.ShouldPing(context.Background(), pgxpool.ShouldPingParams{IdleDuration: 2 * pingIdleAfter}) ||
+		pc.ShouldPing(context.Background(), pgxpool.ShouldPingParams{IdleDuration: pingIdleAfter / 2}) {
+		t.Fatal("ping before reuse")
+	}
+	pc, err = poolConfig("postgres://u@h/db?connect_timeout=1", time.Microsecond, false, 7, "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	wctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
-	defer cancel()
-	if _, err := p.acquire(wctx); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("second acquire: %v", err)
+	rp = pc.ConnConfig.RuntimeParams
+	if rp["statement_timeout"] != "1" || rp["default_transaction_read_only"] != "" ||
+		pc.MaxConns != 7 || pc.ConnConfig.ConnectTimeout != time.Second || pc.AfterConnect != nil {
+		t.Fatalf("writer: %v max=%d connect=%v", rp, pc.MaxConns, pc.ConnConfig.ConnectTimeout)
 	}
-	// A connection left in a transaction is not reused.
-	if _, err := c.Exec(ctx, "BEGIN"); err != nil {
-		t.Fatal(err)
-	}
-	p.release(c)
-	c2, err := p.acquire(ctx)
-	if err != nil || c2 == c {
-		t.Fatalf("reused a connection inside a transaction: %v", err)
-	}
-	p.release(c2)
-	rows, err := p.Query(ctx, "SELECT generate_series(1, 3)")
-	if err != nil {
-		t.Fatal(err)
-	}
-	rows.Close()
-	rows.Close()
-	if rows.Next() {
-		t.Fatal("Next after Close")
-	}
-	if _, err := p.Query(ctx, "SELECT nope"); err == nil {
-		t.Fatal("bad query accepted")
-	}
-	if _, err := poolConfig("::not a dsn::", time.Second, true); err == nil {
+	if _, err := poolConfig("::not a dsn::", time.Second, true, 1, ""); err == nil {
 		t.Fatal("bad DSN accepted")
 	}
 	cfg := testConfig("postgres://u@h/db?sslmode=bogus")
 	if _, err := New(cfg, Deps{}); err == nil {
 		t.Fatal("bad sslmode accepted")
 	}
-	// Unreachable server: acquire fails and releases its slot.
-	bad, _ := poolConfig("postgres://u@127.0.0.1:1/db?connect_timeout=1", time.Second, true)
-	bp := newPool(bad, 1, nil)
-	for i := 0; i < 2; i++ {
-		if _, err := bp.acquire(ctx); err == nil {
-			t.Fatal("connected to nothing")
+	// The server's pools: DB_POOL_MAX readers, two writers.
+	cfg = testConfig("postgres://x@127.0.0.1:1/x")
+	cfg.DB.PoolMax = 5
+	srv, err := New(cfg, Deps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.closePools()
+	if r, w := srv.st.r.Config().MaxConns, srv.st.w.Config().MaxConns; r != 5 || w != 2 {
+		t.Fatalf("pool sizes: reader %d, writer %d", r, w)
+	}
+}
+
+// TestPoolLimits: however many callers, a pool opens at most its maximum
+// of connections (counted on the server); waiters honour their context; a
+// connection released inside a transaction is not reused; failed queries
+// and unreachable servers do not leak connection slots.
+func TestPoolLimits(t *testing.T) {
+	f := newFixture(t, nil)
+	ctx := context.Background()
+	const app = "stacklens-api-limits"
+	open := func(dsn string, max int) *pgxpool.Pool {
+		t.Helper()
+		pc, err := poolConfig(dsn, time.Second, true, max, "stacklens_reader")
+		if err != nil {
+			t.Fatal(err)
+		}
+		pc.ConnConfig.RuntimeParams["application_name"] = app
+		p, err := newPool(pc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(p.Close)
+		return p
+	}
+	// Twelve concurrent 100 ms queries on a pool of 3: three backends, four
+	// rounds.
+	p := open(f.dsn, 3)
+	start := time.Now()
+	var wg sync.WaitGroup
+	errs := make(chan error, 12)
+	for range 12 {
+		wg.Go(func() {
+			_, err := p.Exec(ctx, "SELECT pg_sleep(0.1)")
+			errs <- err
+		})
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	peak := 0
+	for running := true; running; {
+		select {
+		case <-done:
+			running = false
+		case <-time.After(10 * time.Millisecond):
+		}
+		peak = max(peak, len(backends(t, f.db, app)))
+	}
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if peak != 3 {
+		t.Fatalf("%d backends at peak, want 3", peak)
+	}
+	if d := time.Since(start); d < 350*time.Millisecond {
+		t.Fatalf("12 × 100 ms on 3 connections took %v", d)
+	}
+	// Connections are reused, not reopened.
+	waitBackends(t, f.db, app, 3)
+	p.Close()
+	waitBackends(t, f.db, app, 0)
+
+	// A pool of one: a second caller waits, bounded by its context.
+	p1 := open(f.dsn, 1)
+	c, err := p1.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	if _, err := p1.Acquire(wctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("second acquire: %v", err)
+	}
+	// A connection left in a transaction is not reused.
+	var pid1, pid2 int32
+	if err := c.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Exec(ctx, "BEGIN"); err != nil {
+		t.Fatal(err)
+	}
+	c.Release()
+	if err := p1.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid2); err != nil || pid2 == pid1 {
+		t.Fatalf("reused a connection inside a transaction: %d %d %v", pid1, pid2, err)
+	}
+	// A failed query releases its connection.
+	for range 2 {
+		if _, err := p1.Query(ctx, "SELECT nope"); err == nil {
+			t.Fatal("bad query accepted")
+		}
+	}
+	rows, err := p1.Query(ctx, "SELECT generate_series(1, 3)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows.Close()
+	qctx, qcancel := context.WithTimeout(ctx, time.Second)
+	defer qcancel()
+	if _, err := p1.Exec(qctx, "SELECT 1"); err != nil {
+		t.Fatalf("after a failed query and closed rows: %v", err)
+	}
+	// Unreachable server: each acquire fails on its own, not by waiting for
+	// a slot an earlier failure kept.
+	bp := open("postgres://u@127.0.0.1:1/db?connect_timeout=1", 1)
+	for range 2 {
+		actx, acancel := context.WithTimeout(ctx, 3*time.Second)
+		_, err := bp.Acquire(actx)
+		acancel()
+		if err == nil || errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("unreachable server: %v", err)
 		}
 	}
 }

@@ -174,7 +174,7 @@ func TestBodyLimit(t *testing.T) {
 // the process health registry, graceful shutdown on cancel, and a listen
 // error for a busy port.
 func TestServeAndShutdown(t *testing.T) {
-	dsn, _, _ := newDB(t)
+	dsn, db, _ := newDB(t)
 	health := telemetry.NewHealth()
 	srv, err := New(testConfig(dsn), Deps{Health: health})
 	if err != nil {
@@ -210,6 +210,9 @@ func TestServeAndShutdown(t *testing.T) {
 	if _, ok := health.Snapshot(context.Background()); !ok {
 		t.Fatal("api not ready in the health registry")
 	}
+	if len(backends(t, db, "stacklens-api")) == 0 {
+		t.Fatal("no API backend while serving")
+	}
 	cancel()
 	select {
 	case err := <-done:
@@ -221,6 +224,11 @@ func TestServeAndShutdown(t *testing.T) {
 	}
 	if _, err := http.Get(url + "/health"); err == nil {
 		t.Fatal("still serving after shutdown")
+	}
+	// Shutdown closed the pools: no backend left, queries refused.
+	waitBackends(t, db, "stacklens-api", 0)
+	if err := srv.st.ping(context.Background()); err == nil {
+		t.Fatal("reader pool open after shutdown")
 	}
 
 	// Run on a busy port fails with the address in the error.

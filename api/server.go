@@ -29,6 +29,7 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/stacklens/stacklens/internal/config"
 	"github.com/stacklens/stacklens/internal/telemetry"
@@ -117,7 +118,7 @@ type Server struct {
 	windows  map[string]window.Window
 	winNames []string
 	started  time.Time
-	ownPools []*pool
+	ownPools []*pgxpool.Pool
 	routes   []*routeEntry
 	hasRoot  bool
 	openapi  []byte
@@ -195,9 +196,10 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	}
 	writer, err := newWriterPool(cfg)
 	if err != nil {
+		reader.Close()
 		return nil, err
 	}
-	s.ownPools = []*pool{reader, writer}
+	s.ownPools = []*pgxpool.Pool{reader, writer}
 	s.st = newStore(reader, writer, cfg.API.QueryTimeout)
 
 	s.app = fiber.New(fiber.Config{
@@ -298,7 +300,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 
 func (s *Server) closePools() {
 	for _, p := range s.ownPools {
-		p.close()
+		p.Close()
 	}
 	s.ownPools = nil
 }

@@ -10,17 +10,18 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // store runs the API's queries. Every statement is a constant string with
 // bound parameters; the only variable part, the metrics table, is chosen
 // from a fixed map keyed by configured window names.
 type store struct {
-	r, w    *pool
+	r, w    *pgxpool.Pool
 	timeout time.Duration
 }
 
-func newStore(r, w *pool, timeout time.Duration) *store {
+func newStore(r, w *pgxpool.Pool, timeout time.Duration) *store {
 	return &store{r: r, w: w, timeout: timeout}
 }
 
@@ -37,7 +38,7 @@ func (st *store) ping(ctx context.Context) error {
 
 // newReaderPool: log in as the reader (DB_READER_PASSWORD set), else use the
 // main DSN and SET ROLE to the reader role on every connection.
-func newReaderPool(cfg Config) (*pool, error) {
+func newReaderPool(cfg Config) (*pgxpool.Pool, error) {
 	dsn, role := cfg.DB.ReaderDSN(), ""
 	if dsn == "" {
 		dsn, role = cfg.DB.DSN(), cfg.DB.ReaderUser
@@ -45,25 +46,21 @@ func newReaderPool(cfg Config) (*pool, error) {
 			role = "stacklens_reader"
 		}
 	}
-	cc, err := poolConfig(dsn, cfg.API.QueryTimeout, true)
+	pc, err := poolConfig(dsn, cfg.API.QueryTimeout, true, cfg.DB.PoolMax, role)
 	if err != nil {
 		return nil, err
 	}
-	var setup func(context.Context, *pgx.Conn) error
-	if role != "" {
-		setup = setRole(role)
-	}
-	return newPool(cc, cfg.DB.PoolMax, setup), nil
+	return newPool(pc)
 }
 
 // newWriterPool: the main DSN (DB_USER, the writer identity) with at most
 // two connections; writes are rare.
-func newWriterPool(cfg Config) (*pool, error) {
-	cc, err := poolConfig(cfg.DB.DSN(), cfg.API.QueryTimeout, false)
+func newWriterPool(cfg Config) (*pgxpool.Pool, error) {
+	pc, err := poolConfig(cfg.DB.DSN(), cfg.API.QueryTimeout, false, 2, "")
 	if err != nil {
 		return nil, err
 	}
-	return newPool(cc, 2, nil), nil
+	return newPool(pc)
 }
 
 // classifyDBError maps database errors to API statuses.
@@ -321,36 +318,34 @@ func (st *store) acknowledge(ctx context.Context, id int64, by string, hook func
 	defer cancel()
 	var out Alert
 	changed := false
-	err := st.w.with(ctx, func(conn *pgx.Conn) error {
-		return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-			a, err := scanAlert(tx.QueryRow(ctx, `SELECT `+alertColumns+` FROM analytics_alerts WHERE id = $1 FOR UPDATE`, id))
-			if errors.Is(err, pgx.ErrNoRows) {
-				return notFound("alert")
-			}
-			if err != nil {
-				return err
-			}
-			switch a.Status {
-			case "acknowledged":
-				out = a
-				return nil
-			case "resolved":
-				return &apiError{Status: 409, Field: "id", Msg: "alert is already resolved"}
-			}
-			a, err = scanAlert(tx.QueryRow(ctx, `UPDATE analytics_alerts
+	err := pgx.BeginFunc(ctx, st.w, func(tx pgx.Tx) error {
+		a, err := scanAlert(tx.QueryRow(ctx, `SELECT `+alertColumns+` FROM analytics_alerts WHERE id = $1 FOR UPDATE`, id))
+		if errors.Is(err, pgx.ErrNoRows) {
+			return notFound("alert")
+		}
+		if err != nil {
+			return err
+		}
+		switch a.Status {
+		case "acknowledged":
+			out = a
+			return nil
+		case "resolved":
+			return &apiError{Status: 409, Field: "id", Msg: "alert is already resolved"}
+		}
+		a, err = scanAlert(tx.QueryRow(ctx, `UPDATE analytics_alerts
 SET status = 'acknowledged', acknowledged_at = now(), acknowledged_by = $2
 WHERE id = $1 RETURNING `+alertColumns, id, by))
-			if err != nil {
-				return err
+		if err != nil {
+			return err
+		}
+		if hook != nil {
+			if err := hook(ctx, tx, a); err != nil {
+				return &apiError{Status: 503, Msg: "acknowledgement hook failed: " + truncate(err.Error(), 200)}
 			}
-			if hook != nil {
-				if err := hook(ctx, tx, a); err != nil {
-					return &apiError{Status: 503, Msg: "acknowledgement hook failed: " + truncate(err.Error(), 200)}
-				}
-			}
-			out, changed = a, true
-			return nil
-		})
+		}
+		out, changed = a, true
+		return nil
 	})
 	return out, changed, err
 }
