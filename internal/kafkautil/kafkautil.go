@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -46,27 +47,31 @@ func TLSConfig(c config.Kafka) (*tls.Config, error) {
 }
 
 // Mechanism returns the SASL mechanism, or nil when none is configured.
+// Mechanism names are case-insensitive.
 func Mechanism(c config.Kafka) (sasl.Mechanism, error) {
-	if c.SASLMechanism != "" && c.SASLUsername == "" {
-		return nil, &config.Error{Var: "KAFKA_SASL_USERNAME", Msg: "required with KAFKA_SASL_MECHANISM"}
-	}
-	switch c.SASLMechanism {
+	mech := strings.ToUpper(c.SASLMechanism)
+	switch mech {
 	case "":
 		return nil, nil
-	case "PLAIN":
-		return plain.Mechanism{Username: c.SASLUsername, Password: c.SASLPassword}, nil
-	case "SCRAM-SHA-256", "SCRAM-SHA-512":
-		algo := scram.SHA256
-		if c.SASLMechanism == "SCRAM-SHA-512" {
-			algo = scram.SHA512
-		}
-		m, err := scram.Mechanism(algo, c.SASLUsername, c.SASLPassword)
-		if err != nil {
-			return nil, &config.Error{Var: "KAFKA_SASL_MECHANISM", Msg: err.Error()}
-		}
-		return m, nil
+	case "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512":
+	default:
+		return nil, &config.Error{Var: "KAFKA_SASL_MECHANISM", Msg: fmt.Sprintf("unsupported %q", c.SASLMechanism)}
 	}
-	return nil, &config.Error{Var: "KAFKA_SASL_MECHANISM", Msg: fmt.Sprintf("unsupported %q", c.SASLMechanism)}
+	if c.SASLUsername == "" {
+		return nil, &config.Error{Var: "KAFKA_SASL_USERNAME", Msg: "required with KAFKA_SASL_MECHANISM"}
+	}
+	if mech == "PLAIN" {
+		return plain.Mechanism{Username: c.SASLUsername, Password: c.SASLPassword}, nil
+	}
+	algo := scram.SHA256
+	if mech == "SCRAM-SHA-512" {
+		algo = scram.SHA512
+	}
+	m, err := scram.Mechanism(algo, c.SASLUsername, c.SASLPassword)
+	if err != nil {
+		return nil, &config.Error{Var: "KAFKA_SASL_MECHANISM", Msg: err.Error()}
+	}
+	return m, nil
 }
 
 // Transport is the RoundTripper for kafka.Writer and kafka.Client.

@@ -1,0 +1,58 @@
+package bridge
+
+import (
+	"strconv"
+	"sync"
+
+	"github.com/VictoriaMetrics/metrics"
+
+	"github.com/stacklens/stacklens/internal/event"
+)
+
+// Package-level Prometheus metrics of the bridge (served by the process's
+// metrics server through metrics.WritePrometheus).
+var (
+	consumedTotal  = metrics.NewCounter("stacklens_bridge_consumed_total")
+	forwardedTotal = metrics.NewCounter("stacklens_bridge_forwarded_total")
+	fencedTotal    = metrics.NewCounter("stacklens_bridge_fenced_total")
+	publishRetries = metrics.NewCounter("stacklens_bridge_publish_retries_total")
+	batchSizeHist  = metrics.NewPrometheusHistogramExt("stacklens_bridge_batch_size",
+		[]float64{1, 2, 5, 10, 20, 50, 100, 200, 500, 1000})
+	publishSeconds = metrics.NewPrometheusHistogramExt("stacklens_bridge_publish_seconds",
+		[]float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10})
+
+	deadLetteredMu sync.Mutex
+	deadLettered   = map[event.Reason]*metrics.Counter{}
+)
+
+func init() {
+	for _, r := range event.AllReasons() {
+		deadLetteredCounter(r)
+	}
+}
+
+// deadLetteredCounter returns stacklens_bridge_dead_lettered_total{reason}.
+func deadLetteredCounter(r event.Reason) *metrics.Counter {
+	deadLetteredMu.Lock()
+	defer deadLetteredMu.Unlock()
+	c, ok := deadLettered[r]
+	if !ok {
+		c = metrics.GetOrCreateCounter(`stacklens_bridge_dead_lettered_total{reason="` + string(r) + `"}`)
+		deadLettered[r] = c
+	}
+	return c
+}
+
+// partitionGauges are the per-partition gauges of one input partition.
+type partitionGauges struct {
+	lag       *metrics.Gauge
+	committed *metrics.Gauge
+}
+
+func gaugesFor(partition int) partitionGauges {
+	p := strconv.Itoa(partition)
+	return partitionGauges{
+		lag:       metrics.GetOrCreateGauge(`stacklens_bridge_kafka_lag{partition="`+p+`"}`, nil),
+		committed: metrics.GetOrCreateGauge(`stacklens_bridge_committed_offset{partition="`+p+`"}`, nil),
+	}
+}

@@ -1,0 +1,106 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"net/url"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/stacklens/stacklens/internal/embedded"
+	"github.com/stacklens/stacklens/internal/natsutil"
+	"github.com/stacklens/stacklens/internal/testenv"
+)
+
+// anyCheckpoint is nil once some partition has a checkpoint and not all
+// are at their end (the bridge is mid-stream).
+func (s *setup) anyCheckpoint(t *testing.T) func() error {
+	js := s.nats.JetStream(t)
+	return func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		st, err := js.Stream(ctx, natsutil.StreamEvents)
+		if err != nil {
+			return err
+		}
+		for p := range testPartitions {
+			ck, err := readCheckpoint(ctx, st, natsutil.OffsetSubject(s.topic, p), s.topic, p)
+			if err == nil && ck.Found {
+				return nil
+			}
+		}
+		return errors.New("no checkpoint yet")
+	}
+}
+
+// TestNATSRestartMidStream restarts the NATS server while the bridge
+// forwards: it reconnects and catches up, nothing lost or duplicated.
+func TestNATSRestartMidStream(t *testing.T) {
+	s := newSetup(t)
+	c := newCorpus()
+	s.produce(c.messages(4000, 10))
+	rb := s.start("a")
+	testenv.Eventually(t, 30*time.Second, s.anyCheckpoint(t))
+	s.nats.Restart()
+	s.produce(c.messages(2000, 10))
+	js := s.nats.JetStream(t)
+	s.waitCaughtUp(js, 60*time.Second)
+	testenv.Eventually(t, 10*time.Second, rb.ready)
+	rb.stop(t)
+	s.verifyExactlyOnce(js, c)
+}
+
+// TestNATSDown stops NATS for a while (5 s; 30 s with
+// STACKLENS_LONG_TESTS=1) under load: the bridge reports not ready, stops
+// fetching (bounded memory), and catches up once the server is back on
+// the same port and store.
+func TestNATSDown(t *testing.T) {
+	down := 5 * time.Second
+	if os.Getenv("STACKLENS_LONG_TESTS") == "1" {
+		down = 30 * time.Second
+	}
+	s := newSetup(t)
+	c := newCorpus()
+	s.produce(c.messages(1000, 10))
+	rb := s.start("a")
+	js := s.nats.JetStream(t)
+	s.waitCaughtUp(js, 60*time.Second)
+	testenv.Eventually(t, 10*time.Second, rb.ready)
+
+	u, err := url.Parse(s.nats.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	port, _ := strconv.Atoi(u.Port())
+	s.nats.Shutdown()
+	consumed0 := consumedTotal.Get()
+	s.produce(c.messages(3000, 10))
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if rb.ready() == nil {
+			return errors.New("still ready")
+		}
+		return nil
+	})
+	deadline := time.Now().Add(down)
+	for time.Now().Before(deadline) { // the outage: poll readiness meanwhile
+		if rb.ready() == nil {
+			t.Fatal("ready while NATS is down")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// Fetching paused: at most one batch per partition was taken in.
+	if got, limit := consumedTotal.Get()-consumed0, uint64(testPartitions*100); got > limit {
+		t.Fatalf("consumed %d messages while NATS was down, more than %d", got, limit)
+	}
+	srv, err := embedded.StartNATS(embedded.NATSOptions{Port: port, StoreDir: s.nats.StoreDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
+	s.waitCaughtUp(js, 60*time.Second)
+	testenv.Eventually(t, 15*time.Second, rb.ready)
+	rb.stop(t)
+	s.verifyExactlyOnce(js, c)
+}
