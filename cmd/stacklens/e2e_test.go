@@ -1,0 +1,159 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/stacklens/stacklens/internal/devstack"
+	"github.com/stacklens/stacklens/internal/embedded"
+	"github.com/stacklens/stacklens/internal/testenv"
+)
+
+// devStack runs `stacklens dev` in-process on free ports with a private
+// data dir and returns its endpoints; it is stopped at test end.
+func devStack(t *testing.T, extra map[string]string, args ...string) devstack.Endpoints {
+	t.Helper()
+	dataDir, err := os.MkdirTemp("", "stacklens-e2e-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = os.Chmod(dataDir, 0o755)
+	dbPort, _ := embedded.FreePort()
+	apiPort, _ := embedded.FreePort()
+	env := map[string]string{
+		"DATA_DIR": dataDir, "METRICS_PORT": "0", "API_PORT": strconv.Itoa(apiPort), "DB_PORT": strconv.Itoa(dbPort),
+		"ENV_FILE": writeEmpty(t), "LOG_LEVEL": "warn", "ALLOWED_LATENESS": "1s", "FLUSH_INTERVAL": "100ms",
+	}
+	for k, v := range extra {
+		env[k] = v
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	go func() {
+		code, _, errs := runCLI(t, ctx, env, append([]string{"dev", "--nats-port", "-1", "--kafka-port", "-1"}, args...)...)
+		if code != exitOK {
+			fmt.Fprintf(os.Stderr, "dev stderr:\n%s\n", errs)
+		}
+		done <- code
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case code := <-done:
+			if code != exitOK {
+				t.Errorf("dev exit %d", code)
+			}
+		case <-time.After(time.Minute):
+			t.Error("dev did not stop within a minute")
+		}
+		_ = os.RemoveAll(dataDir)
+	})
+	var ep devstack.Endpoints
+	testenv.Eventually(t, 2*time.Minute, func() error {
+		b, err := os.ReadFile(filepath.Join(dataDir, "endpoints.json"))
+		if err != nil {
+			return err
+		}
+		return json.Unmarshal(b, &ep)
+	})
+	testenv.Eventually(t, time.Minute, func() error {
+		_, err := getJSON(ep.API + "/health")
+		return err
+	})
+	return ep
+}
+
+func getJSON(url string) (map[string]any, error) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, fmt.Errorf("%s: %d %s", url, resp.StatusCode, b)
+	}
+	if resp.StatusCode >= 400 {
+		return m, fmt.Errorf("%s: %d %s", url, resp.StatusCode, b)
+	}
+	return m, nil
+}
+
+// TestSeedChecklistEndToEnd runs the seed checklist's post-deployment
+// validation against the product as `go tool task up` starts it: schema
+// validation queries, the API endpoint tests, and the data-flow test (a
+// message produced to Kafka shows up in /metrics).
+func TestSeedChecklistEndToEnd(t *testing.T) {
+	ep := devStack(t, nil)
+	ctx := testenv.Context(t)
+
+	// Schema validation.
+	pg, err := pgx.Connect(ctx, ep.Postgres)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pg.Close(ctx)
+	var n int
+	if err := pg.QueryRow(ctx, `SELECT count(*) FROM information_schema.tables WHERE table_name LIKE 'v_%' AND table_schema = 'public'`).Scan(&n); err != nil || n != 6 {
+		t.Errorf("views: %d %v", n, err)
+	}
+	if err := pg.QueryRow(ctx, `SELECT count(*) FROM information_schema.routines WHERE routine_schema = 'public' AND routine_name LIKE 'analytics_%'`).Scan(&n); err != nil || n != 3 {
+		t.Errorf("functions: %d %v", n, err)
+	}
+
+	// API endpoint tests (jq '.count', '.requests_served', '.status').
+	for _, path := range []string{"/metrics?window=1min&limit=1", "/health-status", "/alerts?status=active"} {
+		m, err := getJSON(ep.API + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := m["count"].(float64); !ok {
+			t.Errorf("%s: no numeric .count in %v", path, m)
+		}
+	}
+	if m, err := getJSON(ep.API + "/stats"); err != nil || m["requests_served"] == nil {
+		t.Errorf("/stats: %v %v", m, err)
+	}
+
+	// Data flow: the seed's message, with Python's isoformat() timestamp.
+	msg := fmt.Sprintf(`{"timestamp": "%s", "service": "deployment-test-service", "level": "info", "latency_ms": 50.0, "risk_score": 0.1}`,
+		time.Now().UTC().Format("2006-01-02T15:04:05.000000"))
+	w := &kafka.Writer{Addr: kafka.TCP(ep.Kafka), Topic: "stacklens-analytics", RequiredAcks: kafka.RequireAll}
+	if err := w.WriteMessages(ctx, kafka.Message{Value: []byte(msg)}); err != nil {
+		t.Fatal(err)
+	}
+	_ = w.Close()
+	start := time.Now()
+	var row map[string]any
+	testenv.Eventually(t, 30*time.Second, func() error {
+		m, err := getJSON(ep.API + "/metrics?service=deployment-test-service&limit=1")
+		if err != nil {
+			return err
+		}
+		rows, _ := m["metrics"].([]any)
+		if len(rows) == 0 {
+			return fmt.Errorf("no metrics yet: %v", m)
+		}
+		row = rows[0].(map[string]any)
+		return nil
+	})
+	t.Logf("produced → visible through the API in %v", time.Since(start).Round(time.Millisecond))
+	if row["service"] != "deployment-test-service" || row["count"] != 1.0 || row["latency_p99_ms"].(float64) < 49.5 || row["latency_p99_ms"].(float64) > 50.5 || row["risk_score_avg"] != 0.1 {
+		t.Errorf("metrics[0] = %v", row)
+	}
+	if h, err := getJSON(ep.API + "/health"); err != nil || h["status"] != "healthy" {
+		t.Errorf("/health: %v %v", h, err)
+	}
+}
