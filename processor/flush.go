@@ -1,0 +1,314 @@
+package processor
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/stacklens/stacklens/internal/agg"
+)
+
+// checkpointValue is the JSON value of ckpt.<shard>: every event of the
+// shard up to Seq has its effect in the aggregate buckets. Open holds, per
+// window, the oldest bucket start that had a non-final aggregate, so a new
+// owner can find the keys it must still finalize.
+type checkpointValue struct {
+	Seq     uint64           `json:"seq"`
+	Open    map[string]int64 `json:"open,omitempty"`
+	Owner   string           `json:"owner,omitempty"`
+	Updated time.Time        `json:"updated"`
+}
+
+var errLeaseExpired = errors.New("lease expired")
+
+// testHook, when set (tests only), is called at named points of a flush so
+// crash tests can kill the process there.
+var testHook func(point string)
+
+func hook(point string) {
+	if testHook != nil {
+		testHook(point)
+	}
+}
+
+// flush is one FLUSH_INTERVAL step: restart if needed, finalize, write every
+// dirty key with CAS (pipelined), then the checkpoint.
+func (w *shardWorker) flush() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.ctx.Err() != nil {
+		return
+	}
+	if w.needReset {
+		if !w.stopping {
+			w.restartOrLog()
+		}
+		return
+	}
+	if err := w.flushLocked(); err != nil {
+		if errors.Is(err, errLeaseExpired) {
+			return // the lease loop renews it or drops the shard
+		}
+		w.sh.log.Warn("processor: flush failed; re-consuming the shard from its checkpoint", "shard", w.shard, "err", err)
+		if w.stopping {
+			w.clearLocked()
+			return
+		}
+		w.restartOrLog()
+	}
+}
+
+// restartOrLog restarts the shard, logging failures (NATS down) only now
+// and then.
+func (w *shardWorker) restartOrLog() {
+	err := w.restartLocked()
+	if err == nil {
+		if w.restartFailures > 0 {
+			w.sh.log.Info("processor: shard consumer restarted", "shard", w.shard, "after_failures", w.restartFailures)
+		}
+		w.restartFailures = 0
+		return
+	}
+	if w.restartFailures%40 == 0 {
+		w.sh.log.Warn("processor: cannot (re)start the shard consumer; retrying", "shard", w.shard, "err", err, "failures", w.restartFailures+1)
+	}
+	w.restartFailures++
+}
+
+type pendingWrite struct {
+	e   *entry
+	fut jetstream.PubAckFuture
+}
+
+// flushLocked writes every dirty key and then the checkpoint. It is called
+// with w.mu held and returns with it held, but releases it while waiting
+// for the acknowledgements, so folding goes on during the round trips: the
+// deltas written are detached first, and the checkpoint covers only what
+// was consumed when the flush began.
+func (w *shardWorker) flushLocked() error {
+	now := w.sh.clock.Now()
+	if w.lease != nil && !w.lease.valid(now, w.sh.cfg.Processor.LeaseTTL) {
+		return errLeaseExpired
+	}
+	began := time.Now()
+	w.advanceWatermark(now)
+	w.finalize(now)
+	if len(w.dirty) == 0 && w.consumed <= w.ckptSeq && !w.openChanged() {
+		w.updateGauges(now)
+		return nil
+	}
+	writes := make([]pendingWrite, 0, len(w.dirty))
+	var firstErr error
+	for _, e := range w.dirty {
+		if e.delta == nil && !e.markFinal {
+			continue
+		}
+		// Merged in place: if any write of this flush fails, all of the
+		// shard's memory is discarded and re-read anyway.
+		v := e.stored
+		if v == nil {
+			v = agg.NewAggregate(e.key.Service, e.key.Start)
+			e.stored = v
+		}
+		v.Merge(e.delta)
+		v.Version++
+		if e.markFinal {
+			v.Final = true
+		}
+		win := w.sh.buckets.windows[e.key.Window]
+		msg := &nats.Msg{
+			Subject: "$KV." + w.sh.buckets.names[e.key.Window] + "." + e.kvKey,
+			Data:    v.Encode(make([]byte, 0, 1024), win),
+		}
+		fut, err := w.sh.js.PublishMsgAsync(msg, jetstream.WithExpectLastSequencePerSubject(e.rev))
+		if err != nil {
+			firstErr = err
+			break
+		}
+		writes = append(writes, pendingWrite{e: e, fut: fut})
+		if len(writes) == 2 && testHook != nil {
+			// Make sure the first writes reached the server, so a crash
+			// here really leaves a flush half applied.
+			_ = w.sh.js.Conn().Flush()
+			hook("mid-writes")
+		}
+	}
+	if firstErr != nil {
+		return fmt.Errorf("aggregate write: %w", firstErr)
+	}
+	for _, e := range w.dirty {
+		e.delta, e.dirty, e.markFinal = nil, false, false
+	}
+	w.dirty = w.dirty[:0]
+	flushSeq, gen, open := w.consumed, w.gen, w.openWindows()
+	w.msgsSince = 0
+
+	w.mu.Unlock()
+	revs, err := w.waitWrites(writes)
+	if err == nil {
+		hook("before-checkpoint")
+		ctx, cancel := w.opCtx()
+		err = w.writeCheckpoint(ctx, now, flushSeq, open)
+		cancel()
+	}
+	w.mu.Lock()
+
+	flushSeconds.UpdateDuration(began)
+	flushesTotal.Inc()
+	if gen != w.gen {
+		return nil // stopped or restarted meanwhile: nothing of this flush is kept
+	}
+	if err != nil {
+		return err
+	}
+	for i := range writes {
+		writes[i].e.rev = revs[i]
+	}
+	w.evict(now)
+	w.updateGauges(now)
+	return nil
+}
+
+// waitWrites waits for every acknowledgement and returns the new revisions.
+func (w *shardWorker) waitWrites(writes []pendingWrite) ([]uint64, error) {
+	ctx, cancel := w.opCtx()
+	defer cancel()
+	revs := make([]uint64, len(writes))
+	var firstErr error
+	conflict := false
+	for i := range writes {
+		select {
+		case ack := <-writes[i].fut.Ok():
+			revs[i] = ack.Sequence
+		case err := <-writes[i].fut.Err():
+			if isConflict(err) {
+				conflict = true
+			}
+			if firstErr == nil {
+				firstErr = err
+			}
+		case <-ctx.Done():
+			if firstErr == nil {
+				firstErr = ctx.Err()
+			}
+		}
+	}
+	if conflict {
+		casConflicts.Inc()
+	}
+	if firstErr != nil {
+		return nil, fmt.Errorf("aggregate write: %w", firstErr)
+	}
+	return revs, nil
+}
+
+// openWindows returns, per window name, the oldest bucket start with a
+// stored non-final aggregate.
+func (w *shardWorker) openWindows() map[string]int64 {
+	var open map[string]int64
+	for _, e := range w.entries {
+		if e.marker || e.stored == nil || e.stored.Final {
+			continue
+		}
+		if open == nil {
+			open = map[string]int64{}
+		}
+		name := w.sh.buckets.windows[e.key.Window].Name
+		if s, ok := open[name]; !ok || e.key.Start < s {
+			open[name] = e.key.Start
+		}
+	}
+	return open
+}
+
+func (w *shardWorker) openChanged() bool {
+	open := w.openWindows()
+	if len(open) != len(w.ckptOpen) {
+		return true
+	}
+	for k, v := range open {
+		if w.ckptOpen[k] != v {
+			return true
+		}
+	}
+	return false
+}
+
+// writeCheckpoint advances ckpt.<shard> with CAS. Checkpoints only move
+// forward: on a conflict (another owner wrote one) the larger wins, which
+// is sound because each writer's value is covered by its own successful
+// aggregate writes.
+func (w *shardWorker) writeCheckpoint(ctx context.Context, now time.Time, consumed uint64, open map[string]int64) error {
+	seq := max(consumed, w.ckptSeq)
+	if w.sh.coord == nil { // replay: in memory
+		w.ckptSeq, w.ckptOpen = seq, open
+		return nil
+	}
+	for attempt := 0; attempt < 3; attempt++ {
+		v := checkpointValue{Seq: seq, Open: open, Owner: w.sh.id, Updated: now.UTC()}
+		b, _ := json.Marshal(v)
+		var rev uint64
+		var err error
+		if w.ckptRev == 0 {
+			rev, err = w.sh.coord.Create(ctx, ckptKey(w.shard), b)
+		} else {
+			rev, err = w.sh.coord.Update(ctx, ckptKey(w.shard), b, w.ckptRev)
+		}
+		if err == nil {
+			w.ckptSeq, w.ckptRev, w.ckptOpen = seq, rev, open
+			return nil
+		}
+		if !isConflict(err) {
+			return fmt.Errorf("checkpoint: %w", err)
+		}
+		casConflicts.Inc()
+		cur, rev, err := w.getCheckpoint(ctx)
+		if err != nil {
+			return err
+		}
+		w.ckptRev = rev
+		seq = max(seq, cur.Seq)
+		for k, s := range cur.Open {
+			if o, ok := open[k]; !ok || s < o {
+				if open == nil {
+					open = map[string]int64{}
+				}
+				open[k] = s
+			}
+		}
+	}
+	return errors.New("checkpoint: too many conflicts")
+}
+
+func (w *shardWorker) getCheckpoint(ctx context.Context) (checkpointValue, uint64, error) {
+	var v checkpointValue
+	e, err := w.sh.coord.Get(ctx, ckptKey(w.shard))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return v, 0, nil
+	}
+	if err != nil {
+		return v, 0, fmt.Errorf("checkpoint: %w", err)
+	}
+	if err := json.Unmarshal(e.Value(), &v); err != nil {
+		return v, 0, fmt.Errorf("checkpoint %s: %w", ckptKey(w.shard), err)
+	}
+	return v, e.Revision(), nil
+}
+
+// readCheckpoint loads ckpt.<shard> (replay: keeps the in-memory one).
+func (w *shardWorker) readCheckpoint(ctx context.Context) error {
+	if w.sh.coord == nil {
+		return nil
+	}
+	v, rev, err := w.getCheckpoint(ctx)
+	if err != nil {
+		return err
+	}
+	w.ckptSeq, w.ckptRev, w.ckptOpen = v.Seq, rev, v.Open
+	return nil
+}

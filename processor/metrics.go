@@ -1,0 +1,74 @@
+package processor
+
+import (
+	"strconv"
+	"sync"
+
+	"github.com/VictoriaMetrics/metrics"
+)
+
+// Package-level Prometheus metrics of the processor (served by the
+// process's metrics server through metrics.WritePrometheus).
+var (
+	flushesTotal   = metrics.NewCounter("stacklens_processor_flushes_total")
+	casConflicts   = metrics.NewCounter("stacklens_processor_cas_conflicts_total")
+	lateEvents     = metrics.NewCounter("stacklens_processor_late_events_total")
+	tooLateEvents  = metrics.NewCounter("stacklens_processor_too_late_total")
+	overflowEvents = metrics.NewCounter("stacklens_processor_overflow_events_total")
+	skippedFolds   = metrics.NewCounter("stacklens_processor_redelivered_skipped_total")
+	ownedShards    = metrics.NewGauge("stacklens_processor_owned_shards", nil)
+	flushSeconds   = metrics.NewPrometheusHistogramExt("stacklens_processor_flush_seconds",
+		[]float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10})
+	_ = metrics.NewGauge("stacklens_processor_watermark_delay_seconds", maxWatermarkDelay)
+
+	shardMu      sync.Mutex
+	shardMetrics = map[int]*shardMetricSet{}
+	delays       = map[int]float64{}
+)
+
+// shardMetricSet is the per-shard series.
+type shardMetricSet struct {
+	folded *metrics.Counter
+	lag    *metrics.Gauge
+}
+
+func shardCounters(shard int) *shardMetricSet {
+	shardMu.Lock()
+	defer shardMu.Unlock()
+	m := shardMetrics[shard]
+	if m == nil {
+		s := strconv.Itoa(shard)
+		m = &shardMetricSet{
+			folded: metrics.GetOrCreateCounter(`stacklens_processor_events_folded_total{shard="` + s + `"}`),
+			lag:    metrics.GetOrCreateGauge(`stacklens_processor_lag_events{shard="`+s+`"}`, nil),
+		}
+		shardMetrics[shard] = m
+	}
+	return m
+}
+
+func setWatermarkDelay(shard int, d float64) {
+	shardMu.Lock()
+	delays[shard] = d
+	shardMu.Unlock()
+}
+
+// shardGaugesDrop forgets a shard this process no longer owns.
+func shardGaugesDrop(shard int) {
+	shardMu.Lock()
+	delete(delays, shard)
+	shardMu.Unlock()
+	shardCounters(shard).lag.Set(0)
+}
+
+// maxWatermarkDelay is how far the slowest owned shard's finality
+// watermark is behind the clock.
+func maxWatermarkDelay() float64 {
+	shardMu.Lock()
+	defer shardMu.Unlock()
+	m := 0.0
+	for _, d := range delays {
+		m = max(m, d)
+	}
+	return m
+}
