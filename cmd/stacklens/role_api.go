@@ -31,6 +31,7 @@ func runAPI(ctx context.Context, e *env) error {
 	if err != nil {
 		return err
 	}
+	// The api and alerting packages add their own component attribute.
 	// Connects in the background and reconnects forever (natsutil.Options
 	// retries a failed first connect): the API serves queries while NATS is
 	// down, /health reports it, and the engine waits for its lease.
@@ -44,17 +45,16 @@ func runAPI(ctx context.Context, e *env) error {
 	}
 	defer nc.Close()
 
-	log := e.log.With("component", "api")
 	eng, err := alerting.New(alerting.Config{
 		Alerting: e.cfg.Alerting, Kafka: e.cfg.Kafka, DB: e.cfg.DB, NATS: e.cfg.NATS, Windows: windows,
-	}, alerting.Deps{Log: e.log.With("component", "alerting"), NATS: nc, Health: e.health})
+	}, alerting.Deps{Log: e.log, NATS: nc, Health: e.health})
 	if err != nil {
 		return err
 	}
 	srv, err := api.New(api.Config{
 		API: e.cfg.API, DB: e.cfg.DB, Windows: windows, Version: version, Environment: e.cfg.Runtime.DeployEnv,
 	}, api.Deps{
-		Log: log, Health: e.health, NATS: nc, Mount: dashboard.Mount,
+		Log: e.log, Health: e.health, NATS: nc, Mount: dashboard.Mount,
 		Hooks: api.Hooks{
 			RulesChanged:    eng.RulesChanged,
 			SilencesChanged: eng.SilencesChanged,
