@@ -3,11 +3,11 @@ package api
 import (
 	"bytes"
 	"encoding/json"
+	"github.com/stacklens/stacklens/internal/jsonenc"
 	"math"
 	"strconv"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"github.com/gofiber/fiber/v2"
 )
@@ -29,61 +29,6 @@ func marshalJSON(v any) ([]byte, error) {
 	}
 	b := buf.Bytes()
 	return b[:len(b)-1], nil // Encode adds a newline
-}
-
-const hexDigits = "0123456789abcdef"
-
-// appendString appends s as a JSON string, escaping exactly as
-// marshalJSON does (no HTML escaping; invalid UTF-8 as U+FFFD; U+2028/2029).
-func appendString(dst []byte, s string) []byte {
-	dst = append(dst, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		if b := s[i]; b < utf8.RuneSelf {
-			if b >= 0x20 && b != '"' && b != '\\' {
-				i++
-				continue
-			}
-			dst = append(dst, s[start:i]...)
-			switch b {
-			case '\\', '"':
-				dst = append(dst, '\\', b)
-			case '\b':
-				dst = append(dst, '\\', 'b')
-			case '\f':
-				dst = append(dst, '\\', 'f')
-			case '\n':
-				dst = append(dst, '\\', 'n')
-			case '\r':
-				dst = append(dst, '\\', 'r')
-			case '\t':
-				dst = append(dst, '\\', 't')
-			default:
-				dst = append(dst, '\\', 'u', '0', '0', hexDigits[b>>4], hexDigits[b&0xF])
-			}
-			i++
-			start = i
-			continue
-		}
-		c, size := utf8.DecodeRuneInString(s[i:])
-		if c == utf8.RuneError && size == 1 {
-			dst = append(dst, s[start:i]...)
-			dst = append(dst, `\ufffd`...)
-			i += size
-			start = i
-			continue
-		}
-		if c == '\u2028' || c == '\u2029' {
-			dst = append(dst, s[start:i]...)
-			dst = append(dst, '\\', 'u', '2', '0', '2', hexDigits[c&0xF])
-			i += size
-			start = i
-			continue
-		}
-		i += size
-	}
-	dst = append(dst, s[start:]...)
-	return append(dst, '"')
 }
 
 // appendFloat appends f as encoding/json does; non-finite values as null.
@@ -123,9 +68,9 @@ func appendTime(b []byte, t time.Time) []byte {
 
 func appendMetricRow(b []byte, m *MetricRow) []byte {
 	b = append(b, `{"service":`...)
-	b = appendString(b, m.Service)
+	b = jsonenc.AppendString(b, m.Service)
 	b = append(b, `,"window":`...)
-	b = appendString(b, m.Window)
+	b = jsonenc.AppendString(b, m.Window)
 	b = append(b, `,"timestamp":`...)
 	b = appendTime(b, m.Timestamp)
 	b = append(b, `,"count":`...)
@@ -164,7 +109,7 @@ func appendMetricsResponse(b []byte, r *MetricsResponse) []byte {
 	b = append(b, `{"count":`...)
 	b = strconv.AppendInt(b, int64(r.Count), 10)
 	b = append(b, `,"window":`...)
-	b = appendString(b, r.Window)
+	b = jsonenc.AppendString(b, r.Window)
 	b = append(b, `,"metrics":[`...)
 	for i := range r.Metrics {
 		if i > 0 {

@@ -247,7 +247,7 @@ func TestReplayEqualsLive(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	var progress syncBuffer
+	var progress testenv.SyncBuffer
 	res, err := Replay(ctx, h.cfg, h.nats.Conn(t), testLogger(t, "replay"), ReplayOptions{IntoFresh: true, Suffix: "t1", Progress: &progress})
 	if err != nil {
 		t.Fatal(err)

@@ -214,7 +214,7 @@ func TestRoleMetricsServerAndOrderedShutdown(t *testing.T) {
 	if cfg == nil {
 		t.Fatalf("config: %d", code)
 	}
-	var logs syncBuffer
+	var logs testenv.SyncBuffer
 	e := newEnv(&cli{stderr: &logs}, cfg, "test")
 	ctx, cancel := context.WithCancel(context.Background())
 	var order []string

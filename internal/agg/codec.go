@@ -5,11 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/stacklens/stacklens/internal/jsonenc"
 	"math"
 	"strconv"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"github.com/stacklens/stacklens/internal/window"
 )
@@ -47,9 +47,9 @@ var scratchPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return 
 func (a *Aggregate) Encode(dst []byte, w window.Window) []byte {
 	r := a.Row(w)
 	dst = append(dst, `{"service":`...)
-	dst = appendString(dst, a.Service)
+	dst = jsonenc.AppendString(dst, a.Service)
 	dst = append(dst, `,"window":`...)
-	dst = appendString(dst, w.Name)
+	dst = jsonenc.AppendString(dst, w.Name)
 	dst = append(dst, `,"timestamp":"`...)
 	dst = r.Timestamp.AppendFormat(dst, time.RFC3339)
 	dst = append(dst, `","start":`...)
@@ -117,51 +117,6 @@ func appendTime(dst []byte, name string, ns int64) []byte {
 	dst = append(dst, name...)
 	dst = append(dst, `":"`...)
 	dst = time.Unix(0, ns).UTC().AppendFormat(dst, time.RFC3339Nano)
-	return append(dst, '"')
-}
-
-const hexDigits = "0123456789abcdef"
-
-// appendString appends s as a JSON string, escaping as encoding/json does
-// (invalid UTF-8 becomes U+FFFD; event validation never lets it through).
-func appendString(dst []byte, s string) []byte {
-	dst = append(dst, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' {
-				i++
-				continue
-			}
-			dst = append(dst, s[start:i]...)
-			switch c {
-			case '"', '\\':
-				dst = append(dst, '\\', c)
-			case '\n':
-				dst = append(dst, '\\', 'n')
-			case '\r':
-				dst = append(dst, '\\', 'r')
-			case '\t':
-				dst = append(dst, '\\', 't')
-			default:
-				dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xF])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			dst = append(dst, s[start:i]...)
-			dst = append(dst, `\ufffd`...)
-			i++
-			start = i
-			continue
-		}
-		i += size
-	}
-	dst = append(dst, s[start:]...)
 	return append(dst, '"')
 }
 

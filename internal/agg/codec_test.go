@@ -124,31 +124,6 @@ func TestEncodeReadable(t *testing.T) {
 	}
 }
 
-// TestAppendString: service names are escaped exactly as encoding/json
-// would, invalid UTF-8 included.
-func TestAppendString(t *testing.T) {
-	rng := rand.New(rand.NewPCG(9, 9))
-	alphabet := []byte("ab\"\\\n\r\t\x00\x1f\x7f<>&é\xff\xc3\xe2\x80\xa8")
-	for range 5000 {
-		b := make([]byte, rng.IntN(12))
-		for i := range b {
-			b[i] = alphabet[rng.IntN(len(alphabet))]
-		}
-		s := string(b)
-		enc := appendString(nil, s)
-		var got string
-		if err := json.Unmarshal(enc, &got); err != nil {
-			t.Fatalf("appendString(%q) = %s: %v", s, enc, err)
-		}
-		ref, _ := json.Marshal(s)
-		var want string
-		_ = json.Unmarshal(ref, &want)
-		if got != want {
-			t.Fatalf("appendString(%q) decodes to %q, encoding/json gives %q", s, got, want)
-		}
-	}
-}
-
 func TestEncodeNonFinite(t *testing.T) {
 	// Unreachable through Add/Merge/Decode, but must not produce JSON
 	// that silently decodes.

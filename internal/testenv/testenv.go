@@ -13,6 +13,7 @@
 package testenv
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -86,4 +87,24 @@ func Name(t testing.TB) string {
 		s = s[:40]
 	}
 	return fmt.Sprintf("%s_%d", s, time.Now().UnixNano()%1_000_000)
+}
+
+// SyncBuffer is a bytes.Buffer that a logger or a subprocess and a test
+// can share.
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+// String returns everything written so far.
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
