@@ -169,11 +169,19 @@ func onOff(b bool) string {
 // TimescaleAvailable reports whether TimescaleDB can be used in this
 // database: the extension is installed here, or it is available to the
 // server and preloaded (shared_preload_libraries), so CREATE EXTENSION works.
+//
+// Preloading is detected by the integer setting
+// timescaledb.max_background_workers, which only TimescaleDB's loader
+// defines, and only when it is in shared_preload_libraries (it is
+// PGC_POSTMASTER; set in postgresql.conf without the loader it is a
+// placeholder of type string). Reading shared_preload_libraries itself needs
+// superuser or pg_read_all_settings, which the migration user may not have.
 func TimescaleAvailable(ctx context.Context, db DB) (bool, error) {
 	var ok bool
 	err := db.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb')
 	    OR (EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb')
-	        AND current_setting('shared_preload_libraries') ~ 'timescaledb')`).Scan(&ok)
+	        AND EXISTS (SELECT 1 FROM pg_settings
+	                    WHERE name = 'timescaledb.max_background_workers' AND vartype = 'integer'))`).Scan(&ok)
 	if err != nil {
 		return false, fmt.Errorf("schema: checking for timescaledb: %w", err)
 	}

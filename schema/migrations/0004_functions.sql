@@ -18,16 +18,24 @@ CREATE FUNCTION stacklens_purge_before(p_table regclass, p_cutoff timestamptz) R
 LANGUAGE plpgsql AS $$
 DECLARE
     v_rows  bigint;
+    v_ts    text;    -- schema of the timescaledb extension (quoted), NULL without it
     v_hyper boolean := false;
 BEGIN
-    IF EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb') THEN
+    SELECT quote_ident(n.nspname) INTO v_ts
+    FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+    WHERE e.extname = 'timescaledb';
+    IF v_ts IS NOT NULL THEN
+        -- By name, not by casting every hypertable's name to regclass (which
+        -- fails for hypertables in schemas the caller may not use).
         EXECUTE 'SELECT EXISTS (SELECT 1 FROM timescaledb_information.hypertables h
-                                 WHERE format(''%I.%I'', h.hypertable_schema, h.hypertable_name)::regclass = $1)'
+                                  JOIN pg_namespace n ON n.nspname = h.hypertable_schema
+                                  JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = h.hypertable_name
+                                 WHERE c.oid = $1)'
             INTO v_hyper USING p_table;
     END IF;
     IF v_hyper THEN
         EXECUTE format('SELECT count(*) FROM %s WHERE "timestamp" < $1', p_table) INTO v_rows USING p_cutoff;
-        EXECUTE 'SELECT count(*) FROM drop_chunks($1, older_than => $2)' USING p_table, p_cutoff;
+        EXECUTE format('SELECT count(*) FROM %s.drop_chunks($1, older_than => $2)', v_ts) USING p_table, p_cutoff;
         EXECUTE format('DELETE FROM %s WHERE "timestamp" < $1', p_table) USING p_cutoff;
     ELSE
         EXECUTE format('DELETE FROM %s WHERE "timestamp" < $1', p_table) USING p_cutoff;

@@ -12,61 +12,86 @@ DECLARE
     v_hot  integer := stacklens_setting_int('retention_hot_days', 1);
     v_warm integer := stacklens_setting_int('retention_warm_days', 7);
     v_cold integer := stacklens_setting_int('retention_cold_days', 30);
+    v_ts   text;     -- schema of the timescaledb extension (quoted)
     r      record;
+    v_rel  regclass;
     v_drop interval;
+    v_after interval;
     v_comp boolean;
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb') THEN
+    SELECT quote_ident(n.nspname) INTO v_ts
+    FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+    WHERE e.extname = 'timescaledb';
+    IF v_ts IS NULL THEN
         RAISE NOTICE 'stacklens_apply_timescale: timescaledb extension not installed, nothing to do';
         RETURN;
     END IF;
 
+    -- Policies and hypertables are looked up by schema and table name, never
+    -- by casting the names in timescaledb_information to regclass: those
+    -- views list every hypertable and job of the database, and a cast fails
+    -- for a table in a schema the migration user may not use (and for jobs
+    -- without a hypertable).
     FOR r IN
-        SELECT t.tbl, t.chunk, t.days, t.compress
+        SELECT t.tbl, t.chunk, t.days, t.compress, n.nspname AS sch, c.relname AS rel
         FROM (VALUES ('analytics_events',        interval '1 hour',  v_hot,  false),
                      ('analytics_metrics_1min',  interval '1 day',   v_warm, false),
                      ('analytics_metrics_5min',  interval '1 day',   v_cold, true),
                      ('analytics_metrics_1hour', interval '7 days',  v_cold, true))
              AS t (tbl, chunk, days, compress)
+        JOIN pg_class c ON c.oid = t.tbl::regclass
+        JOIN pg_namespace n ON n.oid = c.relnamespace
     LOOP
-        EXECUTE 'SELECT create_hypertable($1::regclass, ''timestamp'', chunk_time_interval => $2,
+        v_rel := r.tbl::regclass;
+        EXECUTE format('SELECT %s.create_hypertable($1, ''timestamp'', chunk_time_interval => $2,
                                           create_default_indexes => false, if_not_exists => true,
-                                          migrate_data => true)'
-            USING r.tbl, r.chunk;
+                                          migrate_data => true)', v_ts)
+            USING v_rel, r.chunk;
 
         -- Retention policy: (re)created when missing or when the days changed.
+        v_drop := NULL;
         EXECUTE 'SELECT (j.config ->> ''drop_after'')::interval
                    FROM timescaledb_information.jobs j
                   WHERE j.proc_name = ''policy_retention''
-                    AND format(''%I.%I'', j.hypertable_schema, j.hypertable_name)::regclass = $1::regclass'
-            INTO v_drop USING r.tbl;
+                    AND j.hypertable_schema = $1 AND j.hypertable_name = $2'
+            INTO v_drop USING r.sch, r.rel;
         IF v_drop IS DISTINCT FROM make_interval(days => r.days) THEN
-            EXECUTE 'SELECT remove_retention_policy($1::regclass, if_exists => true)' USING r.tbl;
-            EXECUTE 'SELECT add_retention_policy($1::regclass, $2, if_not_exists => true)'
-                USING r.tbl, make_interval(days => r.days);
+            EXECUTE format('SELECT %s.remove_retention_policy($1, if_exists => true)', v_ts) USING v_rel;
+            EXECUTE format('SELECT %s.add_retention_policy($1, $2, if_not_exists => true)', v_ts)
+                USING v_rel, make_interval(days => r.days);
         END IF;
 
         IF r.compress THEN
             EXECUTE 'SELECT coalesce(bool_or(h.compression_enabled), false)
                        FROM timescaledb_information.hypertables h
-                      WHERE format(''%I.%I'', h.hypertable_schema, h.hypertable_name)::regclass = $1::regclass'
-                INTO v_comp USING r.tbl;
+                      WHERE h.hypertable_schema = $1 AND h.hypertable_name = $2'
+                INTO v_comp USING r.sch, r.rel;
             IF NOT v_comp THEN
                 EXECUTE format('ALTER TABLE %s SET (timescaledb.compress, '
                                'timescaledb.compress_segmentby = ''service'', '
                                'timescaledb.compress_orderby = ''"timestamp" DESC'')',
-                               r.tbl::regclass);
+                               v_rel);
             END IF;
             -- Compress once a chunk is older than the warm tier: late
-            -- corrections arrive well within it.
-            EXECUTE 'SELECT add_compression_policy($1::regclass, $2, if_not_exists => true)'
-                USING r.tbl, make_interval(days => greatest(v_warm, v_hot + 1));
+            -- corrections arrive well within it. (Re)created when missing or
+            -- when the retention days changed.
+            v_after := NULL;
+            EXECUTE 'SELECT (j.config ->> ''compress_after'')::interval
+                       FROM timescaledb_information.jobs j
+                      WHERE j.proc_name = ''policy_compression''
+                        AND j.hypertable_schema = $1 AND j.hypertable_name = $2'
+                INTO v_after USING r.sch, r.rel;
+            IF v_after IS DISTINCT FROM make_interval(days => greatest(v_warm, v_hot + 1)) THEN
+                EXECUTE format('SELECT %s.remove_compression_policy($1, if_exists => true)', v_ts) USING v_rel;
+                EXECUTE format('SELECT %s.add_compression_policy($1, $2, if_not_exists => true)', v_ts)
+                    USING v_rel, make_interval(days => greatest(v_warm, v_hot + 1));
+            END IF;
         END IF;
     END LOOP;
 END
 $$;
 COMMENT ON FUNCTION stacklens_apply_timescale() IS
-    'Internal: when the timescaledb extension is installed, makes analytics_events and the three metric tables hypertables (migrating existing rows), sets retention policies from analytics_settings (hot: events, warm: 1min, cold: 5min/1hour) and compression on the 5min/1hour tables. Idempotent. No-op without the extension.';
+    'Internal: when the timescaledb extension is installed, makes analytics_events and the three metric tables hypertables (migrating existing rows), sets retention policies from analytics_settings (hot: events, warm: 1min, cold: 5min/1hour) and compression on the 5min/1hour tables (after max(warm, hot + 1) days); policies are re-created when the days change. Idempotent. No-op without the extension.';
 
 -- Called by the migrator after every run, inside its transaction, with the
 -- options as transaction-local settings.
