@@ -161,28 +161,41 @@ func Run(ctx context.Context, d Deps) error {
 }
 
 // setup provisions the stream and buckets and returns the shared state.
+// A dependency that is not there yet (NATS down, a cluster without a
+// leader, a bucket that cannot be created for now) is retried with backoff
+// until ctx ends, as DESIGN §4.3 asks; only a changed SHARDS is permanent.
 func setup(ctx context.Context, nc *nats.Conn, cfg *config.Config, log *slog.Logger, clock Clock, id string) (*shared, error) {
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(8192))
 	if err != nil {
 		return nil, err
 	}
-	var st jetstream.Stream
+	windows, err := cfg.Pipeline.ParsedWindows()
+	if err != nil {
+		return nil, err
+	}
+	backoff := 500 * time.Millisecond
 	for {
-		st, err = natsutil.EnsureEventsStream(ctx, js, cfg.NATS)
+		sh, err := provision(ctx, js, cfg, windows)
 		if err == nil {
-			break
+			sh.log, sh.clock, sh.id = log, clock, id
+			return sh, nil
 		}
 		if errors.Is(err, natsutil.ErrShardsChanged) {
 			return nil, err
 		}
-		log.Warn("processor: event stream not available, retrying", "err", err)
+		log.Warn("processor: stream or buckets not available, retrying", "err", err, "in", backoff)
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
-		case <-time.After(time.Second):
+		case <-time.After(backoff):
 		}
+		backoff = min(2*backoff, 10*time.Second)
 	}
-	windows, err := cfg.Pipeline.ParsedWindows()
+}
+
+// provision creates or updates the event stream and the KV buckets once.
+func provision(ctx context.Context, js jetstream.JetStream, cfg *config.Config, windows []window.Window) (*shared, error) {
+	st, err := natsutil.EnsureEventsStream(ctx, js, cfg.NATS)
 	if err != nil {
 		return nil, err
 	}
@@ -200,10 +213,7 @@ func setup(ctx context.Context, nc *nats.Conn, cfg *config.Config, log *slog.Log
 	if err != nil {
 		return nil, err
 	}
-	return &shared{
-		cfg: cfg, log: log, clock: clock, js: js, stream: st, coord: coord, buckets: bs,
-		limits: limitsOf(cfg), id: id,
-	}, nil
+	return &shared{cfg: cfg, js: js, stream: st, coord: coord, buckets: bs, limits: limitsOf(cfg)}, nil
 }
 
 // limitsOf returns the decode limits of the processor: the events were
