@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"fmt"
+	"github.com/stacklens/stacklens/internal/procstat"
 	"io"
 	"net"
 	"net/http"
@@ -11,7 +12,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -167,7 +167,7 @@ func TestBenchAPI(t *testing.T) {
 			bytes int
 			wg    sync.WaitGroup
 		)
-		cpu0 := processCPU()
+		cpu0 := procstat.ProcessCPU()
 		start := time.Now()
 		deadline := start.Add(per)
 		for c := 0; c < clients; c++ {
@@ -200,7 +200,7 @@ func TestBenchAPI(t *testing.T) {
 		}
 		wg.Wait()
 		el := time.Since(start)
-		cpu := processCPU() - cpu0
+		cpu := procstat.ProcessCPU() - cpu0
 		slices.Sort(all)
 		q := func(p float64) time.Duration {
 			if len(all) == 0 {
@@ -226,7 +226,7 @@ func TestBenchAPI(t *testing.T) {
 	}
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "\n%d clients, %v per endpoint, GOMAXPROCS=%d, simulated projection upserts during the run: %d\n", clients, per, runtimeProcs(), upserts.Load())
-	fmt.Fprintf(&sb, "load average before the run: %s\n", loadAvg())
+	fmt.Fprintf(&sb, "load average before the run: %s\n", procstat.LoadAvg())
 	fmt.Fprintf(&sb, "%-42s %9s %8s %9s %9s %9s %6s %6s %9s\n", "endpoint", "requests", "req/s", "p50", "p99", "max", "errors", "bytes", "cpu/req")
 	for _, r := range results {
 		fmt.Fprintf(&sb, "%-42s %9d %8.0f %9s %9s %9s %6d %6d %9s\n", r.name, r.n, r.rps, r.p50.Round(10*time.Microsecond), r.p99.Round(10*time.Microsecond), r.pmax.Round(100*time.Microsecond), r.errs, r.bytes, r.cpuPerReq.Round(time.Microsecond))
@@ -237,27 +237,6 @@ func TestBenchAPI(t *testing.T) {
 			t.Errorf("%s: %d errors", r.name, r.errs)
 		}
 	}
-}
-
-// processCPU is the user+system CPU time of this process.
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-func loadAvg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "unknown"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "unknown"
-	}
-	return strings.Join(f[:3], " ")
 }
 
 // seedBench inserts services × 24 h of 1min rows, the matching 5min and

@@ -3,6 +3,7 @@ package processor
 import (
 	"context"
 	"encoding/json"
+	"github.com/stacklens/stacklens/internal/procstat"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -24,12 +25,6 @@ import (
 	"github.com/stacklens/stacklens/internal/natsutil"
 	"github.com/stacklens/stacklens/internal/testenv"
 )
-
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
 
 type measurement struct {
 	events    int
@@ -114,7 +109,7 @@ func TestProcessorThroughput(t *testing.T) {
 		}
 		defer func() { pprof.StopCPUProfile(); _ = pf.Close() }()
 	}
-	cpu0, s0, t0 := cpuTime(), serverCPU(), time.Now()
+	cpu0, s0, t0 := procstat.ProcessCPU(), serverCPU(), time.Now()
 	w := h.startWorker("bench", nil)
 	remaining := len(heads)
 	timeout := time.After(10 * time.Minute)
@@ -137,7 +132,7 @@ func TestProcessorThroughput(t *testing.T) {
 			t.Fatalf("processor did not drain: %d shards left", remaining)
 		}
 	}
-	proc := measurement{events: m, wall: time.Since(t0), cpu: cpuTime() - cpu0, server: serverCPU() - s0}
+	proc := measurement{events: m, wall: time.Since(t0), cpu: procstat.ProcessCPU() - cpu0, server: serverCPU() - s0}
 	w.stop(t)
 	t.Logf("processor (1 member, 16 shards, fully flushed): %d events in %v = %.0f ev/s, %.0f ev/s per core (cpu %v)",
 		proc.events, proc.wall.Round(time.Millisecond), proc.rate(), proc.perCore(), proc.cpu.Round(time.Millisecond))
@@ -272,7 +267,7 @@ func drainBare(t *testing.T, h *harness, perShard map[int]int) measurement {
 	var got atomic.Int64
 	doneCh := make(chan struct{}, len(perShard))
 	runtime.GC()
-	cpu0, s0, t0 := cpuTime(), serverCPU(), time.Now()
+	cpu0, s0, t0 := procstat.ProcessCPU(), serverCPU(), time.Now()
 	var ccs []jetstream.ConsumeContext
 	for s, n := range perShard {
 		total += n
@@ -302,7 +297,7 @@ func drainBare(t *testing.T, h *harness, perShard map[int]int) measurement {
 			t.Fatalf("bare drain: %d of %d", got.Load(), total)
 		}
 	}
-	res := measurement{events: total, wall: time.Since(t0), cpu: cpuTime() - cpu0, server: serverCPU() - s0}
+	res := measurement{events: total, wall: time.Since(t0), cpu: procstat.ProcessCPU() - cpu0, server: serverCPU() - s0}
 	for _, cc := range ccs {
 		cc.Stop()
 	}

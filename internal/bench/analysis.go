@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"github.com/stacklens/stacklens/internal/procstat"
 	"path/filepath"
 	"time"
 )
@@ -17,7 +18,7 @@ type snap struct {
 }
 
 func (r *run) snapshot() snap {
-	s := snap{t: time.Now(), procs: map[string]ProcUsage{}, self: ProcessCPU()}
+	s := snap{t: time.Now(), procs: map[string]ProcUsage{}, self: procstat.ProcessCPU()}
 	for _, p := range r.all() {
 		s.procs[p.name] = p.usage()
 	}

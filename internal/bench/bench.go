@@ -15,6 +15,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/stacklens/stacklens/internal/procstat"
 	"io"
 	"log/slog"
 	"net/http"
@@ -132,7 +133,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		CeilingMessages: ceilN, Clients: clients}
 	defer func() {
 		r.rep.Seconds = time.Since(r.t0).Seconds()
-		r.rep.Machine.LoadAtEnd = LoadAvg()
+		r.rep.Machine.LoadAtEnd = procstat.LoadAvg()
 	}()
 	r.progress("machine: %d CPUs (%s), load average %s", r.rep.Machine.CPUs, r.rep.Machine.CPUModel, r.rep.Machine.LoadAtStart)
 

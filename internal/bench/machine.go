@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bufio"
+	"github.com/stacklens/stacklens/internal/procstat"
 	"os"
 	"runtime"
 	"strings"
@@ -21,7 +22,7 @@ type Machine struct {
 
 // DescribeMachine reads /proc for the CPU model, memory and load.
 func DescribeMachine() Machine {
-	m := Machine{CPUs: runtime.NumCPU(), GoVersion: runtime.Version(), GOMAXPROCS: runtime.GOMAXPROCS(0), LoadAtStart: LoadAvg()}
+	m := Machine{CPUs: runtime.NumCPU(), GoVersion: runtime.Version(), GOMAXPROCS: runtime.GOMAXPROCS(0), LoadAtStart: procstat.LoadAvg()}
 	if f, err := os.Open("/proc/cpuinfo"); err == nil {
 		sc := bufio.NewScanner(f)
 		for sc.Scan() {

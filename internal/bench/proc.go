@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 )
 
@@ -87,15 +86,6 @@ func statusKB(b []byte, key string) int64 {
 	return 0
 }
 
-// ProcessCPU is the user+system CPU time of this process so far.
-func ProcessCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
 // SelfPeakRSS is VmHWM of this process, bytes.
 func SelfPeakRSS() int64 {
 	b, err := os.ReadFile("/proc/self/status")
@@ -103,19 +93,6 @@ func SelfPeakRSS() int64 {
 		return 0
 	}
 	return statusKB(b, "VmHWM:") * 1024
-}
-
-// LoadAvg is the 1, 5 and 15 minute load average ("unknown" off Linux).
-func LoadAvg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "unknown"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "unknown"
-	}
-	return strings.Join(f[:3], " ")
 }
 
 // findProcess returns the pid of the process whose command line contains
