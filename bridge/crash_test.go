@@ -30,13 +30,8 @@ func TestHelperBridgeProcess(t *testing.T) {
 	if os.Getenv("STACKLENS_BRIDGE_HELPER") != "1" {
 		t.Skip("helper process of the crash tests")
 	}
-	env := map[string]string{}
-	for _, kv := range os.Environ() {
-		if k, v, ok := strings.Cut(kv, "="); ok {
-			env[k] = v
-		}
-	}
-	cfg := testConfig(t, env)
+	env := testenv.Environ()
+	cfg := testenv.Config(t, env)
 	fault := env["BRIDGE_FAULT"]
 	after, _ := strconv.ParseInt(env["BRIDGE_FAULT_AFTER"], 10, 64)
 	var hits, commits atomic.Int64

@@ -27,7 +27,7 @@ func newTestBridge(t *testing.T, s *setup, name string, env map[string]string) *
 	for k, v := range env {
 		e[k] = v
 	}
-	b, err := newBridge(Deps{Config: testConfig(t, e), Log: testLogger(t).With("bridge", name), Options: testOptions(name)})
+	b, err := newBridge(Deps{Config: testenv.Config(t, e), Log: testLogger(t).With("bridge", name), Options: testOptions(name)})
 	if err != nil {
 		t.Fatal(err)
 	}

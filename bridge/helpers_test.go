@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"regexp"
@@ -29,20 +28,6 @@ import (
 func TestMain(m *testing.M) { testenv.Main(m) }
 
 const testPartitions = 12
-
-// testConfig loads the configuration with env on top of the defaults.
-func testConfig(t testing.TB, env map[string]string) *config.Config {
-	t.Helper()
-	l, err := config.Load("bridge", nil, config.Options{
-		LookupEnv: func(k string) (string, bool) { v, ok := env[k]; return v, ok },
-		EnvFile:   os.DevNull,
-		Output:    io.Discard,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return l.Config
-}
 
 // setup is one test's Kafka topic, NATS server and bridge configuration.
 type setup struct {
@@ -73,7 +58,7 @@ func newSetup(t testing.TB) *setup {
 	return s
 }
 
-func (s *setup) config() *config.Config { return testConfig(s.t, s.env) }
+func (s *setup) config() *config.Config { return testenv.Config(s.t, s.env) }
 
 // testOptions are fast consumer-group timings for tests.
 func testOptions(name string) Options {

@@ -17,7 +17,7 @@ func TestRunConfigErrors(t *testing.T) {
 	if err := Run(context.Background(), Deps{}); err == nil {
 		t.Error("no config accepted")
 	}
-	cfg := testConfig(t, map[string]string{})
+	cfg := testenv.Config(t, map[string]string{})
 	cfg.Kafka.SASLMechanism = "GSSAPI"
 	if err := Run(context.Background(), Deps{Config: cfg}); err == nil {
 		t.Error("bad SASL mechanism accepted")
@@ -72,7 +72,7 @@ func TestRunStartsWithoutNATS(t *testing.T) {
 // TestRunCancelledWhileConnecting returns nil when stopped before NATS
 // was ever reached.
 func TestRunCancelledWhileConnecting(t *testing.T) {
-	cfg := testConfig(t, map[string]string{"NATS_URL": "nats://127.0.0.1:1"})
+	cfg := testenv.Config(t, map[string]string{"NATS_URL": "nats://127.0.0.1:1"})
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	if err := Run(ctx, Deps{Config: cfg, Log: testLogger(t)}); err != nil {

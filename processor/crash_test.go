@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"os/signal"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -27,13 +26,8 @@ func TestHelperProcessorProcess(t *testing.T) {
 	if os.Getenv("STACKLENS_PROCESSOR_HELPER") != "1" {
 		t.Skip("helper process of the crash tests")
 	}
-	env := map[string]string{}
-	for _, kv := range os.Environ() {
-		if k, v, ok := strings.Cut(kv, "="); ok {
-			env[k] = v
-		}
-	}
-	cfg := testConfig(t, env)
+	env := testenv.Environ()
+	cfg := testenv.Config(t, env)
 	fault := env["PROC_FAULT"]
 	after, _ := strconv.ParseInt(env["PROC_FAULT_AFTER"], 10, 64)
 	var hits atomic.Int64

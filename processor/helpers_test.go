@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"math/rand/v2"
 	"os"
@@ -40,20 +39,6 @@ func newFakeClock(t time.Time) *fakeClock {
 func (c *fakeClock) Now() time.Time          { return time.Unix(0, c.ns.Load()) }
 func (c *fakeClock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
 func (c *fakeClock) Set(t time.Time)         { c.ns.Store(t.UnixNano()) }
-
-// testConfig loads the configuration with env on top of the defaults.
-func testConfig(t testing.TB, env map[string]string) *config.Config {
-	t.Helper()
-	l, err := config.Load("processor", nil, config.Options{
-		LookupEnv: func(k string) (string, bool) { v, ok := env[k]; return v, ok },
-		EnvFile:   os.DevNull,
-		Output:    io.Discard,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return l.Config
-}
 
 func testLogger(t testing.TB, name string) *slog.Logger {
 	if os.Getenv("STACKLENS_TEST_DEBUG") != "" {
@@ -127,7 +112,7 @@ func newHarness(t testing.TB, env map[string]string) *harness {
 	for k, v := range env {
 		h.env[k] = v
 	}
-	h.cfg = testConfig(t, h.env)
+	h.cfg = testenv.Config(t, h.env)
 	h.js = h.nats.JetStream(t)
 	ctx := testenv.Context(t)
 	if _, err := natsutil.EnsureEventsStream(ctx, h.js, h.cfg.NATS); err != nil {
@@ -313,7 +298,7 @@ func (h *harness) startWorker(name string, clock Clock) *worker {
 		env[k] = v
 	}
 	env["PROCESSOR_ID"] = name
-	cfg := testConfig(h.t, env)
+	cfg := testenv.Config(h.t, env)
 	ctx, cancel := context.WithCancel(context.Background())
 	w := &worker{name: name, cancel: cancel, done: make(chan error, 1)}
 	go func() {

@@ -36,11 +36,11 @@ func TestIsConflict(t *testing.T) {
 }
 
 func TestMemberIDAndScore(t *testing.T) {
-	cfg := testConfig(t, map[string]string{"PROCESSOR_ID": "host.a/1 x"})
+	cfg := testenv.Config(t, map[string]string{"PROCESSOR_ID": "host.a/1 x"})
 	if id := memberID(cfg); id != "host-a-1-x" {
 		t.Errorf("memberID = %q", id)
 	}
-	cfg = testConfig(t, nil)
+	cfg = testenv.Config(t, nil)
 	if id := memberID(cfg); id == "" || strings.ContainsAny(id, ".@: ") {
 		t.Errorf("default memberID = %q", id)
 	}
@@ -54,7 +54,7 @@ func TestRunErrors(t *testing.T) {
 		t.Error("Run without configuration succeeded")
 	}
 	// A cancelled context while connecting returns promptly.
-	cfg := testConfig(t, map[string]string{"NATS_URL": "nats://127.0.0.1:1"})
+	cfg := testenv.Config(t, map[string]string{"NATS_URL": "nats://127.0.0.1:1"})
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	if err := Run(ctx, Deps{Config: cfg}); err == nil {
@@ -225,7 +225,7 @@ func TestCheckpointConflict(t *testing.T) {
 // SHARDS value.
 func TestShardsChanged(t *testing.T) {
 	h := newHarness(t, map[string]string{"SHARDS": "4"})
-	cfg := testConfig(t, map[string]string{"NATS_URL": h.nats.URL, "SHARDS": "8"})
+	cfg := testenv.Config(t, map[string]string{"NATS_URL": h.nats.URL, "SHARDS": "8"})
 	err := Run(testenv.Context(t), Deps{Config: cfg})
 	if !errors.Is(err, natsutil.ErrShardsChanged) {
 		t.Fatalf("Run: %v", err)

@@ -70,7 +70,7 @@ func TestEventsProjector(t *testing.T) {
 	}
 
 	// Run from configuration alone (it connects to NATS and PostgreSQL).
-	cfg := testConfig(t, map[string]string{"NATS_URL": ns.URL, "DATABASE_URL": h.dsn, "DB_POOL_MIN": "1", "DB_POOL_MAX": "3"})
+	cfg := testenv.Config(t, map[string]string{"NATS_URL": ns.URL, "DATABASE_URL": h.dsn, "DB_POOL_MIN": "1", "DB_POOL_MAX": "3"})
 	health := telemetry.NewHealth()
 	ctx, cancel := context.WithCancel(h.ctx)
 	done := make(chan error, 1)

@@ -3,7 +3,6 @@ package projections
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"math/rand/v2"
 	"os"
@@ -28,19 +27,6 @@ import (
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
-
-func testConfig(t testing.TB, env map[string]string) *config.Config {
-	t.Helper()
-	l, err := config.Load("projections", nil, config.Options{
-		LookupEnv: func(k string) (string, bool) { v, ok := env[k]; return v, ok },
-		EnvFile:   os.DevNull,
-		Output:    io.Discard,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return l.Config
-}
 
 func testLog(t testing.TB) *slog.Logger {
 	if testing.Verbose() {
@@ -93,7 +79,7 @@ func newHarness(t testing.TB, dsn string, ns *testenv.NATSServer) *harness {
 	if h.js, err = jetstream.New(h.nc); err != nil {
 		t.Fatal(err)
 	}
-	h.cfg = testConfig(t, map[string]string{"AGGREGATION_WINDOWS": "1min,5min,1hour", "DB_POOL_MIN": "1", "DB_POOL_MAX": "4"})
+	h.cfg = testenv.Config(t, map[string]string{"AGGREGATION_WINDOWS": "1min,5min,1hour", "DB_POOL_MIN": "1", "DB_POOL_MAX": "4"})
 	if h.wins, err = h.cfg.Pipeline.ParsedWindows(); err != nil {
 		t.Fatal(err)
 	}

@@ -81,12 +81,12 @@ func TestRunErrors(t *testing.T) {
 	if err := Run(ctx, Deps{}); err == nil {
 		t.Error("no configuration: want an error")
 	}
-	cfg := testConfig(t, map[string]string{"AGGREGATION_WINDOWS": "1min"})
+	cfg := testenv.Config(t, map[string]string{"AGGREGATION_WINDOWS": "1min"})
 	cfg.Pipeline.Windows = "bogus"
 	if err := Run(ctx, Deps{Config: cfg}); err == nil {
 		t.Error("bad windows: want an error")
 	}
-	cfg = testConfig(t, map[string]string{"NATS_URL": "nats://127.0.0.1:1"})
+	cfg = testenv.Config(t, map[string]string{"NATS_URL": "nats://127.0.0.1:1"})
 	cctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 	defer cancel()
 	if err := Run(cctx, Deps{Config: cfg}); err == nil {
