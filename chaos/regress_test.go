@@ -30,17 +30,7 @@ func TestRegressionBridgeCrashLoopStallsIntake(t *testing.T) {
 	knownBugs(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	dir, err := os.MkdirTemp("", "stacklens-chaos-regress-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	_ = os.Chmod(dir, 0o755)
-	c, err := Start(ctx, Options{Bin: binPath, Dir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := startRegression(ctx, t)
 	b, err := c.Role("bridge-0", "bridge", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -95,25 +85,15 @@ func TestRegressionBridgeCrashLoopStallsIntake(t *testing.T) {
 // retry while the event stream was unavailable but return at once when
 // creating an aggregate bucket failed, so the process exited instead of
 // retrying with backoff (DESIGN §4.3); it now retries the whole
-// provisioning. Fixed, so it runs in the default suite. In a 3-node NATS cluster with a node restarting, bucket creation
-// times out ("kv bucket stacklens_agg_1min: context deadline exceeded")
-// and both processors die (row nats-cluster-node-kill). Here a transient
+// provisioning. Fixed, so it runs in the default suite. In a 3-node NATS
+// cluster with a node restarting, bucket creation timed out ("kv bucket stacklens_agg_1min: context deadline exceeded")
+// and both processors died (row nats-cluster-node-kill). Here a transient
 // conflict — a stream squatting the bucket's subjects for 5 s — does the
 // same deterministically on one node.
 func TestRegressionProcessorExitsOnKVSetupError(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	dir, err := os.MkdirTemp("", "stacklens-chaos-regress-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	_ = os.Chmod(dir, 0o755)
-	c, err := Start(ctx, Options{Bin: binPath, Dir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := startRegression(ctx, t)
 	nc, err := nats.Connect(c.NATSURL())
 	if err != nil {
 		t.Fatal(err)
@@ -142,4 +122,22 @@ func TestRegressionProcessorExitsOnKVSetupError(t *testing.T) {
 	if _, err := js.KeyValue(ctx, "stacklens_agg_1min"); err != nil {
 		t.Errorf("processor still running but bucket not created 10 s after the conflict cleared: %v", err)
 	}
+}
+
+// startRegression starts the infrastructure in a private directory; both
+// are torn down at test end.
+func startRegression(ctx context.Context, t *testing.T) *Cluster {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "stacklens-chaos-regress-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	_ = os.Chmod(dir, 0o755)
+	c, err := Start(ctx, Options{Bin: binPath, Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c
 }
