@@ -49,7 +49,8 @@ type Deps struct {
 type Options struct {
 	// Name is the NATS client name (default natsutil.DefaultName("bridge")).
 	Name string
-	// Consumer group timings (defaults 3s heartbeat, 30s session, 30s rebalance).
+	// Consumer group timings (defaults KAFKA_HEARTBEAT_INTERVAL,
+	// KAFKA_SESSION_TIMEOUT, KAFKA_REBALANCE_TIMEOUT).
 	HeartbeatInterval, SessionTimeout, RebalanceTimeout time.Duration
 	// CommitInterval is how often acknowledged offsets are committed to
 	// Kafka (default 1s).
@@ -72,7 +73,7 @@ type Options struct {
 	ShutdownGrace time.Duration
 }
 
-func (o Options) withDefaults(maxAge time.Duration) Options {
+func (o Options) withDefaults(k config.Kafka, maxAge time.Duration) Options {
 	def := func(d *time.Duration, v time.Duration) {
 		if *d <= 0 {
 			*d = v
@@ -81,9 +82,9 @@ func (o Options) withDefaults(maxAge time.Duration) Options {
 	if o.Name == "" {
 		o.Name = natsutil.DefaultName("bridge")
 	}
-	def(&o.HeartbeatInterval, 3*time.Second)
-	def(&o.SessionTimeout, 30*time.Second)
-	def(&o.RebalanceTimeout, 30*time.Second)
+	def(&o.HeartbeatInterval, k.Heartbeat)
+	def(&o.SessionTimeout, k.SessionTimeout)
+	def(&o.RebalanceTimeout, k.RebalanceTimeout)
 	def(&o.CommitInterval, time.Second)
 	def(&o.MaxWait, 500*time.Millisecond)
 	def(&o.PublishTimeout, 10*time.Second)
@@ -134,7 +135,7 @@ func newBridge(d Deps) (*bridge, error) {
 	}
 	b := &bridge{
 		cfg:    d.Config,
-		opts:   d.Options.withDefaults(d.Config.NATS.EventsMaxAge),
+		opts:   d.Options.withDefaults(d.Config.Kafka, d.Config.NATS.EventsMaxAge),
 		log:    log,
 		health: d.Health,
 		limits: event.Limits{

@@ -32,21 +32,24 @@ type Config struct {
 
 // Kafka configures the Kafka connection and topics.
 type Kafka struct {
-	BootstrapServers []string `env:"KAFKA_BOOTSTRAP_SERVERS" default:"127.0.0.1:9092" desc:"Kafka brokers, comma-separated (stacklens dev embeds one when unset)"`
-	InputTopic       string   `env:"KAFKA_INPUT_TOPIC" default:"stacklens-analytics" desc:"topic the bridge consumes"`
-	OutputTopic      string   `env:"KAFKA_OUTPUT_TOPIC" default:"analytics-alerts" desc:"topic alert state changes are written to"`
-	GroupID          string   `env:"KAFKA_GROUP_ID" default:"stacklens-bridge" desc:"consumer group of the bridges"`
-	BatchSize        int      `env:"KAFKA_BATCH_SIZE" default:"500" min:"1" max:"999" desc:"most events per atomic JetStream batch (plus one checkpoint message)"`
-	BatchTimeoutMS   int      `env:"KAFKA_BATCH_TIMEOUT_MS" default:"20" min:"1" max:"60000" desc:"longest wait to fill a batch while messages keep arriving"`
-	Partitions       int      `env:"KAFKA_PARTITIONS" default:"12" min:"1" max:"10000" desc:"partitions of topics StackLens creates (dev and tests)"`
-	SASLMechanism    string   `env:"KAFKA_SASL_MECHANISM" default:"" oneof:",PLAIN,SCRAM-SHA-256,SCRAM-SHA-512" desc:"SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (empty: none)"`
-	SASLUsername     string   `env:"KAFKA_SASL_USERNAME" desc:"SASL user"`
-	SASLPassword     string   `env:"KAFKA_SASL_PASSWORD" secret:"true" desc:"SASL password"`
-	TLS              bool     `env:"KAFKA_TLS" default:"false" desc:"connect to Kafka over TLS"`
-	TLSCAFile        string   `env:"KAFKA_TLS_CA_FILE" desc:"PEM CA bundle for Kafka TLS"`
-	TLSCertFile      string   `env:"KAFKA_TLS_CERT_FILE" desc:"client certificate for Kafka mTLS"`
-	TLSKeyFile       string   `env:"KAFKA_TLS_KEY_FILE" desc:"client key for Kafka mTLS"`
-	TLSSkipVerify    bool     `env:"KAFKA_TLS_INSECURE_SKIP_VERIFY" default:"false" desc:"skip Kafka certificate verification (testing only)"`
+	BootstrapServers []string      `env:"KAFKA_BOOTSTRAP_SERVERS" default:"127.0.0.1:9092" desc:"Kafka brokers, comma-separated (stacklens dev embeds one when unset)"`
+	InputTopic       string        `env:"KAFKA_INPUT_TOPIC" default:"stacklens-analytics" desc:"topic the bridge consumes"`
+	OutputTopic      string        `env:"KAFKA_OUTPUT_TOPIC" default:"analytics-alerts" desc:"topic alert state changes are written to"`
+	GroupID          string        `env:"KAFKA_GROUP_ID" default:"stacklens-bridge" desc:"consumer group of the bridges"`
+	BatchSize        int           `env:"KAFKA_BATCH_SIZE" default:"500" min:"1" max:"999" desc:"most events per atomic JetStream batch (plus one checkpoint message)"`
+	BatchTimeoutMS   int           `env:"KAFKA_BATCH_TIMEOUT_MS" default:"20" min:"1" max:"60000" desc:"longest wait to fill a batch while messages keep arriving"`
+	SessionTimeout   time.Duration `env:"KAFKA_SESSION_TIMEOUT" default:"10s" min:"1s" max:"30m" desc:"consumer-group session timeout: how long a bridge that died without leaving keeps its partitions"`
+	Heartbeat        time.Duration `env:"KAFKA_HEARTBEAT_INTERVAL" default:"1s" min:"100ms" max:"10m" desc:"consumer-group heartbeat interval (below KAFKA_SESSION_TIMEOUT / 3)"`
+	RebalanceTimeout time.Duration `env:"KAFKA_REBALANCE_TIMEOUT" default:"10s" min:"1s" max:"30m" desc:"how long a rebalance waits for every member to rejoin"`
+	Partitions       int           `env:"KAFKA_PARTITIONS" default:"12" min:"1" max:"10000" desc:"partitions of topics StackLens creates (dev and tests)"`
+	SASLMechanism    string        `env:"KAFKA_SASL_MECHANISM" default:"" oneof:",PLAIN,SCRAM-SHA-256,SCRAM-SHA-512" desc:"SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (empty: none)"`
+	SASLUsername     string        `env:"KAFKA_SASL_USERNAME" desc:"SASL user"`
+	SASLPassword     string        `env:"KAFKA_SASL_PASSWORD" secret:"true" desc:"SASL password"`
+	TLS              bool          `env:"KAFKA_TLS" default:"false" desc:"connect to Kafka over TLS"`
+	TLSCAFile        string        `env:"KAFKA_TLS_CA_FILE" desc:"PEM CA bundle for Kafka TLS"`
+	TLSCertFile      string        `env:"KAFKA_TLS_CERT_FILE" desc:"client certificate for Kafka mTLS"`
+	TLSKeyFile       string        `env:"KAFKA_TLS_KEY_FILE" desc:"client key for Kafka mTLS"`
+	TLSSkipVerify    bool          `env:"KAFKA_TLS_INSECURE_SKIP_VERIFY" default:"false" desc:"skip Kafka certificate verification (testing only)"`
 }
 
 // DB configures PostgreSQL.

@@ -183,6 +183,7 @@ func TestBadValuesNameTheVariable(t *testing.T) {
 		{map[string]string{"KAFKA_TLS_CERT_FILE": "c.pem"}, nil, "KAFKA_TLS_KEY_FILE"},
 		{map[string]string{"NATS_TLS_CERT_FILE": "c.pem"}, nil, "NATS_TLS_KEY_FILE"},
 		{map[string]string{"DB_POOL_MIN": "30", "DB_POOL_MAX": "20"}, nil, "DB_POOL_MIN"},
+		{map[string]string{"KAFKA_SESSION_TIMEOUT": "6s", "KAFKA_HEARTBEAT_INTERVAL": "3s"}, nil, "KAFKA_HEARTBEAT_INTERVAL"},
 		{map[string]string{"DATABASE_URL": "mysql://x"}, nil, "DATABASE_URL"},
 		{map[string]string{"NATS_URL": "::bad"}, nil, "NATS_URL"},
 		{map[string]string{"API_ADMIN_KEYS": "short"}, nil, "API_ADMIN_KEYS"},

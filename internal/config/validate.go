@@ -37,6 +37,9 @@ func (c *Config) Validate() error {
 	if (c.Kafka.TLSCertFile == "") != (c.Kafka.TLSKeyFile == "") {
 		return &Error{Var: "KAFKA_TLS_KEY_FILE", Msg: "KAFKA_TLS_CERT_FILE and KAFKA_TLS_KEY_FILE go together"}
 	}
+	if 3*c.Kafka.Heartbeat > c.Kafka.SessionTimeout {
+		return &Error{Var: "KAFKA_HEARTBEAT_INTERVAL", Msg: fmt.Sprintf("%v must be at most a third of KAFKA_SESSION_TIMEOUT %v", c.Kafka.Heartbeat, c.Kafka.SessionTimeout)}
+	}
 	if c.DB.PoolMin > c.DB.PoolMax {
 		return &Error{Var: "DB_POOL_MIN", Msg: fmt.Sprintf("%d exceeds DB_POOL_MAX %d", c.DB.PoolMin, c.DB.PoolMax)}
 	}
