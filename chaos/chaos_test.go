@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/stacklens/stacklens/internal/embedded"
 )
 
 var binPath string
@@ -57,6 +59,7 @@ type Run struct {
 
 	Bridges, Processors []*Proc
 	Projections         *Proc
+	APIURL              string        // when Row.API
 	Duration            time.Duration // of the workload
 	mu                  sync.Mutex
 	Log                 []string
@@ -93,9 +96,10 @@ type Row struct {
 	Bridges  int
 	Env      map[string]string
 	Fault    func(r *Run)
-	// Known names a product bug that makes this row fail today (it then
-	// runs only in the long variant); see docs/CHAOS.md.
-	Known string
+	// API starts the api role too (Run.APIURL); After, when set, checks
+	// more once the invariants hold.
+	API   bool
+	After func(r *Run, truth *Truth)
 }
 
 // RowResult is a line of the results table.
@@ -191,6 +195,17 @@ func runRow(t *testing.T, row Row) {
 		t.Fatal(err)
 	}
 
+	if row.API {
+		port, err := embedded.FreePort()
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.APIURL = fmt.Sprintf("http://127.0.0.1:%d", port)
+		if _, err := c.Role("api", "api", map[string]string{"API_PORT": strconv.Itoa(port)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
 	services := row.Services
 	if services == 0 {
 		services = 20
@@ -239,6 +254,12 @@ func runRow(t *testing.T, row Row) {
 	}
 	if row.Name == "baseline" {
 		selfTest(t, ck)
+	}
+	if row.After != nil {
+		row.After(r, truth)
+		if t.Failed() {
+			return
+		}
 	}
 	failed = false
 }
@@ -303,10 +324,10 @@ func rows() []Row {
 	return []Row{
 		{Name: "baseline", Short: true, Events: 10000},
 		{Name: "kill9-bridge", Short: true, Events: 10000, Fault: killRandom(bridges, 1, 500*time.Millisecond, 0.3)},
-		{Name: "kill9-bridge-x3", Events: 10000, Fault: killRandom(bridges, 3, 500*time.Millisecond, 0), Known: "bridge-session-timeout"},
+		{Name: "kill9-bridge-x3", Events: 10000, Fault: killRandom(bridges, 3, 500*time.Millisecond, 0)},
 		{Name: "kill9-processor", Short: true, Events: 10000, Fault: killRandom(processors, 3, 500*time.Millisecond, 0)},
 		{Name: "kill9-projections", Events: 10000, Fault: killRandom(projections, 3, 500*time.Millisecond, 0)},
-		{Name: "kill9-any", Events: 10000, Bridges: 2, Fault: killRandom(allRoles, 6, 300*time.Millisecond, 0), Known: "bridge-session-timeout"},
+		{Name: "kill9-any", Events: 10000, Bridges: 2, Fault: killRandom(allRoles, 6, 300*time.Millisecond, 0)},
 		{Name: "sigterm-restarts", Events: 10000, Bridges: 2, Fault: func(r *Run) {
 			for i := range 4 {
 				r.Sleep(r.At(0.1, 0.25))
@@ -380,7 +401,7 @@ func rows() []Row {
 				}
 			}
 		}},
-		{Name: "nats-cluster-node-kill", Nodes: 3, Events: 10000, Known: "processor-kv-setup-exit", Fault: func(r *Run) {
+		{Name: "nats-cluster-node-kill", Nodes: 3, Events: 10000, Fault: func(r *Run) {
 			r.Sleep(r.At(0.2, 0.5))
 			i := r.Rng.IntN(3)
 			r.Note("NATS node %d shut down (of 3, NATS_REPLICAS=3)", i)
@@ -392,6 +413,7 @@ func rows() []Row {
 			}
 		}},
 		{Name: "cardinality-flood", Events: 10000, Services: 400, Env: map[string]string{"MAX_SERVICES": "5"}},
+		{Name: "api-flood", API: true, Events: 10000, Fault: apiFlood, After: apiServesTruth},
 		{Name: "link-nats", Links: true, Events: 10000, Fault: linkFaults(func(c *Cluster) *Link { return c.NATSLink })},
 		{Name: "link-postgres", Links: true, Events: 10000, Fault: linkFaults(func(c *Cluster) *Link { return c.PGLink })},
 		{Name: "link-kafka", Links: true, Events: 10000, Fault: linkFaults(func(c *Cluster) *Link { return c.KafkaLink })},
@@ -429,9 +451,6 @@ func TestChaos(t *testing.T) {
 		t.Run(row.Name, func(t *testing.T) {
 			if !row.Short && !long() && os.Getenv("CHAOS_ALL") == "" {
 				t.Skip("long variant only (STACKLENS_LONG_TESTS=1)")
-			}
-			if row.Known != "" {
-				t.Logf("known product issue %q (docs/CHAOS.md): this row may fail until it is fixed", row.Known)
 			}
 			runRow(t, row)
 		})
