@@ -103,10 +103,17 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (Stats, error) {
 		}
 		if len(batch) > 0 {
 			if err := w.WriteMessages(ctx, batch...); err != nil && ctx.Err() == nil {
+				// Refused before the async writer took them, so
+				// Completion never sees them. (After a cancel they are
+				// simply not sent.)
+				failed.Add(uint64(len(batch)))
+				failedTotal.Add(len(batch))
 				log.Warn("loadgen: write", "err", err)
 			}
 		}
-		if cfg.Duration > 0 && time.Since(start) >= cfg.Duration {
+		// Judged on the same clock reading as the due count, so that a
+		// slow last tick cannot end the run short of Rate × Duration.
+		if cfg.Duration > 0 && elapsed >= cfg.Duration {
 			break
 		}
 		select {
