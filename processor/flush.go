@@ -146,6 +146,10 @@ func (w *shardWorker) flushLocked() error {
 	}
 	w.dirty = w.dirty[:0]
 	flushSeq, gen, open := w.consumed, w.gen, w.openWindows()
+	oldest := w.oldestTS
+	if w.msgsSince == 0 {
+		oldest = 0 // a flush of finality or open windows only
+	}
 	w.msgsSince = 0
 
 	w.mu.Unlock()
@@ -168,6 +172,9 @@ func (w *shardWorker) flushLocked() error {
 	}
 	for i := range writes {
 		writes[i].e.rev = revs[i]
+	}
+	if oldest > 0 {
+		delaySeconds.Update(time.Since(time.Unix(0, oldest)).Seconds())
 	}
 	w.evict(now)
 	w.updateGauges(now)

@@ -19,6 +19,11 @@ var (
 	ownedShards    = metrics.NewGauge("stacklens_processor_owned_shards", nil)
 	flushSeconds   = metrics.NewPrometheusHistogramExt("stacklens_processor_flush_seconds",
 		[]float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10})
+	// delaySeconds: stream timestamp of the oldest event of a flush → the
+	// flush's aggregates and checkpoint written (the processor's share of
+	// freshness, FLUSH_INTERVAL included).
+	delaySeconds = metrics.NewPrometheusHistogramExt("stacklens_processor_delay_seconds",
+		[]float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60})
 	_ = metrics.NewGauge("stacklens_processor_watermark_delay_seconds", maxWatermarkDelay)
 
 	shardMu      sync.Mutex

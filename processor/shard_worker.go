@@ -98,7 +98,8 @@ type shardWorker struct {
 	consumed        uint64 // last stream sequence handled
 	pending         uint64 // consumer's pending count after `consumed`
 	lastMsgAt       time.Time
-	msgsSince       int // messages handled since the last flush
+	msgsSince       int   // messages handled since the last flush
+	oldestTS        int64 // stream timestamp (Unix ns) of the first of them
 	marks           []watermark
 	caughtUpAt      time.Time // everything published before it is folded
 	started         bool
@@ -297,6 +298,9 @@ func (w *shardWorker) handle(gen uint64, m jetstream.Msg) {
 		return
 	}
 	w.consumed, w.pending, w.lastMsgAt = seq, pending, now
+	if w.msgsSince == 0 {
+		w.oldestTS = ts
+	}
 	w.msgsSince++
 	w.folded++
 	if w.onFold != nil {

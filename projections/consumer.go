@@ -107,7 +107,7 @@ const shutdownGrace = 5 * time.Second
 // error that made it stop (the caller re-creates the consumer).
 func consume(ctx context.Context, cons jetstream.Consumer, spec consumerSpec, log *slog.Logger) error {
 	name := spec.cfg.Durable
-	lag := lagGauge(name)
+	lag, delay := lagGauge(name), delaySeconds(name)
 	held := &heldSet{msgs: map[*[]jetstream.Msg]struct{}{}}
 	batches := make(chan *[]jetstream.Msg, 1)
 	fctx, cancel := context.WithCancel(ctx)
@@ -206,6 +206,9 @@ func consume(ctx context.Context, cons jetstream.Consumer, spec consumerSpec, lo
 			}
 			held.remove(b)
 			break
+		}
+		if md, err := (*b)[0].Metadata(); err == nil {
+			delay.UpdateDuration(md.Timestamp)
 		}
 		for _, m := range *b {
 			_ = m.Ack()

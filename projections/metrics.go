@@ -27,6 +27,14 @@ func batchSeconds(kind string) *metrics.PrometheusHistogram {
 		fmt.Sprintf(`stacklens_projections_batch_seconds{kind=%q}`, kind), batchBuckets)
 }
 
+// delaySeconds: stream timestamp of a batch's oldest message → the batch
+// committed to PostgreSQL (the projections' share of freshness).
+func delaySeconds(consumer string) *metrics.PrometheusHistogram {
+	return metrics.GetOrCreatePrometheusHistogramExt(
+		fmt.Sprintf(`stacklens_projections_delay_seconds{consumer=%q}`, consumer),
+		[]float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60})
+}
+
 func lagGauge(consumer string) *metrics.Gauge {
 	return metrics.GetOrCreateGauge(fmt.Sprintf(`stacklens_projections_lag{consumer=%q}`, consumer), nil)
 }
