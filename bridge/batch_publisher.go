@@ -22,7 +22,8 @@ type batch struct {
 	last     int64       // last Kafka offset (the checkpoint)
 	events   int         // valid events
 	dead     map[event.Reason]int
-	consumed int // Kafka messages
+	consumed int       // Kafka messages
+	oldest   time.Time // Kafka timestamp of the first message
 }
 
 // errNotConnected: NATS is disconnected; the batch is retried after reconnect.
@@ -33,33 +34,82 @@ var errNotConnected = errors.New("nats: not connected")
 // is still prevSeq (0: none), and then stores all of it or nothing. It
 // returns the stream sequence of the new checkpoint.
 func sendBatch(ctx context.Context, js jetstream.JetStream, b *batch, prevSeq uint64, timeout time.Duration) (uint64, error) {
-	nc := js.Conn()
-	if !nc.IsConnected() {
-		return 0, errNotConnected
-	}
-	bp, err := jetstreamext.NewBatchPublisher(js, jetstreamext.BatchFlowControl{AckFirst: false, AckTimeout: timeout})
+	seqs, err := sendBatches(ctx, js, []fencedBatch{{b, prevSeq}}, timeout)
 	if err != nil {
 		return 0, err
 	}
-	n := len(b.msgs) - 1
-	half := n / 2
-	for i, m := range b.msgs[:n] {
-		if err := bp.AddMsg(m); err != nil {
-			_ = bp.Discard()
-			return 0, fmt.Errorf("batch message %d: %w", i+1, err)
-		}
-		if i == half && testHook != nil {
-			_ = nc.Flush() // the first half reached the server
-			testHook(hookMidBatch)
+	return seqs[0], nil
+}
+
+// fencedBatch is a partition's batch with the checkpoint sequence it
+// expects to follow.
+type fencedBatch struct {
+	b       *batch
+	prevSeq uint64
+}
+
+// sendBatches publishes the batches of several partitions as one atomic
+// batch (group commit): every partition's checkpoint is fenced on its own
+// previous sequence, and the server stores all of it or nothing — so a
+// stale fence of one partition rejects the whole group, and each partition
+// resolves the outcome from its checkpoint as for a single batch. It
+// returns the stream sequence of each partition's new checkpoint: the
+// group is stored contiguously, so they follow from the commit's.
+func sendBatches(ctx context.Context, js jetstream.JetStream, group []fencedBatch, timeout time.Duration) ([]uint64, error) {
+	nc := js.Conn()
+	if !nc.IsConnected() {
+		return nil, errNotConnected
+	}
+	bp, err := jetstreamext.NewBatchPublisher(js, jetstreamext.BatchFlowControl{AckFirst: false, AckTimeout: timeout})
+	if err != nil {
+		return nil, err
+	}
+	total := 0
+	for _, g := range group {
+		total += len(g.b.msgs)
+	}
+	half, k := (total-1)/2, 0
+	lastG := group[len(group)-1]
+	commit := lastG.b.msgs[len(lastG.b.msgs)-1]
+	for _, g := range group {
+		ck := len(g.b.msgs) - 1
+		for i, m := range g.b.msgs {
+			if m == commit {
+				break
+			}
+			if m.Header != nil {
+				// A message that was the commit of an earlier,
+				// failed attempt must not commit this one early.
+				m.Header.Del(jetstreamext.BatchCommitHeader)
+			}
+			var opts []jetstreamext.BatchMsgOpt
+			if i == ck {
+				opts = append(opts, jetstreamext.WithBatchExpectLastSequencePerSubject(g.prevSeq))
+			}
+			if err := bp.AddMsg(m, opts...); err != nil {
+				_ = bp.Discard()
+				return nil, fmt.Errorf("batch message %d: %w", k+1, err)
+			}
+			if k == half && testHook != nil {
+				_ = nc.Flush() // the first half reached the server
+				testHook(hookMidBatch)
+			}
+			k++
 		}
 	}
 	cctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	ack, err := bp.CommitMsg(cctx, b.msgs[n], jetstreamext.WithBatchExpectLastSequencePerSubject(prevSeq))
+	ack, err := bp.CommitMsg(cctx, commit, jetstreamext.WithBatchExpectLastSequencePerSubject(lastG.prevSeq))
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	return ack.Sequence, nil
+	seqs := make([]uint64, len(group))
+	end := ack.Sequence
+	for i := len(group) - 1; i >= 0; i-- {
+		seqs[i] = end
+		end -= uint64(len(group[i].b.msgs))
+	}
+	return seqs, nil
 }
 
 // isFenceError reports whether err says the checkpoint subject's last

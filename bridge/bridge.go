@@ -271,6 +271,11 @@ func (b *bridge) runGeneration(runCtx, gctx context.Context, gen *kafka.Generati
 	defer pubCancel()
 	defer context.AfterFunc(ctx, func() { time.AfterFunc(b.opts.ShutdownGrace, pubCancel) })()
 
+	group := newGroupPublisher(b.js, b.opts.PublishTimeout)
+	groupDone := make(chan struct{})
+	go func() { group.run(pubCtx); close(groupDone) }()
+	defer func() { pubCancel(); <-groupDone }()
+
 	assigned := gen.Assignments[b.cfg.Kafka.InputTopic]
 	sort.Slice(assigned, func(i, j int) bool { return assigned[i].ID < assigned[j].ID })
 	ids := make([]int, 0, len(assigned))
@@ -278,6 +283,7 @@ func (b *bridge) runGeneration(runCtx, gctx context.Context, gen *kafka.Generati
 	var wg sync.WaitGroup
 	for _, a := range assigned {
 		w := b.newWorker(a.ID)
+		w.group = group
 		workers = append(workers, w)
 		ids = append(ids, a.ID)
 		wg.Add(1)

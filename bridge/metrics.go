@@ -18,6 +18,16 @@ var (
 	publishRetries = metrics.NewCounter("stacklens_bridge_publish_retries_total")
 	batchSizeHist  = metrics.NewPrometheusHistogramExt("stacklens_bridge_batch_size",
 		[]float64{1, 2, 5, 10, 20, 50, 100, 200, 500, 1000})
+	// delaySeconds: Kafka timestamp of a batch's oldest message → the
+	// batch acknowledged by JetStream (the bridge's share of freshness;
+	// the timestamp is the producer's clock unless the topic uses
+	// LogAppendTime).
+	delaySeconds = metrics.NewPrometheusHistogramExt("stacklens_bridge_delay_seconds",
+		[]float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60})
+	// groupSizeHist: partitions' batches per group commit (only groups
+	// of two or more are recorded).
+	groupSizeHist = metrics.NewPrometheusHistogramExt("stacklens_bridge_group_batches",
+		[]float64{2, 3, 4, 6, 8, 12, 16, 24, 32, 64})
 	publishSeconds = metrics.NewPrometheusHistogramExt("stacklens_bridge_publish_seconds",
 		[]float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10})
 

@@ -33,6 +33,7 @@ type partitionWorker struct {
 	builder   *messageBuilder
 	gauges    partitionGauges
 	reader    fetcher
+	group     *groupPublisher // nil: publish alone (tests)
 
 	prevSeq uint64    // stream sequence of the latest checkpoint (the fence); 0: none
 	next    int64     // next Kafka offset to forward
@@ -205,6 +206,7 @@ func (w *partitionWorker) add(b *batch, m *kafka.Message, now time.Time) {
 	b.msgs = append(b.msgs, msg)
 	if b.first < 0 {
 		b.first = m.Offset
+		b.oldest = m.Time
 	}
 	b.last = m.Offset
 	b.consumed++
@@ -227,7 +229,13 @@ func (w *partitionWorker) publish(ctx context.Context, b *batch) {
 	bo := newBackoff(50*time.Millisecond, 5*time.Second)
 	for {
 		t0 := time.Now()
-		seq, err := sendBatch(ctx, w.b.js, b, w.prevSeq, w.b.opts.PublishTimeout)
+		var seq uint64
+		var err error
+		if w.group != nil {
+			seq, err = w.group.send(ctx, b, w.prevSeq)
+		} else {
+			seq, err = sendBatch(ctx, w.b.js, b, w.prevSeq, w.b.opts.PublishTimeout)
+		}
 		if err == nil {
 			publishSeconds.UpdateDuration(t0)
 			w.done(b, seq)
@@ -292,6 +300,9 @@ func (w *partitionWorker) done(b *batch, seq uint64) {
 	}
 	if b.consumed > 0 {
 		batchSizeHist.Update(float64(b.consumed))
+		if !b.oldest.IsZero() {
+			delaySeconds.UpdateDuration(b.oldest)
+		}
 	}
 	w.acked.Store(b.last + 1)
 	hook(hookAfterPublish)
