@@ -61,6 +61,12 @@ type Options struct {
 	Progress   io.Writer     // progress lines (nil: none)
 	Log        *slog.Logger  // infrastructure logs (nil: discarded)
 	KeepDir    bool          // keep the temporary data directory (role logs)
+	// ProfileDir, when set, adds a hold at the sustainable rate after the
+	// ramp during which CPU profiles of every process are written there.
+	ProfileDir string
+	// NoAlert skips the alert-latency probe (and its wait of up to 45 s,
+	// 120 s in full mode, for its window to become final).
+	NoAlert bool
 }
 
 // Modes.
@@ -203,15 +209,23 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		RequiredAcks: kafka.RequireAll, BatchTimeout: time.Millisecond}
 	defer r.probeW.Close()
 
-	alert := r.startAlertProbe(ctx, nc)
+	var alert *alertProbe
+	if !o.NoAlert {
+		alert = r.startAlertProbe(ctx, nc)
+	}
 	if err := r.warmUp(ctx); err != nil {
 		return r.rep, err
 	}
 	usage0 := r.snapshot()
 	r.ramp(ctx, rates, hold)
+	r.profileHold(ctx, r.rep.Sustained, hold)
 	r.steady(ctx, hold)
 	usage1 := r.snapshot()
-	r.rep.Alert = alert.wait(ctx, r, map[bool]time.Duration{true: 45 * time.Second, false: 120 * time.Second}[o.Quick])
+	if alert != nil {
+		r.rep.Alert = alert.wait(ctx, r, map[bool]time.Duration{true: 45 * time.Second, false: 120 * time.Second}[o.Quick])
+	} else {
+		r.rep.Alert = Alert{Note: "skipped (--no-alert)"}
+	}
 	r.resources(usage0, usage1)
 	r.stages()
 	r.targets()
@@ -701,19 +715,21 @@ func (r *run) steady(ctx context.Context, d time.Duration) {
 		}
 		apiRes <- out
 	}()
+	d0 := r.delaySnapshot(ctx)
 	st := r.hold(ctx, rate, d, 999, label)
+	delays := stageDelays(d0, r.delaySnapshot(ctx))
 	cancel()
 	api := <-apiRes
 	// Probes in flight are polled up to 30 s; wait for them.
 	wg.Wait()
-	s := &Steady{Rate: rate, Seconds: st.Seconds, Lag: st.Lag, Probes: probes, Seen: seen, PollMS: ms(poll), API: api}
+	s := &Steady{Rate: rate, Seconds: st.Seconds, Lag: st.Lag, Probes: probes, Seen: seen, PollMS: ms(poll), API: api, Stages: delays}
 	s.FreshP50ms, s.FreshP99ms = ms(Percentile(fresh, 0.5)), ms(Percentile(fresh, 0.99))
 	if len(fresh) > 0 {
 		s.FreshMaxMS = ms(slices.Max(fresh))
 	}
 	r.rep.Steady = s
 	r.steadyStep = st
-	r.progress("%s: freshness p50 %.0f ms p99 %.0f ms (%d/%d probes)", label, s.FreshP50ms, s.FreshP99ms, seen, probes)
+	r.progress("%s: freshness p50 %.0f ms p99 %.0f ms (%d/%d probes); per stage (mean per batch): %s", label, s.FreshP50ms, s.FreshP99ms, seen, probes, stageDelayText(delays))
 }
 
 // visible reports whether /metrics?service=… returns a row.

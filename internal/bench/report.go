@@ -83,6 +83,7 @@ type Steady struct {
 	FreshP99ms float64      `json:"freshness_p99_ms"`
 	FreshMaxMS float64      `json:"freshness_max_ms"`
 	API        []HTTPResult `json:"api"`
+	Stages     []StageDelay `json:"stage_delays"`
 }
 
 // Alert is the alert-latency measurement.
@@ -183,6 +184,9 @@ func (r *Report) RenderTable(w io.Writer) {
 		fmt.Fprintf(w, "\nWhile ingesting %s events/s for %.0f s (lag %s):\n", num(st.Rate), st.Seconds, boundedWord(st.Lag))
 		fmt.Fprintf(w, "freshness (probe produced → visible at /metrics?service=<probe>): p50 %.0f ms, p99 %.0f ms, max %.0f ms (%d of %d probes seen, poll every %.0f ms)\n",
 			st.FreshP50ms, st.FreshP99ms, st.FreshMaxMS, st.Seen, st.Probes, st.PollMS)
+		if len(st.Stages) > 0 {
+			fmt.Fprintf(w, "freshness by stage (mean per batch of its oldest message's wait): %s\n", stageDelayText(st.Stages))
+		}
 		fmt.Fprintln(tw, "API endpoint\tclients\trequests\treq/s\tp50 ms\tp99 ms\tmax ms\terrors\t")
 		for _, h := range st.API {
 			fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%.2f\t%.2f\t%.1f\t%d\t\n", h.Name, h.Clients, h.Requests, num(h.RPS), h.P50ms, h.P99ms, h.MaxMS, h.Errors)

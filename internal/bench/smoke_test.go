@@ -1,14 +1,95 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
 )
+
+// buildBinary builds the stacklens binary into a fresh directory.
+func buildBinary(ctx context.Context, t *testing.T) (dir, exe string) {
+	dir, err := os.MkdirTemp("", "stacklens-bench-smoke-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	_ = os.Chmod(dir, 0o755)
+	exe = filepath.Join(dir, "stacklens")
+	build := exec.CommandContext(ctx, "go", "build", "-o", exe, "github.com/stacklens/stacklens/cmd/stacklens")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	return dir, exe
+}
+
+// TestBenchRunsAndProfiles runs a small `stacklens bench` twice with
+// --runs 2 --profile: two reports and their medians in the JSON, and a
+// CPU profile of every role and of the bench process per run.
+func TestBenchRunsAndProfiles(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the benchmark end to end (about a minute)")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
+	defer cancel()
+	dir, exe := buildBinary(ctx, t)
+	out, pdir := filepath.Join(dir, "bench.json"), filepath.Join(dir, "profiles")
+	cmd := exec.CommandContext(ctx, exe, "bench", "--quick", "--rates", "1000", "--hold", "8s", "--runs", "2", "--no-alert",
+		"--profile", pdir, "--json", out)
+	cmd.Dir = dir
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	table, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("stacklens bench: %v\n%s\n%s", err, table, stderr.String())
+	}
+	if !bytes.Contains(table, []byte("Medians of 2 runs")) {
+		t.Errorf("no summary table:\n%s", table)
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res struct {
+		Summary Summary   `json:"summary"`
+		Runs    []*Report `json:"runs"`
+	}
+	if err := json.Unmarshal(b, &res); err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Runs) != 2 || res.Summary.Runs != 2 || len(res.Summary.Figures) == 0 {
+		t.Fatalf("runs %d, summary %+v", len(res.Runs), res.Summary)
+	}
+	f := res.Summary.Figures[0]
+	if f.Name != "max sustainable rate" || f.Measured != 2 || f.Median != 1000 {
+		t.Errorf("first figure %+v (both runs sustain 1000 ev/s on any machine this suite runs on)", f)
+	}
+	for i, r := range res.Runs {
+		if r.Steady == nil || len(r.Steady.Stages) != 3 {
+			t.Errorf("run %d: want the three stages' delays in the steady hold: %+v", i+1, r.Steady)
+			continue
+		}
+		for _, d := range r.Steady.Stages {
+			if d.MeanMS <= 0 || d.Batches <= 0 {
+				t.Errorf("run %d: stage delay %+v", i+1, d)
+			}
+		}
+	}
+	for run := 1; run <= 2; run++ {
+		for _, name := range []string{"bridge", "processor-0", "projections", "api", "bench-process"} {
+			p := filepath.Join(pdir, fmt.Sprintf("run-%d", run), name+".pprof")
+			data, err := os.ReadFile(p)
+			if err != nil || len(data) < 100 || data[0] != 0x1f || data[1] != 0x8b {
+				t.Errorf("%s: %d bytes, err %v: want a gzipped pprof profile", p, len(data), err)
+			}
+		}
+	}
+}
 
 // TestQuickBenchEndToEnd (STACKLENS_BENCH=1) builds the stacklens binary
 // and runs `stacklens bench --quick --json` end to end: embedded
@@ -17,18 +98,9 @@ func TestQuickBenchEndToEnd(t *testing.T) {
 	if os.Getenv("STACKLENS_BENCH") != "1" {
 		t.Skip("set STACKLENS_BENCH=1 to run stacklens bench --quick (about 2 minutes)")
 	}
-	dir, err := os.MkdirTemp("", "stacklens-bench-smoke-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
-	exe := filepath.Join(dir, "stacklens")
-	build := exec.CommandContext(ctx, "go", "build", "-o", exe, "github.com/stacklens/stacklens/cmd/stacklens")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	dir, exe := buildBinary(ctx, t)
 	out := filepath.Join(dir, "bench.json")
 	cmd := exec.CommandContext(ctx, exe, "bench", "--quick", "--json", out)
 	cmd.Dir = dir
