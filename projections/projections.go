@@ -39,7 +39,7 @@ const HealthName = "projections"
 type Options struct {
 	MetricsBatch      int           // most KV changes per upsert (default 500)
 	EventsBatch       int           // most events per COPY (default 2000)
-	BatchWait         time.Duration // longest wait to fill a batch (default 100ms)
+	BatchWait         time.Duration // longest wait to fill a batch (default 25ms; the next batch is fetched while one is written)
 	AckWait           time.Duration // consumer AckWait (default 10s; extended while a batch is held)
 	RetentionInterval time.Duration // between retention runs (default 24h); < 0 disables
 	MaxBackoff        time.Duration // longest pause between retries (default 5s)
@@ -62,7 +62,7 @@ func (o Options) withDefaults() Options {
 	}
 	def(&o.MetricsBatch, 500)
 	def(&o.EventsBatch, 2000)
-	defd(&o.BatchWait, 100*time.Millisecond)
+	defd(&o.BatchWait, 25*time.Millisecond)
 	defd(&o.AckWait, 10*time.Second)
 	defd(&o.RetentionInterval, 24*time.Hour)
 	defd(&o.MaxBackoff, 5*time.Second)
