@@ -5,8 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kfake"
-
 	"github.com/stacklens/stacklens/internal/embedded"
 	"github.com/stacklens/stacklens/internal/testenv"
 )
@@ -47,7 +45,7 @@ func TestKafkaRestart(t *testing.T) {
 	}
 	dir := t.TempDir()
 	s := newSetup(t)
-	start := func() *kfake.Cluster {
+	start := func() *embedded.Kafka {
 		c, err := embedded.StartKafka(embedded.KafkaOptions{Port: port, DataDir: dir, Topics: []string{s.topic}, Partitions: testPartitions})
 		if err != nil {
 			t.Fatal(err)

@@ -73,7 +73,7 @@ type Cluster struct {
 
 	kafkaPort int
 	kafkaDir  string
-	Kafka     *kfake.Cluster
+	Kafka     *embedded.Kafka
 	KafkaAddr string
 
 	PG    *embedded.Postgres
@@ -230,14 +230,7 @@ func (c *Cluster) NATSURL() string {
 
 // StartKafka (re)starts the broker on its fixed port and data directory.
 func (c *Cluster) StartKafka() error {
-	opts := []kfake.Opt{
-		kfake.NumBrokers(1),
-		kfake.Ports(c.kafkaPort),
-		kfake.DataDir(c.kafkaDir),
-		kfake.AllowAutoTopicCreation(),
-		kfake.DefaultNumPartitions(Partitions),
-		kfake.SeedTopics(Partitions, Topic, "analytics-alerts"),
-	}
+	var opts []kfake.Opt
 	if c.o.Links {
 		opts = append(opts, kfake.ListenFn(func(network, address string) (net.Listener, error) {
 			ln, err := net.Listen(network, address)
@@ -253,9 +246,10 @@ func (c *Cluster) StartKafka() error {
 			return wrapped, nil
 		}))
 	}
-	k, err := kfake.NewCluster(opts...)
+	k, err := embedded.StartKafka(embedded.KafkaOptions{Port: c.kafkaPort, DataDir: c.kafkaDir, Partitions: Partitions,
+		Topics: []string{Topic, "analytics-alerts"}, Opts: opts})
 	if err != nil {
-		return fmt.Errorf("kfake: %w", err)
+		return err
 	}
 	c.Kafka = k
 	c.KafkaAddr = k.ListenAddrs()[0]

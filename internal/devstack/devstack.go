@@ -19,7 +19,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats-server/v2/server"
-	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/stacklens/stacklens/internal/config"
 	"github.com/stacklens/stacklens/internal/embedded"
@@ -46,7 +45,7 @@ type Endpoints struct {
 // were external.
 type Stack struct {
 	NATS      *server.Server
-	Kafka     *kfake.Cluster
+	Kafka     *embedded.Kafka
 	Postgres  *embedded.Postgres
 	Endpoints Endpoints
 	dataDir   string

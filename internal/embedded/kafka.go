@@ -3,6 +3,7 @@ package embedded
 import (
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
 )
@@ -14,10 +15,24 @@ type KafkaOptions struct {
 	Partitions int32    // of each topic (default 12)
 	DataDir    string   // persist the log here ("" keeps it in memory)
 	Log        *slog.Logger
+	Opts       []kfake.Opt // more kfake options (tests: a fault-injecting listener)
+}
+
+// Kafka is the embedded broker: a kfake cluster plus the consumer-group
+// member reaper that makes up for a kfake defect (see memberReaper).
+type Kafka struct {
+	*kfake.Cluster
+	stopReaper func()
+}
+
+// Close stops the reaper and the broker.
+func (k *Kafka) Close() {
+	k.stopReaper()
+	k.Cluster.Close()
 }
 
 // StartKafka starts a single-broker kfake cluster.
-func StartKafka(o KafkaOptions) (*kfake.Cluster, error) {
+func StartKafka(o KafkaOptions) (*Kafka, error) {
 	if o.Partitions <= 0 {
 		o.Partitions = 12
 	}
@@ -33,9 +48,13 @@ func StartKafka(o KafkaOptions) (*kfake.Cluster, error) {
 	if o.DataDir != "" {
 		opts = append(opts, kfake.DataDir(o.DataDir))
 	}
-	c, err := kfake.NewCluster(opts...)
+	c, err := kfake.NewCluster(append(opts, o.Opts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("embedded kafka: %w", err)
 	}
-	return c, nil
+	log := o.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Kafka{Cluster: c, stopReaper: startMemberReaper(c, log, time.Second, 2*time.Second)}, nil
 }

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
-	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/stacklens/stacklens/internal/embedded"
 )
@@ -19,7 +18,7 @@ import (
 // or the external cluster named by KAFKA_BOOTSTRAP_SERVERS.
 type KafkaBroker struct {
 	Brokers []string
-	Cluster *kfake.Cluster // nil for an external broker
+	Cluster *embedded.Kafka // nil for an external broker
 }
 
 // Kafka returns a broker for the test. With the embedded broker the topics
