@@ -572,6 +572,23 @@ func TestReplaySwapFromNothing(t *testing.T) {
 	}
 }
 
+// TestReplaySwapRecreatesMissingLiveBucket: a live bucket removed by an
+// operator (nats kv rm, to rebuild it) is created again by a swapping
+// replay, which then fills it exactly.
+func TestReplaySwapRecreatesMissingLiveBucket(t *testing.T) {
+	h, _ := replayHarness(t)
+	ctx := testenv.Context(t)
+	if err := h.js.DeleteKeyValue(ctx, natsutil.AggBucket(h.windows[0].Name)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Replay(ctx, h.cfg, h.nats.Conn(t), nil, ReplayOptions{Suffix: "m", Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.diff(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestReplayErrors: no stream, a closed connection; and the default
 // suffix of the fresh buckets.
 func TestReplayErrors(t *testing.T) {

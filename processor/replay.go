@@ -102,6 +102,16 @@ func Replay(ctx context.Context, cfg *config.Config, nc *nats.Conn, log *slog.Lo
 			return res, err
 		}
 	}
+	if !o.IntoFresh {
+		// The swap writes into the live buckets: make sure they exist
+		// (an operator may have removed one to rebuild it) before
+		// anything is built.
+		for _, w := range windows {
+			if _, err := natsutil.EnsureKV(ctx, js, AggBucketConfig(cfg, w, natsutil.AggBucket(w.Name))); err != nil {
+				return res, err
+			}
+		}
+	}
 	bs := bucketSet{windows: windows}
 	for _, w := range windows {
 		name := FreshBucket(w, o.Suffix)
