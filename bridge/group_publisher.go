@@ -91,7 +91,11 @@ func (g *groupPublisher) publish(ctx context.Context, group []*publishReq) {
 	for i, r := range group {
 		fb[i] = r.fencedBatch
 	}
-	seqs, err := sendBatches(ctx, g.js, fb, g.timeout)
+	var seqs []uint64
+	err := ctx.Err() // stopping: nobody waits for these any more
+	if err == nil {
+		seqs, err = sendBatches(ctx, g.js, fb, g.timeout)
+	}
 	if len(group) > 1 {
 		groupSizeHist.Update(float64(len(group)))
 	}

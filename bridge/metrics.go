@@ -6,6 +6,8 @@ import (
 
 	"github.com/VictoriaMetrics/metrics"
 
+	"github.com/stacklens/stacklens/internal/telemetry"
+
 	"github.com/stacklens/stacklens/internal/event"
 )
 
@@ -23,7 +25,7 @@ var (
 	// the timestamp is the producer's clock unless the topic uses
 	// LogAppendTime).
 	delaySeconds = metrics.NewPrometheusHistogramExt("stacklens_bridge_delay_seconds",
-		[]float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60})
+		telemetry.DelayBuckets)
 	// groupSizeHist: partitions' batches per group commit (only groups
 	// of two or more are recorded).
 	groupSizeHist = metrics.NewPrometheusHistogramExt("stacklens_bridge_group_batches",

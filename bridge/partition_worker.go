@@ -225,13 +225,19 @@ func (w *partitionWorker) add(b *batch, m *kafka.Message, now time.Time) {
 // slow or away (fetching is paused meanwhile: backpressure). It gives up
 // only when ctx ends; the batch is then redone by whoever resumes from the
 // checkpoint.
+//
+// The first attempt goes out in a group with other partitions' batches;
+// once an attempt has failed, the batch is retried alone, so that neither
+// another partition's trouble (a stale fence, an unreadable checkpoint)
+// nor a group over the server's batch limit holds this one back.
 func (w *partitionWorker) publish(ctx context.Context, b *batch) {
 	bo := newBackoff(50*time.Millisecond, 5*time.Second)
+	alone := w.group == nil
 	for {
 		t0 := time.Now()
 		var seq uint64
 		var err error
-		if w.group != nil {
+		if !alone {
 			seq, err = w.group.send(ctx, b, w.prevSeq)
 		} else {
 			seq, err = sendBatch(ctx, w.b.js, b, w.prevSeq, w.b.opts.PublishTimeout)
@@ -255,7 +261,9 @@ func (w *partitionWorker) publish(ctx context.Context, b *batch) {
 			}
 			continue
 		}
-		w.log.Warn("publish batch", "first", b.first, "last", b.last, "err", err)
+		grouped := !alone
+		alone = true
+		w.log.Warn("publish batch", "first", b.first, "last", b.last, "grouped", grouped, "err", err)
 		publishRetries.Inc()
 		// The outcome is unknown (or fenced): the checkpoint says.
 		ck, rerr := readCheckpoint(ctx, w.b.stream, w.subject, w.topic, w.partition)
@@ -266,6 +274,9 @@ func (w *partitionWorker) publish(ctx context.Context, b *batch) {
 			w.prevSeq = 0 // no checkpoint at all (expired or purged): fence on "none"
 		case ck.Seq == w.prevSeq:
 			// Not committed: retry the same batch.
+			if isFenceError(err) && grouped {
+				continue // another partition's fence refused the group: at once, alone
+			}
 			if !isFenceError(err) {
 				w.b.setNATSErr(err)
 			}

@@ -5,6 +5,8 @@ import (
 	"sync"
 
 	"github.com/VictoriaMetrics/metrics"
+
+	"github.com/stacklens/stacklens/internal/telemetry"
 )
 
 // Package-level Prometheus metrics of the processor (served by the
@@ -23,7 +25,7 @@ var (
 	// flush's aggregates and checkpoint written (the processor's share of
 	// freshness, FLUSH_INTERVAL included).
 	delaySeconds = metrics.NewPrometheusHistogramExt("stacklens_processor_delay_seconds",
-		[]float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60})
+		telemetry.DelayBuckets)
 	_ = metrics.NewGauge("stacklens_processor_watermark_delay_seconds", maxWatermarkDelay)
 
 	shardMu      sync.Mutex

@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	"github.com/VictoriaMetrics/metrics"
+
+	"github.com/stacklens/stacklens/internal/telemetry"
 )
 
 // Prometheus metrics of the projections (served by the process's metrics
@@ -32,7 +34,7 @@ func batchSeconds(kind string) *metrics.PrometheusHistogram {
 func delaySeconds(consumer string) *metrics.PrometheusHistogram {
 	return metrics.GetOrCreatePrometheusHistogramExt(
 		fmt.Sprintf(`stacklens_projections_delay_seconds{consumer=%q}`, consumer),
-		[]float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60})
+		telemetry.DelayBuckets)
 }
 
 func lagGauge(consumer string) *metrics.Gauge {

@@ -24,18 +24,20 @@ import (
 // (JoinGroup, SyncGroup, Heartbeat, OffsetCommit; observed, not handled)
 // and, every interval, describes the groups it saw: a member of a stable
 // group not heard from for longer than the group's session timeout (the
-// longest any member joined with) plus a grace is removed with a
-// LeaveGroup on its behalf, which makes the coordinator rebalance as Kafka
-// would have.
+// longest any member joined with, or its rebalance timeout if longer: a
+// follower is silent between its JoinGroup and its SyncGroup) plus a grace
+// is removed with a LeaveGroup on its behalf, which makes the coordinator
+// rebalance as Kafka would have.
 type memberReaper struct {
 	c        *kfake.Cluster
 	log      *slog.Logger
 	interval time.Duration
 	grace    time.Duration
+	client   *kafka.Client
 
 	mu      sync.Mutex
 	seen    map[string]map[string]time.Time // group → member → last request
-	session map[string]time.Duration        // group → longest session timeout
+	session map[string]time.Duration        // group → longest session or rebalance timeout
 }
 
 // defaultSession is assumed for a group whose joins the reaper did not
@@ -43,8 +45,13 @@ type memberReaper struct {
 const defaultSession = 45 * time.Second
 
 func startMemberReaper(c *kfake.Cluster, log *slog.Logger, interval, grace time.Duration) (stop func()) {
+	// A transport of its own, closed with the reaper (the default one
+	// would keep a pool, and its metadata refresh, for every broker
+	// address the process ever used).
+	tr := &kafka.Transport{}
 	r := &memberReaper{c: c, log: log, interval: interval, grace: grace,
-		seen: map[string]map[string]time.Time{}, session: map[string]time.Duration{}}
+		client: &kafka.Client{Addr: kafka.TCP(c.ListenAddrs()...), Timeout: interval, Transport: tr},
+		seen:   map[string]map[string]time.Time{}, session: map[string]time.Duration{}}
 	for _, key := range []kmsg.Key{kmsg.JoinGroup, kmsg.SyncGroup, kmsg.Heartbeat, kmsg.OffsetCommit} {
 		c.ControlKey(key.Int16(), func(req kmsg.Request) (kmsg.Response, error, bool) {
 			r.observe(req)
@@ -66,7 +73,7 @@ func startMemberReaper(c *kfake.Cluster, log *slog.Logger, interval, grace time.
 			}
 		}
 	}()
-	return func() { cancel(); <-done }
+	return func() { cancel(); <-done; tr.CloseIdleConnections() }
 }
 
 func (r *memberReaper) observe(req kmsg.Request) {
@@ -74,7 +81,8 @@ func (r *memberReaper) observe(req kmsg.Request) {
 	var session time.Duration
 	switch q := req.(type) {
 	case *kmsg.JoinGroupRequest:
-		group, member, session = q.Group, q.MemberID, time.Duration(q.SessionTimeoutMillis)*time.Millisecond
+		group, member = q.Group, q.MemberID
+		session = time.Duration(max(q.SessionTimeoutMillis, q.RebalanceTimeoutMillis)) * time.Millisecond
 	case *kmsg.SyncGroupRequest:
 		group, member = q.Group, q.MemberID
 	case *kmsg.HeartbeatRequest:
@@ -109,17 +117,20 @@ func (r *memberReaper) sweep(ctx context.Context) {
 	if len(groups) == 0 {
 		return
 	}
-	addrs := r.c.ListenAddrs()
-	if len(addrs) == 0 {
-		return
-	}
-	cl := &kafka.Client{Addr: kafka.TCP(addrs[0]), Timeout: r.interval}
+	cl := r.client
 	desc, err := cl.DescribeGroups(ctx, &kafka.DescribeGroupsRequest{GroupIDs: groups})
 	if err != nil {
 		return
 	}
 	now := time.Now()
 	for _, g := range desc.Groups {
+		if g.GroupState == "Empty" || g.GroupState == "Dead" {
+			r.mu.Lock()
+			delete(r.seen, g.GroupID) // forgotten until it is used again
+			delete(r.session, g.GroupID)
+			r.mu.Unlock()
+			continue
+		}
 		if g.Error != nil || g.GroupState != "Stable" {
 			continue
 		}

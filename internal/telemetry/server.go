@@ -85,3 +85,8 @@ func (s *Server) Run(ctx context.Context, log *slog.Logger) error {
 	log.Info("metrics server stopped")
 	return err
 }
+
+// DelayBuckets are the buckets of the stages' delay histograms
+// (stacklens_<role>_delay_seconds): from a message entering a stage's
+// input to the stage's output written, 5 ms to a minute.
+var DelayBuckets = []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}
