@@ -127,7 +127,13 @@ func cmdBench(ctx context.Context, c *cli) int {
 	if len(reports) == 1 {
 		out = reports[0]
 	} else if len(reports) > 1 {
-		sum := bench.Summarize(reports)
+		// The medians are of completed runs only: a failed run's report
+		// is partial (it is still in the JSON).
+		done := reports
+		if err != nil {
+			done = reports[:len(reports)-1]
+		}
+		sum := bench.Summarize(done)
 		sum.RenderTable(c.stdout)
 		out = struct {
 			Summary *bench.Summary  `json:"summary"`

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -116,6 +117,29 @@ other 1
 	if m["stacklens_processor_events_folded_total"] != 42 || m["stacklens_bridge_forwarded_total"] != 7500 || len(m) != 2 {
 		t.Errorf("%v", m)
 	}
+	// One series by its labels.
+	m, _ = parseProm(strings.NewReader(text), `stacklens_processor_events_folded_total{shard="1"}`)
+	if m[`stacklens_processor_events_folded_total{shard="1"}`] != 32 || len(m) != 1 {
+		t.Errorf("series: %v", m)
+	}
+}
+
+func TestStageDelays(t *testing.T) {
+	before := map[string]float64{}
+	after := map[string]float64{
+		"stacklens_bridge_delay_seconds_sum": 3, "stacklens_bridge_delay_seconds_count": 10,
+		// projections: 4 batches of metrics (0.4 s) and 6 of raw events (6 s), left out
+		"stacklens_projections_delay_seconds_sum": 6.4, "stacklens_projections_delay_seconds_count": 10,
+		`stacklens_projections_delay_seconds_sum{consumer="stacklens_projections_events"}`:   6,
+		`stacklens_projections_delay_seconds_count{consumer="stacklens_projections_events"}`: 6,
+	}
+	ds := stageDelays(before, after)
+	if len(ds) != 2 || ds[0].MeanMS != 300 || ds[0].Batches != 10 || math.Abs(ds[1].MeanMS-100) > 1e-9 || ds[1].Batches != 4 {
+		t.Fatalf("%+v", ds)
+	}
+	if got := stageDelayText(ds); got != "Kafka → JetStream (bridge) 300 ms, KV → PostgreSQL (projections) 100 ms" {
+		t.Errorf("text %q", got)
+	}
 }
 
 func TestNum(t *testing.T) {
@@ -172,12 +196,12 @@ func TestRenderTable(t *testing.T) {
 }
 
 func TestReportJSON(t *testing.T) {
-	var b bytes.Buffer
-	if err := sampleReport().WriteJSON(&b); err != nil {
+	b, err := json.Marshal(sampleReport())
+	if err != nil {
 		t.Fatal(err)
 	}
 	var back map[string]any
-	if err := json.Unmarshal(b.Bytes(), &back); err != nil {
+	if err := json.Unmarshal(b, &back); err != nil {
 		t.Fatal(err)
 	}
 	for _, k := range []string{"machine", "ceilings", "steps", "max_sustainable_events_per_s", "steady", "alert", "roles", "stages", "targets"} {
@@ -186,7 +210,7 @@ func TestReportJSON(t *testing.T) {
 		}
 	}
 	var r Report
-	if err := json.Unmarshal(b.Bytes(), &r); err != nil {
+	if err := json.Unmarshal(b, &r); err != nil {
 		t.Fatal(err)
 	}
 	if r.Sustained != 2000 || r.Steady.FreshP99ms != 900 || r.Ceilings[0].Key != ceilKafka || r.Stages[0].Saturated != true {

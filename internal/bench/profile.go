@@ -20,7 +20,11 @@ import (
 // the pipeline alone; the files go to Options.ProfileDir.
 func (r *run) profileHold(ctx context.Context, rate float64, d time.Duration) {
 	dir := r.o.ProfileDir
-	if dir == "" || rate <= 0 || ctx.Err() != nil {
+	if dir == "" || ctx.Err() != nil {
+		return
+	}
+	if rate <= 0 {
+		r.progress("profile: skipped, no step of the ramp was sustainable")
 		return
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -34,21 +38,26 @@ func (r *run) profileHold(ctx context.Context, rate float64, d time.Duration) {
 	var wg sync.WaitGroup
 	for _, p := range r.all() {
 		wg.Go(func() {
-			url := "http://127.0.0.1:" + strconv.Itoa(p.metricsPort) + "/debug/pprof/profile?seconds=" + strconv.Itoa(secs)
+			url := p.baseURL() + "/debug/pprof/profile?seconds=" + strconv.Itoa(secs)
 			if err := download(ctx, hc, url, filepath.Join(dir, p.name+".pprof")); err != nil {
 				r.progress("profile %s: %v", p.name, err)
 			}
 		})
 	}
 	f, err := os.Create(filepath.Join(dir, "bench-process.pprof"))
+	profiling := false
 	if err == nil {
-		err = pprof.StartCPUProfile(f)
+		if err = pprof.StartCPUProfile(f); err == nil {
+			profiling = true
+		} else {
+			_ = f.Close()
+		}
 	}
 	if err != nil {
 		r.progress("profile bench process: %v", err)
 	}
 	r.hold(ctx, rate, time.Duration(secs)*time.Second, 777, label)
-	if f != nil {
+	if profiling {
 		pprof.StopCPUProfile()
 		_ = f.Close()
 	}

@@ -11,7 +11,8 @@ import (
 )
 
 // parseProm sums, per metric name, the values of all series of the wanted
-// names in a Prometheus text exposition (labels are summed over).
+// names in a Prometheus text exposition (labels are summed over). A wanted
+// name with labels (`name{label="v"}`) matches that one series exactly.
 func parseProm(r io.Reader, names ...string) (map[string]float64, error) {
 	want := map[string]bool{}
 	for _, n := range names {
@@ -25,16 +26,18 @@ func parseProm(r io.Reader, names ...string) (map[string]float64, error) {
 		if line == "" || line[0] == '#' {
 			continue
 		}
+		sp := strings.LastIndexByte(line, ' ')
+		if sp < 0 {
+			continue
+		}
 		name := line
 		if i := strings.IndexAny(line, "{ "); i >= 0 {
 			name = line[:i]
 		}
 		if !want[name] {
-			continue
-		}
-		sp := strings.LastIndexByte(line, ' ')
-		if sp < 0 {
-			continue
+			if name = line[:sp]; !want[name] {
+				continue
+			}
 		}
 		v, err := strconv.ParseFloat(line[sp+1:], 64)
 		if err != nil {

@@ -26,9 +26,10 @@ type roleProc struct {
 	done        chan struct{}
 }
 
-func (r *roleProc) metricsURL() string {
-	return "http://127.0.0.1:" + strconv.Itoa(r.metricsPort) + "/metrics"
-}
+// baseURL is the role's metrics server (/metrics, /ready, /debug/pprof).
+func (r *roleProc) baseURL() string { return "http://127.0.0.1:" + strconv.Itoa(r.metricsPort) }
+
+func (r *roleProc) metricsURL() string { return r.baseURL() + "/metrics" }
 
 // startRole runs `exe <role>` with the base environment plus extra, its
 // output in dir/<name>.log. It is in its own process group (a terminal's
@@ -76,7 +77,7 @@ func startRole(exe, dir, role, name string, extra map[string]string, args ...str
 
 // waitReady waits for the role's /ready on its metrics port.
 func (r *roleProc) waitReady(ctx context.Context, c *http.Client, timeout time.Duration) error {
-	url := "http://127.0.0.1:" + strconv.Itoa(r.metricsPort) + "/ready"
+	url := r.baseURL() + "/ready"
 	deadline := time.Now().Add(timeout)
 	for {
 		select {

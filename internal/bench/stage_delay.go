@@ -18,10 +18,13 @@ type StageDelay struct {
 	Batches float64 `json:"batches"`
 }
 
-var delayMetrics = []struct{ stage, metric string }{
-	{"Kafka → JetStream (bridge)", "stacklens_bridge_delay_seconds"},
-	{"stream → KV (processor)", "stacklens_processor_delay_seconds"},
-	{"KV/stream → PostgreSQL (projections)", "stacklens_projections_delay_seconds"},
+// delayMetrics are the stages on a probe's way; minus is a series of the
+// same histogram to leave out (the raw-events consumer of the projections
+// runs beside the processor, not after it).
+var delayMetrics = []struct{ stage, metric, minus string }{
+	{"Kafka → JetStream (bridge)", "stacklens_bridge_delay_seconds", ""},
+	{"stream → KV (processor)", "stacklens_processor_delay_seconds", ""},
+	{"KV → PostgreSQL (projections)", "stacklens_projections_delay_seconds", `{consumer="stacklens_projections_events"}`},
 }
 
 // delaySnapshot sums each delay histogram's _sum and _count over the
@@ -30,6 +33,9 @@ func (r *run) delaySnapshot(ctx context.Context) map[string]float64 {
 	var names []string
 	for _, d := range delayMetrics {
 		names = append(names, d.metric+"_sum", d.metric+"_count")
+		if d.minus != "" {
+			names = append(names, d.metric+"_sum"+d.minus, d.metric+"_count"+d.minus)
+		}
 	}
 	out := map[string]float64{}
 	for _, p := range r.all() {
@@ -47,12 +53,19 @@ func (r *run) delaySnapshot(ctx context.Context) map[string]float64 {
 // stageDelays turns two snapshots into per-stage means.
 func stageDelays(before, after map[string]float64) []StageDelay {
 	var out []StageDelay
+	diff := func(k string) float64 { return after[k] - before[k] }
 	for _, d := range delayMetrics {
-		n := after[d.metric+"_count"] - before[d.metric+"_count"]
+		left := func(k string) float64 {
+			if d.minus == "" {
+				return 0
+			}
+			return diff(k + d.minus)
+		}
+		n := diff(d.metric+"_count") - left(d.metric+"_count")
 		if n <= 0 {
 			continue
 		}
-		sum := after[d.metric+"_sum"] - before[d.metric+"_sum"]
+		sum := diff(d.metric+"_sum") - left(d.metric+"_sum")
 		out = append(out, StageDelay{Stage: d.stage, Metric: d.metric, MeanMS: sum / n * 1000, Batches: n})
 	}
 	return out
