@@ -5,6 +5,7 @@ import (
 	"io"
 	"math"
 	"slices"
+	"strings"
 	"text/tabwriter"
 )
 
@@ -57,7 +58,12 @@ func (r *Report) figures() []figure {
 	}
 	add("alert latency after final", "ms", r.Alert.LatencyMS, r.Alert.Measured)
 	for _, c := range r.Ceilings {
-		add("ceiling: "+c.Name, c.Unit, c.Rate, c.Error == "")
+		name := c.Name
+		if c.Key == ceilStatic {
+			// Its name carries this run's latencies.
+			name, _, _ = strings.Cut(name, " (")
+		}
+		add("ceiling: "+name, c.Unit, c.Rate, c.Error == "")
 	}
 	for _, s := range r.Stages {
 		add("ratio: "+s.Stage+" / "+s.Ceiling, "×", s.Ratio, s.Ratio > 0)

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bytes"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -12,6 +13,9 @@ func TestSummarizeMedians(t *testing.T) {
 	a.Steady.FreshP99ms, b.Steady.FreshP99ms = 800, 1200
 	c.Steady.Seen = 0 // no probe seen: freshness not measured in run c
 	c.Alert = Alert{Measured: true, LatencyMS: 300}
+	for i, r := range []*Report{a, b, c} { // the static ceiling's name carries the run's latencies
+		r.Ceilings = append(r.Ceilings, Ceiling{Key: ceilStatic, Name: fmt.Sprintf("Fiber static JSON, 32 clients (p99 %d ms)", i), Rate: float64(1000 * (i + 1)), Unit: "req/s"})
+	}
 	for _, r := range []*Report{a, b, c} {
 		r.Steady.API[1].Errors = r.Steady.API[1].Requests // every /alerts request failed
 	}
@@ -34,6 +38,7 @@ func TestSummarizeMedians(t *testing.T) {
 		{"ceiling: kafka-go fetch drain", 100_000, 100_000, 100_000, 3},
 		{"ratio: bridge / kafka", 0.03, 0.03, 0.03, 3},
 		{"CPU s per M events: bridge", 2, 2, 2, 3},
+		{"ceiling: Fiber static JSON, 32 clients", 2000, 1000, 3000, 3},
 	} {
 		f, ok := got[tc.name]
 		if !ok {
