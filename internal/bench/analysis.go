@@ -137,6 +137,27 @@ func (r *run) stages() {
 	}
 }
 
+// cpuBound adds the machine's own bound on the end-to-end rate: every
+// process of the run — roles, PostgreSQL, and the bench process with the
+// brokers and the load generator — shares the same cores, so they carry
+// at most CPUs ÷ (CPU-seconds per event of all of them) events per second
+// of this mix.
+func (r *run) cpuBound() {
+	var perM float64
+	for _, ro := range r.rep.Roles {
+		perM += ro.CPUPerMillion
+	}
+	cpus := r.rep.Machine.CPUs
+	if perM <= 0 || cpus <= 0 || r.rep.Sustained <= 0 {
+		return
+	}
+	bound := float64(cpus) * 1e6 / perM
+	r.rep.Stages = append(r.rep.Stages, Stage{Stage: "end to end (sustained)", Rate: r.rep.Sustained,
+		Ceiling: "CPUs ÷ CPU-seconds per event of every process", CeilingRate: bound, Ratio: r.rep.Sustained / bound,
+		Note: fmt.Sprintf("%.0f CPU-seconds per million events over all processes (API load of the steady hold and the bench process's brokers and load generator included): %d CPUs carry at most %s ev/s of this mix; the ramp's steps are coarse, so the sustained rate is a step below it at best",
+			perM, cpus, num(bound))})
+}
+
 // worstAPI returns the highest p99 of the API endpoints and the static
 // route's result, of the steady hold.
 func worstAPI(st *Steady, staticURL string) (float64, HTTPResult) {
@@ -166,6 +187,11 @@ func (r *run) targets() {
 	sus := "none"
 	if r.rep.Sustained > 0 {
 		sus = num(r.rep.Sustained) + " ev/s" + quick
+		for _, s := range r.rep.Stages {
+			if s.Stage == "end to end (sustained)" {
+				sus += fmt.Sprintf("; this machine's CPU bound for the whole stack: %s ev/s", num(s.CeilingRate))
+			}
+		}
 	}
 	r.rep.Targets = append(r.rep.Targets, Target{"sustained end-to-end, bounded lag", "≥ 100k ev/s", sus, yes(r.rep.Sustained >= 100_000)})
 	if st := r.rep.Steady; st != nil && st.Seen > 0 {

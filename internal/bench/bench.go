@@ -228,6 +228,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	r.resources(usage0, usage1)
 	r.stages()
+	r.cpuBound()
 	r.targets()
 	r.progress("done")
 	return r.rep, ctx.Err()

@@ -142,6 +142,22 @@ func TestStageDelays(t *testing.T) {
 	}
 }
 
+func TestCPUBound(t *testing.T) {
+	r := &run{rep: &Report{Machine: Machine{CPUs: 2}, Sustained: 10_000,
+		Roles: []Role{{Role: "bridge", CPUPerMillion: 30}, {Role: "bench process", CPUPerMillion: 70}}}}
+	r.cpuBound()
+	if len(r.rep.Stages) != 1 {
+		t.Fatalf("%+v", r.rep.Stages)
+	}
+	if s := r.rep.Stages[0]; s.CeilingRate != 20_000 || s.Ratio != 0.5 || !strings.Contains(s.Note, "100 CPU-seconds per million events") {
+		t.Errorf("%+v", s)
+	}
+	r = &run{rep: &Report{Machine: Machine{CPUs: 2}, Roles: []Role{{CPUPerMillion: 30}}}} // nothing sustained
+	if r.cpuBound(); len(r.rep.Stages) != 0 {
+		t.Errorf("bound without a sustained rate: %+v", r.rep.Stages)
+	}
+}
+
 func TestNum(t *testing.T) {
 	for v, want := range map[float64]string{0: "0", 999: "999", 1500: "1.5k", 20_000: "20k", 12_345: "12.3k", 2_500_000: "2.5M"} {
 		if got := num(v); got != want {
