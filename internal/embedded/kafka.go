@@ -56,5 +56,5 @@ func StartKafka(o KafkaOptions) (*Kafka, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Kafka{Cluster: c, stopReaper: startMemberReaper(c, log, time.Second, 2*time.Second)}, nil
+	return &Kafka{Cluster: c, stopReaper: newMemberReaper(c, log, time.Second, 2*time.Second).start()}, nil
 }

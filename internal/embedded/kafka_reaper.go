@@ -34,6 +34,9 @@ type memberReaper struct {
 	interval time.Duration
 	grace    time.Duration
 	client   *kafka.Client
+	tr       *kafka.Transport
+	// limit, when set (tests), replaces the session-derived silence limit.
+	limit time.Duration
 
 	mu      sync.Mutex
 	seen    map[string]map[string]time.Time // group → member → last request
@@ -44,14 +47,19 @@ type memberReaper struct {
 // see (the broker was restarted on its data directory).
 const defaultSession = 45 * time.Second
 
-func startMemberReaper(c *kfake.Cluster, log *slog.Logger, interval, grace time.Duration) (stop func()) {
+func newMemberReaper(c *kfake.Cluster, log *slog.Logger, interval, grace time.Duration) *memberReaper {
 	// A transport of its own, closed with the reaper (the default one
 	// would keep a pool, and its metadata refresh, for every broker
 	// address the process ever used).
 	tr := &kafka.Transport{}
-	r := &memberReaper{c: c, log: log, interval: interval, grace: grace,
+	return &memberReaper{c: c, log: log, interval: interval, grace: grace, tr: tr,
 		client: &kafka.Client{Addr: kafka.TCP(c.ListenAddrs()...), Timeout: interval, Transport: tr},
 		seen:   map[string]map[string]time.Time{}, session: map[string]time.Duration{}}
+}
+
+// start installs the request hooks and sweeps every interval until stop.
+func (r *memberReaper) start() (stop func()) {
+	c := r.c
 	for _, key := range []kmsg.Key{kmsg.JoinGroup, kmsg.SyncGroup, kmsg.Heartbeat, kmsg.OffsetCommit} {
 		c.ControlKey(key.Int16(), func(req kmsg.Request) (kmsg.Response, error, bool) {
 			r.observe(req)
@@ -62,7 +70,7 @@ func startMemberReaper(c *kfake.Cluster, log *slog.Logger, interval, grace time.
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		t := time.NewTicker(interval)
+		t := time.NewTicker(r.interval)
 		defer t.Stop()
 		for {
 			select {
@@ -73,7 +81,7 @@ func startMemberReaper(c *kfake.Cluster, log *slog.Logger, interval, grace time.
 			}
 		}
 	}()
-	return func() { cancel(); <-done; tr.CloseIdleConnections() }
+	return func() { cancel(); <-done; r.tr.CloseIdleConnections() }
 }
 
 func (r *memberReaper) observe(req kmsg.Request) {
@@ -140,6 +148,9 @@ func (r *memberReaper) sweep(ctx context.Context) {
 			limit = defaultSession
 		}
 		limit += r.grace
+		if r.limit > 0 {
+			limit = r.limit
+		}
 		var stale []string
 		live := map[string]bool{}
 		for _, m := range g.Members {
