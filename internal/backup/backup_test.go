@@ -33,15 +33,7 @@ func fingerprint(t *testing.T, ctx context.Context, c *pgx.Conn) string {
 // real server: back up, lose the data, restore, compare.
 func TestBackupDropRestoreRoundTrip(t *testing.T) {
 	ctx := testenv.Context(t)
-	pg := testenv.Postgres(t)
-	c, err := pgx.Connect(ctx, pg.DSN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close(ctx)
-	if _, err := schema.Up(ctx, c, schema.Options{}, telemetry.Discard()); err != nil {
-		t.Fatal(err)
-	}
+	dsn, c := migrated(t, ctx)
 	if _, err := c.Exec(ctx, `INSERT INTO analytics_metrics_1min (service, "timestamp", count, error_count, warning_count, error_rate, throughput_per_sec,
 		latency_avg_ms, latency_min_ms, latency_max_ms, latency_p50_ms, latency_p95_ms, latency_p99_ms, risk_score_avg, risk_score_max,
 		latency_sum, latency_sq_sum, risk_sum, final, version, last_seq)
@@ -52,7 +44,7 @@ func TestBackupDropRestoreRoundTrip(t *testing.T) {
 	want := fingerprint(t, ctx, c)
 
 	dump := filepath.Join(t.TempDir(), "stacklens.dump")
-	if err := Dump(ctx, pg.DSN, dump); err != nil {
+	if err := Dump(ctx, dsn, dump); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := c.Exec(ctx, `DELETE FROM analytics_metrics_1min; DELETE FROM analytics_alert_rules; DROP VIEW v_top_error_services`); err != nil {
@@ -61,7 +53,7 @@ func TestBackupDropRestoreRoundTrip(t *testing.T) {
 	if got := fingerprint(t, ctx, c); got == want {
 		t.Fatal("the data loss did not change anything: the test would prove nothing")
 	}
-	if err := Restore(ctx, pg.DSN, dump); err != nil {
+	if err := Restore(ctx, dsn, dump); err != nil {
 		t.Fatal(err)
 	}
 	if got := fingerprint(t, ctx, c); got != want {
@@ -84,4 +76,20 @@ func TestErrorsAreReported(t *testing.T) {
 	if _, err := tool("no-such-pg-tool"); err == nil {
 		t.Error("missing tool found")
 	}
+}
+
+// migrated returns the DSN of a fresh test database with the schema
+// applied, and a connection to it (closed at test end).
+func migrated(t *testing.T, ctx context.Context) (string, *pgx.Conn) {
+	t.Helper()
+	pg := testenv.Postgres(t)
+	c, err := pgx.Connect(ctx, pg.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close(context.Background()) })
+	if _, err := schema.Up(ctx, c, schema.Options{}, telemetry.Discard()); err != nil {
+		t.Fatal(err)
+	}
+	return pg.DSN, c
 }

@@ -8,11 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/jackc/pgx/v5"
-
-	"github.com/stacklens/stacklens/internal/telemetry"
 	"github.com/stacklens/stacklens/internal/testenv"
-	"github.com/stacklens/stacklens/schema"
 )
 
 // executable writes a no-op shell script named name into dir.
@@ -100,20 +96,12 @@ func TestDumpAndRestoreWithoutClientTools(t *testing.T) {
 
 func TestRestoreOfACorruptDumpChangesNothing(t *testing.T) {
 	ctx := testenv.Context(t)
-	pg := testenv.Postgres(t)
-	c, err := pgx.Connect(ctx, pg.DSN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close(ctx)
-	if _, err := schema.Up(ctx, c, schema.Options{}, telemetry.Discard()); err != nil {
-		t.Fatal(err)
-	}
+	dsn, c := migrated(t, ctx)
 	want := fingerprint(t, ctx, c)
 
 	dir := t.TempDir()
 	good := filepath.Join(dir, "good.dump")
-	if err := Dump(ctx, pg.DSN, good); err != nil {
+	if err := Dump(ctx, dsn, good); err != nil {
 		t.Fatal(err)
 	}
 	b, err := os.ReadFile(good)
@@ -130,7 +118,7 @@ func TestRestoreOfACorruptDumpChangesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, p := range []string{garbage, cut} {
-		if err := Restore(ctx, pg.DSN, p); err == nil || !strings.Contains(err.Error(), "backup: pg_restore") {
+		if err := Restore(ctx, dsn, p); err == nil || !strings.Contains(err.Error(), "backup: pg_restore") {
 			t.Errorf("restore of %s: %v", filepath.Base(p), err)
 		}
 		if got := fingerprint(t, ctx, c); got != want {
