@@ -2,8 +2,11 @@ package bridge
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/stacklens/stacklens/internal/natsutil"
 	"github.com/stacklens/stacklens/internal/testenv"
@@ -146,4 +149,49 @@ func TestGroupPublisherMergesAndSplits(t *testing.T) {
 		t.Errorf("%d batches went out in %d groups (%d of two): nothing was merged", testPartitions, len(groups), merged)
 	}
 	t.Logf("%d batches in %d groups", testPartitions, len(groups))
+}
+
+// TestFailedGroupRetriedAlone: when the group a batch went out in is
+// refused — by another partition's stale fence, or for any other reason
+// such as a server batch limit below the group's size — the batch is
+// retried on its own, not handed to the group publisher again, and lands
+// exactly once. (The test stands in for the group publisher and answers
+// the worker's request with the refusal.)
+func TestFailedGroupRetriedAlone(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		refuse error
+	}{
+		{"another partition's fence", &jetstream.APIError{Code: 400, ErrorCode: jetstream.JSErrCodeStreamWrongLastSequence, Description: "wrong last sequence"}},
+		{"batch too large", errors.New("atomic publish batch is too large")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newSetup(t)
+			c := newCorpus()
+			ctx := testenv.Context(t)
+			s.produceTo(4, c.messages(40, 0))
+			b := newTestBridge(t, s, "a", map[string]string{"KAFKA_BATCH_SIZE": "20"})
+			w := b.newWorker(4)
+			w.start(t, ctx)
+			w.publish(ctx, w.collect(ctx)) // offsets 0..19, alone: a checkpoint to fence on
+			g := newGroupPublisher(b.js, 5*time.Second)
+			w.group = g
+			bt := w.collect(ctx) // 20..39
+			done := make(chan struct{})
+			go func() { defer close(done); w.publish(ctx, bt) }()
+			r := <-g.reqs
+			r.done <- publishRes{err: tc.refuse}
+			select {
+			case <-done:
+			case r := <-g.reqs:
+				t.Fatalf("the batch went back to the group publisher (offsets %d..%d)", r.b.first, r.b.last)
+			case <-time.After(30 * time.Second):
+				t.Fatal("the batch was not retried")
+			}
+			if got := w.acked.Load(); got != 40 {
+				t.Fatalf("acked %d, want 40", got)
+			}
+			s.verifyExactlyOnce(s.nats.JetStream(t), c)
+		})
+	}
 }
