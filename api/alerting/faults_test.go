@@ -150,10 +150,9 @@ func TestDispatchRecordRefused(t *testing.T) {
 	}
 }
 
-// refusingSMTP is an SMTP receiver that answers every command with 250
-// except the one named (or the greeting, "220"), which it answers with
-// code; "hang" never greets.
-func refusingSMTP(t *testing.T, verb string, code int) string {
+// serveSMTP runs a test SMTP receiver on a free port; handle talks to
+// each connection, which has a 10 s deadline and is closed after it.
+func serveSMTP(t *testing.T, handle func(c net.Conn)) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -169,59 +168,69 @@ func refusingSMTP(t *testing.T, verb string, code int) string {
 			go func() {
 				defer c.Close()
 				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-				if verb == "hang" {
-					_, _ = c.Read(make([]byte, 1))
-					return
-				}
-				tp := textproto.NewConn(c)
-				reply := func(v string, ok string) {
-					if v == verb {
-						_ = tp.PrintfLine("%d refused by test at %s", code, v)
-					} else {
-						_ = tp.PrintfLine("%s", ok)
-					}
-				}
-				reply("220", "220 localhost ESMTP")
-				if verb == "220" {
-					return
-				}
-				for {
-					line, err := tp.ReadLine()
-					if err != nil {
-						return
-					}
-					v, _, _ := strings.Cut(line, " ")
-					v = strings.ToUpper(v)
-					switch v {
-					case "EHLO":
-						_ = tp.PrintfLine("250-localhost")
-						_ = tp.PrintfLine("250-STARTTLS")
-						_ = tp.PrintfLine("250 AUTH PLAIN")
-					case "STARTTLS":
-						reply(v, "220 go ahead") // then no handshake
-					case "AUTH":
-						reply(v, "235 ok")
-					case "DATA":
-						if verb == "DATA" {
-							reply(v, "")
-							continue
-						}
-						_ = tp.PrintfLine("354 go")
-						if _, err := tp.ReadDotBytes(); err != nil {
-							return
-						}
-						reply(".", "250 queued")
-					case "QUIT":
-						_ = tp.PrintfLine("221 bye")
-						return
-					default:
-						reply(v, "250 ok")
-					}
-				}
+				handle(c)
 			}()
 		}
 	}()
 	return ln.Addr().String()
+}
+
+// refusingSMTP is an SMTP receiver that answers every command with 250
+// except the one named (or the greeting, "220"), which it answers with
+// code; "hang" never greets.
+func refusingSMTP(t *testing.T, verb string, code int) string {
+	t.Helper()
+	return serveSMTP(t, func(c net.Conn) {
+		if verb == "hang" {
+			_, _ = c.Read(make([]byte, 1))
+			return
+		}
+		tp := textproto.NewConn(c)
+		reply := func(v string, ok string) {
+			if v == verb {
+				_ = tp.PrintfLine("%d refused by test at %s", code, v)
+			} else {
+				_ = tp.PrintfLine("%s", ok)
+			}
+		}
+		reply("220", "220 localhost ESMTP")
+		if verb == "220" {
+			return
+		}
+		for {
+			line, err := tp.ReadLine()
+			if err != nil {
+				return
+			}
+			v, _, _ := strings.Cut(line, " ")
+			v = strings.ToUpper(v)
+			switch v {
+			case "EHLO":
+				_ = tp.PrintfLine("250-localhost")
+				_ = tp.PrintfLine("250-STARTTLS")
+				_ = tp.PrintfLine("250 AUTH PLAIN")
+			case "STARTTLS":
+				reply(v, "220 go ahead") // then no handshake
+			case "AUTH":
+				reply(v, "235 ok")
+			case "DATA":
+				if verb == "DATA" {
+					reply(v, "")
+					continue
+				}
+				_ = tp.PrintfLine("354 go")
+				if _, err := tp.ReadDotBytes(); err != nil {
+					return
+				}
+				reply(".", "250 queued")
+			case "QUIT":
+				_ = tp.PrintfLine("221 bye")
+				return
+			default:
+				reply(v, "250 ok")
+			}
+		}
+	})
 }
 
 // TestEmailRefusals: an SMTP server that refuses at any step of the
@@ -273,37 +282,21 @@ func TestEmailRefusals(t *testing.T) {
 // refusingHello refuses EHLO and HELO.
 func refusingHello(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ln.Close() })
-	go func() {
+	return serveSMTP(t, func(c net.Conn) {
+		tp := textproto.NewConn(c)
+		_ = tp.PrintfLine("220 localhost ESMTP")
 		for {
-			c, err := ln.Accept()
+			line, err := tp.ReadLine()
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-				tp := textproto.NewConn(c)
-				_ = tp.PrintfLine("220 localhost ESMTP")
-				for {
-					line, err := tp.ReadLine()
-					if err != nil {
-						return
-					}
-					if v, _, _ := strings.Cut(line, " "); strings.EqualFold(v, "QUIT") {
-						_ = tp.PrintfLine("221 bye")
-						return
-					}
-					_ = tp.PrintfLine("421 refused by test")
-				}
-			}()
+			if v, _, _ := strings.Cut(line, " "); strings.EqualFold(v, "QUIT") {
+				_ = tp.PrintfLine("221 bye")
+				return
+			}
+			_ = tp.PrintfLine("421 refused by test")
 		}
-	}()
-	return ln.Addr().String()
+	})
 }
 
 // TestLeaseTakenOverStopsEvaluation: the leader renews its lease; when
