@@ -3,7 +3,7 @@ package api
 import (
 	"context"
 	"fmt"
-	"github.com/stacklens/stacklens/internal/procstat"
+	"github.com/stacklens/stacklens/internal/harness/procstat"
 	"io"
 	"net"
 	"net/http"
@@ -18,7 +18,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 	"github.com/jackc/pgx/v5"
 
-	"github.com/stacklens/stacklens/internal/testenv"
+	"github.com/stacklens/stacklens/internal/harness/testenv"
 	"github.com/stacklens/stacklens/schema"
 )
 

@@ -20,7 +20,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/stacklens/stacklens/internal/config"
-	"github.com/stacklens/stacklens/internal/testenv"
+	"github.com/stacklens/stacklens/internal/harness/testenv"
 )
 
 func configCreds(key string) config.Credentials {

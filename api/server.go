@@ -13,7 +13,7 @@
 // statement timeout; writes (rules, silences, acknowledgements) through a
 // small writer pool. No SQL text is ever built from request input.
 //
-// The alert engine (api/alerting, built separately) plugs in through Hooks;
+// The alert engine (alerting, built separately) plugs in through Hooks;
 // the web dashboard through Deps.Mount / Server.Route.
 package api
 
@@ -70,7 +70,7 @@ type Connectivity interface {
 	IsConnected() bool
 }
 
-// Hooks let the alert engine (api/alerting) follow changes made through the
+// Hooks let the alert engine (alerting) follow changes made through the
 // API. All are optional.
 type Hooks struct {
 	// RulesChanged runs after a rule was created, updated or deleted

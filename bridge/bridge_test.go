@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/stacklens/stacklens/internal/embedded"
-	"github.com/stacklens/stacklens/internal/testenv"
+	"github.com/stacklens/stacklens/internal/harness/testenv"
 )
 
 // TestBridgeHappyPath: mixed valid and bad messages over 12 partitions end

@@ -10,7 +10,7 @@ import (
 
 	"github.com/stacklens/stacklens/internal/embedded"
 	"github.com/stacklens/stacklens/internal/natsutil"
-	"github.com/stacklens/stacklens/internal/testenv"
+	"github.com/stacklens/stacklens/internal/harness/testenv"
 )
 
 func TestRunConfigErrors(t *testing.T) {

@@ -3,7 +3,7 @@ package processor
 import (
 	"context"
 	"encoding/json"
-	"github.com/stacklens/stacklens/internal/procstat"
+	"github.com/stacklens/stacklens/internal/harness/procstat"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -23,7 +23,7 @@ import (
 	"github.com/stacklens/stacklens/internal/embedded"
 	"github.com/stacklens/stacklens/internal/event"
 	"github.com/stacklens/stacklens/internal/natsutil"
-	"github.com/stacklens/stacklens/internal/testenv"
+	"github.com/stacklens/stacklens/internal/harness/testenv"
 )
 
 type measurement struct {

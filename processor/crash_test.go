@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/stacklens/stacklens/internal/testenv"
+	"github.com/stacklens/stacklens/internal/harness/testenv"
 )
 
 // TestHelperProcessorProcess is not a test: it is the processor process the

@@ -13,7 +13,7 @@ import (
 
 	"github.com/stacklens/stacklens/internal/agg"
 	"github.com/stacklens/stacklens/internal/natsutil"
-	"github.com/stacklens/stacklens/internal/testenv"
+	"github.com/stacklens/stacklens/internal/harness/testenv"
 )
 
 func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }

@@ -15,7 +15,7 @@ import (
 	"github.com/stacklens/stacklens/internal/event"
 	"github.com/stacklens/stacklens/internal/natsutil"
 	"github.com/stacklens/stacklens/internal/telemetry"
-	"github.com/stacklens/stacklens/internal/testenv"
+	"github.com/stacklens/stacklens/internal/harness/testenv"
 )
 
 func TestIsConflict(t *testing.T) {

@@ -12,7 +12,7 @@ import (
 	"github.com/stacklens/stacklens/internal/event"
 	"github.com/stacklens/stacklens/internal/natsutil"
 	"github.com/stacklens/stacklens/internal/telemetry"
-	"github.com/stacklens/stacklens/internal/testenv"
+	"github.com/stacklens/stacklens/internal/harness/testenv"
 )
 
 type pubEvent struct {

@@ -16,7 +16,7 @@ import (
 	"github.com/stacklens/stacklens/internal/agg"
 	"github.com/stacklens/stacklens/internal/natsutil"
 	"github.com/stacklens/stacklens/internal/telemetry"
-	"github.com/stacklens/stacklens/internal/testenv"
+	"github.com/stacklens/stacklens/internal/harness/testenv"
 )
 
 // consumerInfo returns the durable consumer's state.

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/stacklens/stacklens/internal/agg"
-	"github.com/stacklens/stacklens/internal/testenv"
+	"github.com/stacklens/stacklens/internal/harness/testenv"
 	"github.com/stacklens/stacklens/internal/window"
 )
 

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/stacklens/stacklens/internal/testenv"
+	"github.com/stacklens/stacklens/internal/harness/testenv"
 	"github.com/stacklens/stacklens/internal/window"
 )
 

@@ -19,11 +19,11 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
-	"github.com/stacklens/stacklens/internal/testenv"
+	"github.com/stacklens/stacklens/internal/harness/testenv"
 )
 
 // ---------------------------------------------------------------------------
-// Test PostgreSQL comes from internal/testenv: TEST_DATABASE_URL, a
+// Test PostgreSQL comes from internal/harness/testenv: TEST_DATABASE_URL, a
 // container, or a throwaway local cluster whose pg_hba makes the
 // application roles log in with real passwords.
 

@@ -27,7 +27,7 @@ import (
 	"github.com/stacklens/stacklens/api"
 	"github.com/stacklens/stacklens/api/dashboard"
 	"github.com/stacklens/stacklens/internal/config"
-	"github.com/stacklens/stacklens/internal/testenv"
+	"github.com/stacklens/stacklens/internal/harness/testenv"
 	"github.com/stacklens/stacklens/schema"
 )
 

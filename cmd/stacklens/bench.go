@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/stacklens/stacklens/internal/bench"
+	"github.com/stacklens/stacklens/internal/harness/bench"
 	"github.com/stacklens/stacklens/internal/config"
 	"github.com/stacklens/stacklens/internal/telemetry"
 )

@@ -5,7 +5,7 @@ import (
 	"time"
 
 	"github.com/stacklens/stacklens/internal/kafkautil"
-	"github.com/stacklens/stacklens/internal/loadgen"
+	"github.com/stacklens/stacklens/internal/harness/loadgen"
 )
 
 // demoComponents are what `stacklens dev --demo` adds: realistic traffic

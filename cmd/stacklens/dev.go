@@ -8,7 +8,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/stacklens/stacklens/internal/devstack"
+	"github.com/stacklens/stacklens/internal/harness/devstack"
 	"github.com/stacklens/stacklens/internal/natsutil"
 )
 

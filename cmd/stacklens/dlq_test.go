@@ -12,7 +12,7 @@ import (
 
 	"github.com/stacklens/stacklens/internal/config"
 	"github.com/stacklens/stacklens/internal/natsutil"
-	"github.com/stacklens/stacklens/internal/testenv"
+	"github.com/stacklens/stacklens/internal/harness/testenv"
 )
 
 func TestDLQListAndReplayCommands(t *testing.T) {

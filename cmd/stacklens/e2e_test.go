@@ -15,9 +15,9 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/segmentio/kafka-go"
 
-	"github.com/stacklens/stacklens/internal/devstack"
+	"github.com/stacklens/stacklens/internal/harness/devstack"
 	"github.com/stacklens/stacklens/internal/embedded"
-	"github.com/stacklens/stacklens/internal/testenv"
+	"github.com/stacklens/stacklens/internal/harness/testenv"
 )
 
 // devStack runs `stacklens dev` in-process on free ports with a private

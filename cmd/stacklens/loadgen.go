@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/stacklens/stacklens/internal/kafkautil"
-	"github.com/stacklens/stacklens/internal/loadgen"
+	"github.com/stacklens/stacklens/internal/harness/loadgen"
 )
 
 func init() {

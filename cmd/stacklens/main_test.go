@@ -20,9 +20,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/segmentio/kafka-go"
 
-	"github.com/stacklens/stacklens/internal/devstack"
+	"github.com/stacklens/stacklens/internal/harness/devstack"
 	"github.com/stacklens/stacklens/internal/embedded"
-	"github.com/stacklens/stacklens/internal/testenv"
+	"github.com/stacklens/stacklens/internal/harness/testenv"
 )
 
 func runCLI(t *testing.T, ctx context.Context, env map[string]string, args ...string) (int, string, string) {

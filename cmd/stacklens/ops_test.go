@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/stacklens/stacklens/internal/telemetry"
-	"github.com/stacklens/stacklens/internal/testenv"
+	"github.com/stacklens/stacklens/internal/harness/testenv"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }

@@ -10,7 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/stacklens/stacklens/api"
-	"github.com/stacklens/stacklens/api/alerting"
+	"github.com/stacklens/stacklens/alerting"
 	"github.com/stacklens/stacklens/api/dashboard"
 	"github.com/stacklens/stacklens/internal/natsutil"
 )

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/stacklens/stacklens/internal/testenv"
+	"github.com/stacklens/stacklens/internal/harness/testenv"
 )
 
 // executable writes a no-op shell script named name into dir.

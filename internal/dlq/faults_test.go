@@ -15,7 +15,7 @@ import (
 	"github.com/stacklens/stacklens/internal/embedded"
 	"github.com/stacklens/stacklens/internal/event"
 	"github.com/stacklens/stacklens/internal/natsutil"
-	"github.com/stacklens/stacklens/internal/testenv"
+	"github.com/stacklens/stacklens/internal/harness/testenv"
 )
 
 var testNow = time.Date(2026, 11, 29, 1, 1, 0, 0, time.UTC)

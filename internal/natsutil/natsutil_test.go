@@ -14,7 +14,7 @@ import (
 	"github.com/stacklens/stacklens/internal/config"
 	"github.com/stacklens/stacklens/internal/embedded"
 	"github.com/stacklens/stacklens/internal/telemetry"
-	"github.com/stacklens/stacklens/internal/testenv"
+	"github.com/stacklens/stacklens/internal/harness/testenv"
 )
 
 func TestSubjects(t *testing.T) {

@@ -13,7 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
-	"github.com/stacklens/stacklens/internal/testenv"
+	"github.com/stacklens/stacklens/internal/harness/testenv"
 )
 
 func TestNewGeneratorHasAtLeastOneService(t *testing.T) {

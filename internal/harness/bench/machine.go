@@ -2,7 +2,7 @@ package bench
 
 import (
 	"bufio"
-	"github.com/stacklens/stacklens/internal/procstat"
+	"github.com/stacklens/stacklens/internal/harness/procstat"
 	"os"
 	"runtime"
 	"strings"

@@ -28,7 +28,7 @@ import (
 
 	"github.com/stacklens/stacklens/internal/config"
 	"github.com/stacklens/stacklens/internal/telemetry"
-	"github.com/stacklens/stacklens/internal/testenv"
+	"github.com/stacklens/stacklens/internal/harness/testenv"
 	"github.com/stacklens/stacklens/schema"
 )
 

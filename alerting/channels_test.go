@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/stacklens/stacklens/internal/config"
-	"github.com/stacklens/stacklens/internal/testenv"
+	"github.com/stacklens/stacklens/internal/harness/testenv"
 )
 
 func testEvent() *Event {

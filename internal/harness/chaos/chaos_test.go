@@ -24,7 +24,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	root, _ := filepath.Abs("..")
+	root, _ := filepath.Abs("../../..")
 	if binPath, err = BuildBinary(root, dir); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		_ = os.RemoveAll(dir)
@@ -143,7 +143,7 @@ var (
 
 func runRow(t *testing.T, row Row) {
 	sd := seed(t)
-	t.Logf("CHAOS_SEED=%d (replay: CHAOS_SEED=%d go test ./chaos -run 'TestChaos/%s$' -v)", sd, sd, row.Name)
+	t.Logf("CHAOS_SEED=%d (replay: CHAOS_SEED=%d go test ./internal/harness/chaos -run 'TestChaos/%s$' -v)", sd, sd, row.Name)
 	rng := rand.New(rand.NewPCG(sd, sd^0xa0761d6478bd642f))
 	events, dur := row.Events, 10*time.Second
 	if long() {

@@ -15,7 +15,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/stacklens/stacklens/internal/procstat"
+	"github.com/stacklens/stacklens/internal/harness/procstat"
 	"io"
 	"log/slog"
 	"net/http"
@@ -32,9 +32,9 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/stacklens/stacklens/internal/config"
-	"github.com/stacklens/stacklens/internal/devstack"
+	"github.com/stacklens/stacklens/internal/harness/devstack"
 	"github.com/stacklens/stacklens/internal/embedded"
-	"github.com/stacklens/stacklens/internal/loadgen"
+	"github.com/stacklens/stacklens/internal/harness/loadgen"
 )
 
 // Options of a run.

@@ -13,7 +13,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
-	"github.com/stacklens/stacklens/internal/testenv"
+	"github.com/stacklens/stacklens/internal/harness/testenv"
 )
 
 // TestAlertLatency measures the time from a window becoming final (its
@@ -21,7 +21,7 @@ import (
 // By default a short run (20 windows, 100 ms interval); the full
 // measurement runs with
 //
-//	STACKLENS_ALERT_LATENCY=200 STACKLENS_ALERT_INTERVAL=1s go test -run TestAlertLatency -v ./api/alerting/
+//	STACKLENS_ALERT_LATENCY=200 STACKLENS_ALERT_INTERVAL=1s go test -run TestAlertLatency -v ./alerting/
 func TestAlertLatency(t *testing.T) {
 	n, interval := 20, 100*time.Millisecond
 	if v := os.Getenv("STACKLENS_ALERT_LATENCY"); v != "" {

@@ -10,7 +10,7 @@ import (
 
 	"github.com/stacklens/stacklens/internal/event"
 	"github.com/stacklens/stacklens/internal/telemetry"
-	"github.com/stacklens/stacklens/internal/testenv"
+	"github.com/stacklens/stacklens/internal/harness/testenv"
 )
 
 func TestGeneratedEventsAreValidAndDeterministic(t *testing.T) {

@@ -21,7 +21,7 @@ import (
 	"github.com/stacklens/stacklens/api"
 	"github.com/stacklens/stacklens/internal/config"
 	"github.com/stacklens/stacklens/internal/event"
-	"github.com/stacklens/stacklens/internal/loadgen"
+	"github.com/stacklens/stacklens/internal/harness/loadgen"
 	"github.com/stacklens/stacklens/internal/natsutil"
 )
 

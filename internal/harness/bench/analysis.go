@@ -3,7 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
-	"github.com/stacklens/stacklens/internal/procstat"
+	"github.com/stacklens/stacklens/internal/harness/procstat"
 	"path/filepath"
 	"time"
 )
