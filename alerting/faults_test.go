@@ -10,9 +10,9 @@ import (
 	"time"
 
 	"github.com/stacklens/stacklens/internal/config"
+	"github.com/stacklens/stacklens/internal/harness/testenv"
 	"github.com/stacklens/stacklens/internal/natsutil"
 	"github.com/stacklens/stacklens/internal/telemetry"
-	"github.com/stacklens/stacklens/internal/harness/testenv"
 )
 
 // refuse makes PostgreSQL refuse the given operations on a table (a

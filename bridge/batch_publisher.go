@@ -11,6 +11,7 @@ import (
 	"github.com/synadia-io/orbit.go/jetstreamext"
 
 	"github.com/stacklens/stacklens/internal/event"
+	"github.com/stacklens/stacklens/internal/faultpoint"
 )
 
 // batch is what one atomic publish carries: the stream messages of the
@@ -90,9 +91,9 @@ func sendBatches(ctx context.Context, js jetstream.JetStream, group []fencedBatc
 				_ = bp.Discard()
 				return nil, fmt.Errorf("batch message %d: %w", k+1, err)
 			}
-			if k == half && testHook != nil {
+			if k == half && faultpoint.Enabled() {
 				_ = nc.Flush() // the first half reached the server
-				testHook(hookMidBatch)
+				faultpoint.Hit(hookMidBatch)
 			}
 			k++
 		}
@@ -123,20 +124,10 @@ func isFenceError(err error) bool {
 	return false
 }
 
-// Fault-injection points for tests (see testHook).
+// Fault points where crash tests kill the bridge (internal/faultpoint).
 const (
 	hookAfterFetch   = "after_fetch"   // a batch is collected, nothing published
 	hookMidBatch     = "mid_batch"     // half of a batch reached the server, no commit
 	hookAfterPublish = "after_publish" // the batch is acknowledged, Kafka not committed
 	hookAfterCommit  = "after_commit"  // Kafka offsets committed
 )
-
-// testHook, when set (tests only), is called at the named points; a test
-// process kills itself there to simulate a crash.
-var testHook func(point string)
-
-func hook(point string) {
-	if testHook != nil {
-		testHook(point)
-	}
-}

@@ -29,6 +29,7 @@ import (
 
 	"github.com/stacklens/stacklens/internal/config"
 	"github.com/stacklens/stacklens/internal/event"
+	"github.com/stacklens/stacklens/internal/faultpoint"
 	"github.com/stacklens/stacklens/internal/natsutil"
 	"github.com/stacklens/stacklens/internal/telemetry"
 )
@@ -242,22 +243,16 @@ func (b *bridge) run(ctx context.Context) error {
 // provision creates or updates the stream, retrying while NATS or
 // JetStream is unavailable.
 func (b *bridge) provision(ctx context.Context) (jetstream.Stream, error) {
-	bo := newBackoff(100*time.Millisecond, 5*time.Second)
-	for {
-		st, err := natsutil.EnsureEventsStream(ctx, b.js, b.cfg.NATS)
-		if err == nil {
-			b.setNATSErr(nil)
-			return st, nil
-		}
-		if errors.Is(err, natsutil.ErrShardsChanged) {
-			return nil, err
-		}
-		b.setNATSErr(err)
-		b.log.Warn("cannot provision the event stream; retrying", "err", err)
-		if !bo.wait(ctx) {
-			return nil, ctx.Err()
-		}
+	var st jetstream.Stream
+	err := natsutil.ProvisionWithRetry(ctx, b.log, func(ctx context.Context) (err error) {
+		st, err = natsutil.EnsureEventsStream(ctx, b.js, b.cfg.NATS)
+		return err
+	}, b.setNATSErr)
+	if err != nil {
+		return nil, err
 	}
+	b.setNATSErr(nil)
+	return st, nil
 }
 
 // runGeneration forwards the partitions assigned in one consumer-group
@@ -331,7 +326,7 @@ func (b *bridge) commit(gen *kafka.Generation, workers []*partitionWorker) {
 			w.gauges.committed.Set(float64(a))
 		}
 	}
-	hook(hookAfterCommit)
+	faultpoint.Hit(hookAfterCommit)
 }
 
 func (b *bridge) setKafkaErr(err error) { setErr(&b.kafkaErr, err) }

@@ -18,8 +18,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/segmentio/kafka-go"
 
-	"github.com/stacklens/stacklens/internal/natsutil"
+	"github.com/stacklens/stacklens/internal/faultpoint"
 	"github.com/stacklens/stacklens/internal/harness/testenv"
+	"github.com/stacklens/stacklens/internal/natsutil"
 )
 
 // TestHelperBridgeProcess is not a test: it is the bridge process the
@@ -36,7 +37,7 @@ func TestHelperBridgeProcess(t *testing.T) {
 	after, _ := strconv.ParseInt(env["BRIDGE_FAULT_AFTER"], 10, 64)
 	var hits, commits atomic.Int64
 	if fault != "" {
-		testHook = func(p string) {
+		faultpoint.Set(func(p string) {
 			if p == hookAfterCommit {
 				commits.Add(1)
 			}
@@ -47,7 +48,7 @@ func TestHelperBridgeProcess(t *testing.T) {
 				_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
 				select {}
 			}
-		}
+		})
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()

@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/stacklens/stacklens/internal/embedded"
-	"github.com/stacklens/stacklens/internal/natsutil"
 	"github.com/stacklens/stacklens/internal/harness/testenv"
+	"github.com/stacklens/stacklens/internal/natsutil"
 )
 
 // anyCheckpoint is nil once some partition has a checkpoint and not all

@@ -11,7 +11,9 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/stacklens/stacklens/internal/event"
+	"github.com/stacklens/stacklens/internal/faultpoint"
 	"github.com/stacklens/stacklens/internal/natsutil"
+	"github.com/stacklens/stacklens/internal/retry"
 )
 
 // fetcher is the part of *kafka.Reader a worker uses.
@@ -65,7 +67,7 @@ func (b *bridge) newWorker(partition int) *partitionWorker {
 // one — the stream is the record of what was forwarded — else the group's
 // committed offset (or the start of the partition).
 func (w *partitionWorker) recover(ctx context.Context, committed int64) (int64, error) {
-	bo := newBackoff(100*time.Millisecond, 5*time.Second)
+	bo := retry.New(100*time.Millisecond, 5*time.Second)
 	for {
 		ck, err := readCheckpoint(ctx, w.b.stream, w.subject, w.topic, w.partition)
 		if err == nil {
@@ -89,7 +91,7 @@ func (w *partitionWorker) recover(ctx context.Context, committed int64) (int64, 
 		}
 		w.log.Warn("cannot read checkpoint; retrying", "err", err)
 		w.b.setNATSErr(err)
-		if !bo.wait(ctx) {
+		if !bo.Wait(ctx) {
 			return 0, ctx.Err()
 		}
 	}
@@ -117,7 +119,7 @@ func (w *partitionWorker) run(ctx, pubCtx context.Context, committed int64) {
 		if b == nil {
 			continue
 		}
-		hook(hookAfterFetch)
+		faultpoint.Hit(hookAfterFetch)
 		w.publish(pubCtx, b)
 	}
 }
@@ -148,7 +150,7 @@ func (w *partitionWorker) collect(ctx context.Context) *batch {
 		if ctx.Err() == nil {
 			w.log.Warn("fetch", "err", err)
 			w.b.setKafkaErr(err)
-			newBackoff(time.Second, time.Second).wait(ctx)
+			retry.New(time.Second, time.Second).Wait(ctx)
 		}
 		return nil
 	}
@@ -231,7 +233,7 @@ func (w *partitionWorker) add(b *batch, m *kafka.Message, now time.Time) {
 // another partition's trouble (a stale fence, an unreadable checkpoint)
 // nor a group over the server's batch limit holds this one back.
 func (w *partitionWorker) publish(ctx context.Context, b *batch) {
-	bo := newBackoff(50*time.Millisecond, 5*time.Second)
+	bo := retry.New(50*time.Millisecond, 5*time.Second)
 	alone := w.group == nil
 	for {
 		t0 := time.Now()
@@ -295,7 +297,7 @@ func (w *partitionWorker) publish(ctx context.Context, b *batch) {
 			w.seek(ck.Offset + 1)
 			return
 		}
-		if !bo.wait(ctx) {
+		if !bo.Wait(ctx) {
 			return
 		}
 	}
@@ -316,7 +318,7 @@ func (w *partitionWorker) done(b *batch, seq uint64) {
 		}
 	}
 	w.acked.Store(b.last + 1)
-	hook(hookAfterPublish)
+	faultpoint.Hit(hookAfterPublish)
 }
 
 // waitConnected polls the connection until it is up; false if ctx ended.
@@ -331,22 +333,4 @@ func waitConnected(ctx context.Context, nc *nats.Conn) bool {
 		}
 	}
 	return true
-}
-
-// backoff is a capped exponential backoff.
-type backoff struct{ cur, max time.Duration }
-
-func newBackoff(min, max time.Duration) *backoff { return &backoff{cur: min, max: max} }
-
-// wait sleeps for the current delay and doubles it; false if ctx ended.
-func (b *backoff) wait(ctx context.Context) bool {
-	t := time.NewTimer(b.cur)
-	defer t.Stop()
-	b.cur = min(2*b.cur, b.max)
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }

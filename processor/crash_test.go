@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stacklens/stacklens/internal/faultpoint"
 	"github.com/stacklens/stacklens/internal/harness/testenv"
 )
 
@@ -32,13 +33,13 @@ func TestHelperProcessorProcess(t *testing.T) {
 	after, _ := strconv.ParseInt(env["PROC_FAULT_AFTER"], 10, 64)
 	var hits atomic.Int64
 	if fault != "" {
-		testHook = func(p string) {
+		faultpoint.Set(func(p string) {
 			if p == fault && hits.Add(1) >= after {
 				fmt.Fprintf(os.Stderr, "FAULT %s #%d: kill -9 self\n", p, after)
 				_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
 				select {}
 			}
-		}
+		})
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()

@@ -16,9 +16,9 @@ import (
 
 	"github.com/stacklens/stacklens/internal/agg"
 	"github.com/stacklens/stacklens/internal/event"
+	"github.com/stacklens/stacklens/internal/harness/testenv"
 	"github.com/stacklens/stacklens/internal/natsutil"
 	"github.com/stacklens/stacklens/internal/telemetry"
-	"github.com/stacklens/stacklens/internal/harness/testenv"
 )
 
 // loggedWorker is a processor member whose log a test can read.

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/stacklens/stacklens/internal/agg"
+	"github.com/stacklens/stacklens/internal/faultpoint"
 )
 
 // checkpointValue is the JSON value of ckpt.<shard>: every event of the
@@ -25,16 +26,6 @@ type checkpointValue struct {
 }
 
 var errLeaseExpired = errors.New("lease expired")
-
-// testHook, when set (tests only), is called at named points of a flush so
-// crash tests can kill the process there.
-var testHook func(point string)
-
-func hook(point string) {
-	if testHook != nil {
-		testHook(point)
-	}
-}
 
 // flush is one FLUSH_INTERVAL step: restart if needed, finalize, write every
 // dirty key with CAS (pipelined), then the checkpoint.
@@ -131,11 +122,11 @@ func (w *shardWorker) flushLocked() error {
 			break
 		}
 		writes = append(writes, pendingWrite{e: e, fut: fut})
-		if len(writes) == 2 && testHook != nil {
+		if len(writes) == 2 && faultpoint.Enabled() {
 			// Make sure the first writes reached the server, so a crash
 			// here really leaves a flush half applied.
 			_ = w.sh.js.Conn().Flush()
-			hook("mid-writes")
+			faultpoint.Hit("mid-writes")
 		}
 	}
 	if firstErr != nil {
@@ -155,7 +146,7 @@ func (w *shardWorker) flushLocked() error {
 	w.mu.Unlock()
 	revs, err := w.waitWrites(writes)
 	if err == nil {
-		hook("before-checkpoint")
+		faultpoint.Hit("before-checkpoint")
 		ctx, cancel := w.opCtx()
 		err = w.writeCheckpoint(ctx, now, flushSeq, open)
 		cancel()

@@ -173,24 +173,16 @@ func setup(ctx context.Context, nc *nats.Conn, cfg *config.Config, log *slog.Log
 	if err != nil {
 		return nil, err
 	}
-	backoff := 500 * time.Millisecond
-	for {
-		sh, err := provision(ctx, js, cfg, windows)
-		if err == nil {
-			sh.log, sh.clock, sh.id = log, clock, id
-			return sh, nil
-		}
-		if errors.Is(err, natsutil.ErrShardsChanged) {
-			return nil, err
-		}
-		log.Warn("processor: stream or buckets not available, retrying", "err", err, "in", backoff)
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, 10*time.Second)
+	var sh *shared
+	err = natsutil.ProvisionWithRetry(ctx, log, func(ctx context.Context) (err error) {
+		sh, err = provision(ctx, js, cfg, windows)
+		return err
+	}, nil)
+	if err != nil {
+		return nil, err
 	}
+	sh.log, sh.clock, sh.id = log, clock, id
+	return sh, nil
 }
 
 // provision creates or updates the event stream and the KV buckets once.

@@ -9,6 +9,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/stacklens/stacklens/internal/retry"
 )
 
 // consumerSpec describes one durable pull consumer and what to do with its
@@ -34,7 +36,7 @@ type consumerSpec struct {
 func runConsumer(ctx context.Context, js jetstream.JetStream, spec consumerSpec, st *status, log *slog.Logger) {
 	name := spec.cfg.Durable
 	log = log.With("consumer", name)
-	b := backoff{max: spec.backoff}
+	b := retry.New(50*time.Millisecond, spec.backoff)
 	failures := 0
 	for ctx.Err() == nil {
 		cfg := spec.cfg
@@ -52,7 +54,7 @@ func runConsumer(ctx context.Context, js jetstream.JetStream, spec consumerSpec,
 			}
 			st.set(name, nil)
 			failures = 0
-			b.reset()
+			b.Reset()
 			err = consume(ctx, cons, spec, log)
 		}
 		if ctx.Err() != nil {
@@ -63,7 +65,7 @@ func runConsumer(ctx context.Context, js jetstream.JetStream, spec consumerSpec,
 		if failures == 1 || failures%20 == 0 {
 			log.Warn("consumer unavailable; retrying", "stream", spec.stream, "failures", failures, "err", err)
 		}
-		if !b.wait(ctx) {
+		if !b.Wait(ctx) {
 			return
 		}
 	}

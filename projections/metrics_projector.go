@@ -16,6 +16,7 @@ import (
 
 	"github.com/stacklens/stacklens/internal/agg"
 	"github.com/stacklens/stacklens/internal/natsutil"
+	"github.com/stacklens/stacklens/internal/retry"
 	"github.com/stacklens/stacklens/internal/window"
 )
 
@@ -354,24 +355,16 @@ func (p *metricsProjector) loadParts(ctx context.Context, k rowKey, g *partGroup
 
 // retryNATS is retryDB for NATS reads.
 func retryNATS(ctx context.Context, st *status, log *slog.Logger, maxBackoff time.Duration, f func(context.Context) error) error {
-	b := backoff{max: maxBackoff}
-	for i := 1; ; i++ {
-		err := f(ctx)
-		if err == nil {
-			if i > 1 {
-				st.set("nats", nil)
-			}
-			return nil
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
+	failures := 0
+	err := retry.Until(ctx, retry.New(50*time.Millisecond, maxBackoff), f, func(err error, _ time.Duration) {
+		failures++
 		st.set("nats", fmt.Errorf("reading KV parts: %w", err))
-		if i == 1 || i%20 == 0 {
+		if failures == 1 || failures%20 == 0 {
 			log.Warn("reading KV parts failed; retrying", "err", err)
 		}
-		if !b.wait(ctx) {
-			return ctx.Err()
-		}
+	})
+	if err == nil && failures > 0 {
+		st.set("nats", nil)
 	}
+	return err
 }

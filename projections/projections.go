@@ -16,7 +16,6 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
-	"math/rand/v2"
 	"slices"
 	"sync"
 	"time"
@@ -28,6 +27,7 @@ import (
 
 	"github.com/stacklens/stacklens/internal/config"
 	"github.com/stacklens/stacklens/internal/natsutil"
+	"github.com/stacklens/stacklens/internal/retry"
 	"github.com/stacklens/stacklens/internal/telemetry"
 	"github.com/stacklens/stacklens/internal/window"
 )
@@ -259,56 +259,22 @@ func (s *status) set(part string, err error) {
 	s.health.Set(HealthName, first)
 }
 
-// backoff is jittered exponential backoff.
-type backoff struct {
-	next, max time.Duration
-}
-
-func (b *backoff) reset() { b.next = 0 }
-
-func (b *backoff) wait(ctx context.Context) bool {
-	if b.next == 0 {
-		b.next = 50 * time.Millisecond
-	} else {
-		b.next = min(2*b.next, b.max)
-	}
-	d := b.next/2 + rand.N(b.next/2+1)
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
-}
-
 // retryDB runs f until it succeeds or ctx ends, with backoff, counting
 // failures and holding readiness down (part) while it fails. It returns
 // ctx's error if it gave up.
 func retryDB(ctx context.Context, part string, st *status, log *slog.Logger, maxBackoff time.Duration, f func(context.Context) error) error {
-	b := backoff{max: maxBackoff}
 	failures := 0
-	for {
-		err := f(ctx)
-		if err == nil {
-			if failures > 0 {
-				st.set(part, nil)
-				log.Info("database write recovered", "part", part, "failures", failures)
-			}
-			return nil
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
+	err := retry.Until(ctx, retry.New(50*time.Millisecond, maxBackoff), f, func(err error, _ time.Duration) {
 		failures++
 		dbErrors.Inc()
 		st.set(part, err)
 		if failures == 1 || failures%20 == 0 {
 			log.Warn("database write failed; retrying", "part", part, "failures", failures, "err", err)
 		}
-		if !b.wait(ctx) {
-			return ctx.Err()
-		}
+	})
+	if err == nil && failures > 0 {
+		st.set(part, nil)
+		log.Info("database write recovered", "part", part, "failures", failures)
 	}
+	return err
 }

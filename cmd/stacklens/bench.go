@@ -11,8 +11,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/stacklens/stacklens/internal/harness/bench"
 	"github.com/stacklens/stacklens/internal/config"
+	"github.com/stacklens/stacklens/internal/harness/bench"
 	"github.com/stacklens/stacklens/internal/telemetry"
 )
 

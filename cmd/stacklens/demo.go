@@ -4,8 +4,8 @@ import (
 	"context"
 	"time"
 
-	"github.com/stacklens/stacklens/internal/kafkautil"
 	"github.com/stacklens/stacklens/internal/harness/loadgen"
+	"github.com/stacklens/stacklens/internal/kafkautil"
 )
 
 // demoComponents are what `stacklens dev --demo` adds: realistic traffic

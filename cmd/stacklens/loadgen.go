@@ -6,8 +6,8 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/stacklens/stacklens/internal/kafkautil"
 	"github.com/stacklens/stacklens/internal/harness/loadgen"
+	"github.com/stacklens/stacklens/internal/kafkautil"
 )
 
 func init() {

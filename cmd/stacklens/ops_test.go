@@ -8,8 +8,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/stacklens/stacklens/internal/telemetry"
 	"github.com/stacklens/stacklens/internal/harness/testenv"
+	"github.com/stacklens/stacklens/internal/telemetry"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }

@@ -8,8 +8,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/stacklens/stacklens/internal/telemetry"
 	"github.com/stacklens/stacklens/internal/harness/testenv"
+	"github.com/stacklens/stacklens/internal/telemetry"
 	"github.com/stacklens/stacklens/schema"
 )
 

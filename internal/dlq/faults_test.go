@@ -14,8 +14,8 @@ import (
 	"github.com/stacklens/stacklens/internal/config"
 	"github.com/stacklens/stacklens/internal/embedded"
 	"github.com/stacklens/stacklens/internal/event"
-	"github.com/stacklens/stacklens/internal/natsutil"
 	"github.com/stacklens/stacklens/internal/harness/testenv"
+	"github.com/stacklens/stacklens/internal/natsutil"
 )
 
 var testNow = time.Date(2026, 11, 29, 1, 1, 0, 0, time.UTC)

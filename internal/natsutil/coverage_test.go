@@ -18,8 +18,8 @@ import (
 
 	"github.com/stacklens/stacklens/internal/config"
 	"github.com/stacklens/stacklens/internal/embedded"
-	"github.com/stacklens/stacklens/internal/telemetry"
 	"github.com/stacklens/stacklens/internal/harness/testenv"
+	"github.com/stacklens/stacklens/internal/telemetry"
 )
 
 // plainServer starts a core NATS server (no JetStream) with the given

@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/stacklens/stacklens/internal/config"
+	"github.com/stacklens/stacklens/internal/retry"
 )
 
 // EventsStreamConfig is the configuration of STACKLENS_EVENTS.
@@ -72,4 +74,24 @@ func EnsureKV(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValu
 		return nil, fmt.Errorf("kv bucket %s: %w", cfg.Bucket, err)
 	}
 	return kv, nil
+}
+
+// ProvisionWithRetry runs provision — creating or updating streams and
+// buckets — until it succeeds, fails with ErrShardsChanged (permanent) or
+// ctx ends. While NATS or JetStream is unavailable (down, no leader yet, a
+// bucket that cannot be created for now) each failure is logged and passed
+// to onErr, if not nil, so the caller can report itself not ready.
+func ProvisionWithRetry(ctx context.Context, log *slog.Logger, provision func(context.Context) error, onErr func(error)) error {
+	return retry.Until(ctx, retry.New(100*time.Millisecond, 5*time.Second), func(ctx context.Context) error {
+		err := provision(ctx)
+		if errors.Is(err, ErrShardsChanged) {
+			return retry.Permanent(err)
+		}
+		return err
+	}, func(err error, wait time.Duration) {
+		if onErr != nil {
+			onErr(err)
+		}
+		log.Warn("cannot provision streams and buckets; retrying", "err", err, "in", wait.Round(time.Millisecond))
+	})
 }

@@ -9,8 +9,8 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/stacklens/stacklens/internal/event"
-	"github.com/stacklens/stacklens/internal/telemetry"
 	"github.com/stacklens/stacklens/internal/harness/testenv"
+	"github.com/stacklens/stacklens/internal/telemetry"
 )
 
 func TestGeneratedEventsAreValidAndDeterministic(t *testing.T) {
