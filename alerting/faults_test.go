@@ -11,6 +11,7 @@ import (
 
 	"github.com/stacklens/stacklens/internal/config"
 	"github.com/stacklens/stacklens/internal/harness/testenv"
+	"github.com/stacklens/stacklens/internal/lease"
 	"github.com/stacklens/stacklens/internal/natsutil"
 	"github.com/stacklens/stacklens/internal/telemetry"
 )
@@ -339,7 +340,7 @@ func TestLeaseTakenOverStopsEvaluation(t *testing.T) {
 	if !e.IsLeader() {
 		t.Fatal("stopped leading while renewing")
 	}
-	b, _ := json.Marshal(leaseValue{Holder: "intruder", ExpiresAt: time.Now().Add(time.Hour).UnixMilli()})
+	b, _ := json.Marshal(lease.Value{Owner: "intruder", Epoch: 7, Expires: time.Now().Add(time.Hour)})
 	if _, err := kv.Put(f.ctx, leaseKey, b); err != nil {
 		t.Fatal(err)
 	}

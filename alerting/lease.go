@@ -2,92 +2,19 @@ package alerting
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/stacklens/stacklens/internal/lease"
 	"github.com/stacklens/stacklens/internal/natsutil"
 )
 
 // leaseKey is the key of the evaluator lease in the stacklens_alerting
 // bucket.
 const leaseKey = "evaluator"
-
-// leaseValue is the lease's JSON value. A lease whose ExpiresAt (unix
-// milliseconds) has passed may be taken over by compare-and-set.
-type leaseValue struct {
-	Holder    string `json:"holder"`
-	ExpiresAt int64  `json:"expires_at_ms"`
-	Acquired  int64  `json:"acquired_at_ms"`
-}
-
-type lease struct {
-	kv     jetstream.KeyValue
-	holder string
-	ttl    time.Duration
-	now    func() time.Time
-	rev    uint64
-	since  int64
-}
-
-// tryAcquire takes the lease when it is free, expired or already ours.
-func (l *lease) tryAcquire(ctx context.Context) (bool, error) {
-	now := l.now()
-	val := func() []byte {
-		b, _ := json.Marshal(leaseValue{Holder: l.holder, ExpiresAt: now.Add(l.ttl).UnixMilli(), Acquired: now.UnixMilli()})
-		return b
-	}
-	entry, err := l.kv.Get(ctx, leaseKey)
-	switch {
-	case errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted):
-		rev, err := l.kv.Create(ctx, leaseKey, val())
-		if err != nil {
-			if errors.Is(err, jetstream.ErrKeyExists) {
-				return false, nil
-			}
-			return false, err
-		}
-		l.rev, l.since = rev, now.UnixMilli()
-		return true, nil
-	case err != nil:
-		return false, err
-	}
-	var cur leaseValue
-	if json.Unmarshal(entry.Value(), &cur) == nil && cur.Holder != l.holder && cur.ExpiresAt > now.UnixMilli() {
-		return false, nil // held by a live replica
-	}
-	rev, err := l.kv.Update(ctx, leaseKey, val(), entry.Revision())
-	if err != nil {
-		if errors.Is(err, jetstream.ErrKeyExists) {
-			return false, nil // someone else won the race
-		}
-		return false, err
-	}
-	l.rev, l.since = rev, now.UnixMilli()
-	return true, nil
-}
-
-// renew extends the lease with compare-and-set on our last revision.
-func (l *lease) renew(ctx context.Context) error {
-	now := l.now()
-	b, _ := json.Marshal(leaseValue{Holder: l.holder, ExpiresAt: now.Add(l.ttl).UnixMilli(), Acquired: l.since})
-	rev, err := l.kv.Update(ctx, leaseKey, b, l.rev)
-	if err != nil {
-		return err
-	}
-	l.rev = rev
-	return nil
-}
-
-// release deletes the lease if it is still ours, so a standby takes over
-// at once.
-func (l *lease) release(ctx context.Context) error {
-	return l.kv.Delete(ctx, leaseKey, jetstream.LastRevision(l.rev))
-}
 
 func (e *Engine) leaseBucket(ctx context.Context) (jetstream.KeyValue, error) {
 	js, err := jetstream.New(e.nc)
@@ -107,7 +34,7 @@ func (e *Engine) leaseBucket(ctx context.Context) (jetstream.KeyValue, error) {
 func (e *Engine) runLease(ctx context.Context) error {
 	ttl := e.cfg.LeaseTTL
 	step := ttl / 3
-	var l *lease
+	var kv jetstream.KeyValue
 	var lastErr string
 	logErr := func(msg string, err error) {
 		if err.Error() != lastErr {
@@ -118,28 +45,27 @@ func (e *Engine) runLease(ctx context.Context) error {
 	t := time.NewTicker(step)
 	defer t.Stop()
 	for {
-		if l == nil {
-			kv, err := e.leaseBucket(ctx)
-			if err != nil {
+		if kv == nil {
+			var err error
+			if kv, err = e.leaseBucket(ctx); err != nil {
+				kv = nil
 				if ctx.Err() != nil {
 					return nil
 				}
-				logErr("alerting: lease bucket unavailable; retrying", err)
-			} else {
-				l = &lease{kv: kv, holder: e.holder, ttl: ttl, now: e.now}
+				logErr("lease bucket unavailable; retrying", err)
 			}
 		}
-		if l != nil {
+		if kv != nil {
 			actx, cancel := context.WithTimeout(ctx, step)
-			ok, err := l.tryAcquire(actx)
+			l, err := lease.TryAcquire(actx, kv, leaseKey, e.holder, ttl, e.now())
 			cancel()
 			switch {
 			case err != nil && ctx.Err() == nil:
-				logErr("alerting: lease acquisition failed; retrying", err)
-			case ok:
+				logErr("lease acquisition failed; retrying", err)
+			case l != nil:
 				lastErr = ""
 				leaseChanges.Inc()
-				e.log.Info("alerting: lease acquired", "holder", e.holder)
+				e.log.Info("lease acquired", "holder", e.holder, "epoch", l.Epoch())
 				e.holdLease(ctx, l)
 			}
 		}
@@ -154,7 +80,7 @@ func (e *Engine) runLease(ctx context.Context) error {
 // holdLease leads while renewing the lease every TTL/3; it stops leading
 // when ctx is done (and releases the lease) or when the lease could not be
 // renewed for 2/3 of the TTL (before anyone may take it over).
-func (e *Engine) holdLease(ctx context.Context, l *lease) {
+func (e *Engine) holdLease(ctx context.Context, l *lease.Lease) {
 	ttl := e.cfg.LeaseTTL
 	lctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
@@ -166,8 +92,8 @@ func (e *Engine) holdLease(ctx context.Context, l *lease) {
 		e.setLeader(false)
 		if ctx.Err() != nil {
 			rctx, rc := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-			if err := l.release(rctx); err != nil {
-				e.log.Debug("alerting: lease release", "err", err)
+			if err := l.Release(rctx); err != nil {
+				e.log.Debug("lease release", "err", err)
 			}
 			rc()
 		}
@@ -182,7 +108,7 @@ func (e *Engine) holdLease(ctx context.Context, l *lease) {
 		case <-t.C:
 		}
 		rctx, rc := context.WithTimeout(ctx, ttl/3)
-		err := l.renew(rctx)
+		err := l.Renew(rctx, e.now())
 		rc()
 		if err == nil {
 			lastOK = e.now()
@@ -191,12 +117,12 @@ func (e *Engine) holdLease(ctx context.Context, l *lease) {
 		if ctx.Err() != nil {
 			return
 		}
-		if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyNotFound) {
-			e.log.Warn("alerting: lease lost to another replica; stopping evaluation", "err", err)
+		if errors.Is(err, lease.ErrLost) {
+			e.log.Warn("lease lost to another replica; stopping evaluation", "err", err)
 			return
 		}
 		if e.now().Sub(lastOK) >= ttl*2/3 {
-			e.log.Warn("alerting: lease not renewed in time; stopping evaluation", "err", fmt.Errorf("renew: %w", err))
+			e.log.Warn("lease not renewed in time; stopping evaluation", "err", err)
 			return
 		}
 	}

@@ -7,10 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/stacklens/stacklens/internal/harness/testenv"
-	"github.com/stacklens/stacklens/internal/natsutil"
 )
 
 // TestTwoReplicasOneEvaluator: two engines on one database and NATS — one
@@ -106,54 +103,5 @@ func TestTwoReplicasOneEvaluator(t *testing.T) {
 	stopWatch()
 	if n := both.Load(); n > 0 {
 		t.Errorf("two leaders observed %d times", n)
-	}
-}
-
-// TestLeaseCAS: acquisition, renewal, takeover of an expired lease and
-// release, against a real KV bucket.
-func TestLeaseCAS(t *testing.T) {
-	ns := testenv.NATS(t)
-	js := ns.JetStream(t)
-	ctx := testenv.Context(t)
-	kv, err := natsutil.EnsureKV(ctx, js, jetstream.KeyValueConfig{Bucket: natsutil.AlertingBucket, History: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Unix(1_800_000_000, 0)
-	clock := func() time.Time { return now }
-	a := &lease{kv: kv, holder: "a", ttl: 10 * time.Second, now: clock}
-	b := &lease{kv: kv, holder: "b", ttl: 10 * time.Second, now: clock}
-	if ok, err := a.tryAcquire(ctx); !ok || err != nil {
-		t.Fatal("a could not acquire a free lease", err)
-	}
-	if ok, err := b.tryAcquire(ctx); ok || err != nil {
-		t.Fatal("b acquired a held lease", err)
-	}
-	if ok, err := a.tryAcquire(ctx); !ok || err != nil {
-		t.Fatal("a could not re-acquire its own lease", err)
-	}
-	now = now.Add(5 * time.Second)
-	if err := a.renew(ctx); err != nil {
-		t.Fatal(err)
-	}
-	now = now.Add(9 * time.Second) // a renewed 9 s ago: still valid
-	if ok, _ := b.tryAcquire(ctx); ok {
-		t.Fatal("b took a live lease")
-	}
-	now = now.Add(2 * time.Second) // expired
-	if ok, err := b.tryAcquire(ctx); !ok || err != nil {
-		t.Fatal("b could not take over an expired lease", err)
-	}
-	if err := a.renew(ctx); err == nil {
-		t.Fatal("a renewed a lease it lost")
-	}
-	if err := a.release(ctx); err == nil {
-		t.Fatal("a released b's lease")
-	}
-	if err := b.release(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if ok, err := a.tryAcquire(ctx); !ok || err != nil {
-		t.Fatal("a could not acquire a released lease", err)
 	}
 }

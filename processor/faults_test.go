@@ -17,6 +17,7 @@ import (
 	"github.com/stacklens/stacklens/internal/agg"
 	"github.com/stacklens/stacklens/internal/event"
 	"github.com/stacklens/stacklens/internal/harness/testenv"
+	"github.com/stacklens/stacklens/internal/lease"
 	"github.com/stacklens/stacklens/internal/natsutil"
 	"github.com/stacklens/stacklens/internal/telemetry"
 )
@@ -211,7 +212,7 @@ func TestSetupWaitsForBuckets(t *testing.T) {
 
 	t.Run("cancel", func(t *testing.T) {
 		w := h.runLogged("c", nil, nil)
-		w.waitLog(t, 20*time.Second, "stream or buckets not available")
+		w.waitLog(t, 20*time.Second, "cannot provision streams and buckets")
 		if err := w.stop(t); !errors.Is(err, context.Canceled) {
 			t.Fatalf("Run returned %v, want context.Canceled", err)
 		}
@@ -219,7 +220,7 @@ func TestSetupWaitsForBuckets(t *testing.T) {
 
 	h.publish(ev("s", time.Now().Add(-time.Hour), 1))
 	w := h.runLogged("w", nil, nil)
-	w.waitLog(t, 20*time.Second, "stream or buckets not available", natsutil.AggBucket("1min"))
+	w.waitLog(t, 20*time.Second, "cannot provision streams and buckets", natsutil.AggBucket("1min"))
 	if err := h.js.DeleteStream(ctx, "BLOCK_AGG"); err != nil {
 		t.Fatal(err)
 	}
@@ -285,7 +286,7 @@ func TestLostLeaseNotReleased(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, _ := json.Marshal(leaseValue{Owner: "intruder", Epoch: 9, Expires: time.Now().Add(time.Hour)})
+	b, _ := json.Marshal(lease.Value{Owner: "intruder", Epoch: 9, Expires: time.Now().Add(time.Hour)})
 	if _, err := kv.Put(ctx, leaseKey(0), b); err != nil {
 		t.Fatal(err)
 	}
@@ -450,7 +451,7 @@ func TestClosedConnection(t *testing.T) {
 	if err := w.deadLetter(m, 1, errors.New("x")); err == nil {
 		t.Error("dead letter on a closed connection succeeded")
 	}
-	if err := w.writeCheckpoint(ctx, time.Now(), 20, nil); err == nil || isConflict(err) {
+	if err := w.writeCheckpoint(ctx, time.Now(), 20, nil); err == nil || lease.IsConflict(err) {
 		t.Errorf("checkpoint on a closed connection: %v", err)
 	}
 	if _, _, err := w.getCheckpoint(ctx); err == nil {
@@ -546,7 +547,7 @@ func replayHarness(t *testing.T) (*harness, *shared) {
 func TestReplaySwapFromNothing(t *testing.T) {
 	h, sh := replayHarness(t)
 	ctx := testenv.Context(t)
-	b, _ := json.Marshal(leaseValue{Owner: "", Epoch: 3})
+	b, _ := json.Marshal(lease.Value{Owner: "", Epoch: 3})
 	if _, err := sh.coord.Put(ctx, leaseKey(0), b); err != nil {
 		t.Fatal(err)
 	}

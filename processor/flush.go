@@ -12,6 +12,7 @@ import (
 
 	"github.com/stacklens/stacklens/internal/agg"
 	"github.com/stacklens/stacklens/internal/faultpoint"
+	"github.com/stacklens/stacklens/internal/lease"
 )
 
 // checkpointValue is the JSON value of ckpt.<shard>: every event of the
@@ -83,7 +84,7 @@ type pendingWrite struct {
 // was consumed when the flush began.
 func (w *shardWorker) flushLocked() error {
 	now := w.sh.clock.Now()
-	if w.lease != nil && !w.lease.valid(now, w.sh.cfg.Processor.LeaseTTL) {
+	if w.lease != nil && !w.lease.Valid(now, w.sh.cfg.Processor.LeaseTTL/4) {
 		return errLeaseExpired
 	}
 	began := time.Now()
@@ -184,7 +185,7 @@ func (w *shardWorker) waitWrites(writes []pendingWrite) ([]uint64, error) {
 		case ack := <-writes[i].fut.Ok():
 			revs[i] = ack.Sequence
 		case err := <-writes[i].fut.Err():
-			if isConflict(err) {
+			if lease.IsConflict(err) {
 				conflict = true
 			}
 			if firstErr == nil {
@@ -261,7 +262,7 @@ func (w *shardWorker) writeCheckpoint(ctx context.Context, now time.Time, consum
 			w.ckptSeq, w.ckptRev, w.ckptOpen = seq, rev, open
 			return nil
 		}
-		if !isConflict(err) {
+		if !lease.IsConflict(err) {
 			return fmt.Errorf("checkpoint: %w", err)
 		}
 		casConflicts.Inc()

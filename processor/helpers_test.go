@@ -21,6 +21,7 @@ import (
 	"github.com/stacklens/stacklens/internal/config"
 	"github.com/stacklens/stacklens/internal/event"
 	"github.com/stacklens/stacklens/internal/harness/testenv"
+	"github.com/stacklens/stacklens/internal/lease"
 	"github.com/stacklens/stacklens/internal/natsutil"
 	"github.com/stacklens/stacklens/internal/window"
 )
@@ -327,12 +328,12 @@ func (w *worker) stop(t testing.TB) {
 }
 
 // leases returns the owner of every shard lease.
-func (h *harness) leases(ctx context.Context) (map[int]leaseValue, error) {
+func (h *harness) leases(ctx context.Context) (map[int]lease.Value, error) {
 	kv, err := h.js.KeyValue(ctx, natsutil.ProcessorBucket)
 	if err != nil {
 		return nil, err
 	}
-	out := map[int]leaseValue{}
+	out := map[int]lease.Value{}
 	for s := 0; s < h.cfg.NATS.Shards; s++ {
 		e, err := kv.Get(ctx, leaseKey(s))
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
@@ -341,7 +342,7 @@ func (h *harness) leases(ctx context.Context) (map[int]leaseValue, error) {
 		if err != nil {
 			return nil, err
 		}
-		var v leaseValue
+		var v lease.Value
 		if err := jsonUnmarshal(e.Value(), &v); err != nil {
 			return nil, err
 		}

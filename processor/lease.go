@@ -4,14 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"maps"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stacklens/stacklens/internal/lease"
 )
 
 // Keys of the coordination bucket.
@@ -19,33 +19,11 @@ func leaseKey(shard int) string  { return "lease." + strconv.Itoa(shard) }
 func ckptKey(shard int) string   { return "ckpt." + strconv.Itoa(shard) }
 func memberKey(id string) string { return "member." + id }
 
-// leaseValue is the JSON value of lease.<shard>. Owner "" is a released
-// lease. Epoch rises with every change of owner.
-type leaseValue struct {
-	Owner   string    `json:"owner"`
-	Epoch   uint64    `json:"epoch"`
-	Expires time.Time `json:"expires"`
-}
-
 // memberValue is the JSON value of member.<id>, the heartbeat.
 type memberValue struct {
 	ID      string    `json:"id"`
 	Expires time.Time `json:"expires"`
 	Shards  []int     `json:"shards"`
-}
-
-// lease is a shard lease held by this member.
-type lease struct {
-	shard   int
-	epoch   uint64
-	rev     uint64       // KV revision of our last write of the lease
-	expires atomic.Int64 // Unix nanoseconds, by our clock
-}
-
-// valid reports whether the lease is still ours by the clock, with a margin
-// so that a flush started now ends before anyone else may take over.
-func (l *lease) valid(now time.Time, ttl time.Duration) bool {
-	return now.UnixNano() < l.expires.Load()-int64(ttl/4)
 }
 
 // membership is one member: heartbeat, lease renewal, rebalancing, and the
@@ -57,7 +35,7 @@ type membership struct {
 	shards   int
 
 	mu      sync.Mutex
-	held    map[int]*lease
+	held    map[int]*lease.Lease
 	workers map[int]*shardWorker
 	wg      sync.WaitGroup
 }
@@ -65,7 +43,7 @@ type membership struct {
 func newMembership(sh *shared, interval time.Duration) *membership {
 	return &membership{
 		sh: sh, interval: interval, ttl: sh.cfg.Processor.LeaseTTL, shards: sh.cfg.NATS.Shards,
-		held: map[int]*lease{}, workers: map[int]*shardWorker{},
+		held: map[int]*lease.Lease{}, workers: map[int]*shardWorker{},
 	}
 }
 
@@ -100,7 +78,7 @@ func (m *membership) tick(ctx context.Context) {
 	m.renew(octx, now)
 	members, err := m.aliveMembers(octx, now)
 	if err != nil {
-		m.sh.log.Warn("processor: cannot list members", "err", err)
+		m.sh.log.Warn("cannot list members", "err", err)
 		return
 	}
 	target := (m.shards + members - 1) / members
@@ -147,7 +125,7 @@ func (m *membership) heldShards() []int {
 func (m *membership) heartbeat(ctx context.Context, now time.Time) {
 	b, _ := json.Marshal(memberValue{ID: m.sh.id, Expires: now.Add(m.ttl), Shards: m.heldShards()})
 	if _, err := m.sh.coord.Put(ctx, memberKey(m.sh.id), b); err != nil {
-		m.sh.log.Warn("processor: heartbeat failed", "err", err)
+		m.sh.log.Warn("heartbeat failed", "err", err)
 	}
 }
 
@@ -156,25 +134,19 @@ func (m *membership) heartbeat(ctx context.Context, now time.Time) {
 // without flushing.
 func (m *membership) renew(ctx context.Context, now time.Time) {
 	m.mu.Lock()
-	leases := make([]*lease, 0, len(m.held))
-	for _, l := range m.held {
-		leases = append(leases, l)
-	}
+	leases := maps.Clone(m.held)
 	m.mu.Unlock()
-	for _, l := range leases {
-		b, _ := json.Marshal(leaseValue{Owner: m.sh.id, Epoch: l.epoch, Expires: now.Add(m.ttl)})
-		rev, err := m.sh.coord.Update(ctx, leaseKey(l.shard), b, l.rev)
+	for shard, l := range leases {
+		err := l.Renew(ctx, now)
 		if err == nil {
-			l.rev = rev
-			l.expires.Store(now.Add(m.ttl).UnixNano())
 			continue
 		}
-		if isConflict(err) {
-			m.sh.log.Warn("processor: lease lost; dropping the shard's state", "shard", l.shard, "epoch", l.epoch)
-			m.drop(l.shard)
+		if errors.Is(err, lease.ErrLost) {
+			m.sh.log.Warn("lease lost; dropping the shard's state", "shard", shard, "epoch", l.Epoch())
+			m.drop(shard)
 			continue
 		}
-		m.sh.log.Warn("processor: lease renewal failed", "shard", l.shard, "err", err)
+		m.sh.log.Warn("lease renewal failed", "shard", shard, "err", err)
 	}
 }
 
@@ -255,12 +227,11 @@ func (m *membership) release(ctx context.Context, shard int) {
 	if w != nil {
 		w.stop(ctx)
 	}
-	b, _ := json.Marshal(leaseValue{Owner: "", Epoch: l.epoch})
-	if _, err := m.sh.coord.Update(ctx, leaseKey(shard), b, l.rev); err != nil {
-		m.sh.log.Warn("processor: lease release failed (it will expire)", "shard", shard, "err", err)
+	if err := l.Release(ctx); err != nil {
+		m.sh.log.Warn("lease release failed (it will expire)", "shard", shard, "err", err)
 		return
 	}
-	m.sh.log.Info("processor: shard released", "shard", shard, "epoch", l.epoch)
+	m.sh.log.Info("shard released", "shard", shard, "epoch", l.Epoch())
 }
 
 // acquire takes up to n free or expired shard leases, best-scored first.
@@ -287,9 +258,9 @@ func (m *membership) acquire(ctx, octx context.Context, now time.Time, n int) {
 		if n == 0 || octx.Err() != nil {
 			return
 		}
-		l, err := m.tryAcquire(octx, s, now)
+		l, err := lease.TryAcquire(octx, m.sh.coord, leaseKey(s), m.sh.id, m.ttl, now)
 		if err != nil {
-			m.sh.log.Warn("processor: lease acquisition failed", "shard", s, "err", err)
+			m.sh.log.Warn("lease acquisition failed", "shard", s, "err", err)
 			continue
 		}
 		if l == nil {
@@ -301,46 +272,9 @@ func (m *membership) acquire(ctx, octx context.Context, now time.Time, n int) {
 		m.held[s] = l
 		m.workers[s] = w
 		m.mu.Unlock()
-		m.sh.log.Info("processor: shard acquired", "shard", s, "epoch", l.epoch)
+		m.sh.log.Info("shard acquired", "shard", s, "epoch", l.Epoch())
 		safeGo(&m.wg, func() { w.run(ctx) })
 	}
-}
-
-// tryAcquire takes lease s if it is absent, released or expired; nil if
-// someone holds it.
-func (m *membership) tryAcquire(ctx context.Context, s int, now time.Time) (*lease, error) {
-	var cur leaseValue
-	var rev uint64
-	e, err := m.sh.coord.Get(ctx, leaseKey(s))
-	switch {
-	case errors.Is(err, jetstream.ErrKeyNotFound):
-	case err != nil:
-		return nil, err
-	default:
-		rev = e.Revision()
-		if json.Unmarshal(e.Value(), &cur) != nil {
-			cur = leaseValue{}
-		}
-		if cur.Owner != "" && cur.Expires.After(now) {
-			return nil, nil
-		}
-	}
-	l := &lease{shard: s, epoch: cur.Epoch + 1}
-	b, _ := json.Marshal(leaseValue{Owner: m.sh.id, Epoch: l.epoch, Expires: now.Add(m.ttl)})
-	if rev == 0 {
-		rev, err = m.sh.coord.Create(ctx, leaseKey(s), b)
-	} else {
-		rev, err = m.sh.coord.Update(ctx, leaseKey(s), b, rev)
-	}
-	if isConflict(err) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	l.rev = rev
-	l.expires.Store(now.Add(m.ttl).UnixNano())
-	return l, nil
 }
 
 // shutdown hands every shard over and removes the heartbeat.
@@ -358,20 +292,4 @@ func (m *membership) shutdown() {
 	ownedMu.Lock()
 	delete(ownedByMember, m)
 	ownedMu.Unlock()
-}
-
-// isConflict reports a compare-and-set failure (wrong last sequence, key
-// exists).
-func isConflict(err error) bool {
-	if err == nil {
-		return false
-	}
-	if errors.Is(err, jetstream.ErrKeyExists) {
-		return true
-	}
-	var apiErr *jetstream.APIError
-	if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
-		return true
-	}
-	return strings.Contains(err.Error(), "wrong last sequence")
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/stacklens/stacklens/internal/agg"
 	"github.com/stacklens/stacklens/internal/harness/testenv"
+	"github.com/stacklens/stacklens/internal/lease"
 	"github.com/stacklens/stacklens/internal/natsutil"
 )
 
@@ -130,11 +131,11 @@ func TestLeaseStolen(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var v leaseValue
+		var v lease.Value
 		if err := json.Unmarshal(e.Value(), &v); err != nil {
 			t.Fatal(err)
 		}
-		b, _ := json.Marshal(leaseValue{Owner: owner, Epoch: v.Epoch + 1, Expires: expires})
+		b, _ := json.Marshal(lease.Value{Owner: owner, Epoch: v.Epoch + 1, Expires: expires})
 		if _, err := kv.Put(ctx, leaseKey(0), b); err != nil {
 			t.Fatal(err)
 		}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/stacklens/stacklens/internal/agg"
 	"github.com/stacklens/stacklens/internal/config"
+	"github.com/stacklens/stacklens/internal/lease"
 	"github.com/stacklens/stacklens/internal/natsutil"
 	"github.com/stacklens/stacklens/internal/window"
 )
@@ -307,7 +308,7 @@ func checkStopped(ctx context.Context, coord jetstream.KeyValue, shards int, now
 		if err != nil {
 			return err
 		}
-		var v leaseValue
+		var v lease.Value
 		if json.Unmarshal(e.Value(), &v) == nil && v.Owner != "" && v.Expires.After(now) {
 			return fmt.Errorf("shard %d is held by %s: %w", s, v.Owner, ErrProcessorsRunning)
 		}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/stacklens/stacklens/internal/agg"
 	"github.com/stacklens/stacklens/internal/event"
+	"github.com/stacklens/stacklens/internal/lease"
 	"github.com/stacklens/stacklens/internal/natsutil"
 )
 
@@ -74,7 +75,7 @@ type watermark struct {
 type shardWorker struct {
 	sh    *shared
 	shard int
-	lease *lease // nil in replay
+	lease *lease.Lease // nil in replay
 	ctx   context.Context
 	stopF context.CancelFunc
 	quit  chan struct{}
@@ -114,7 +115,7 @@ type shardWorker struct {
 	metrics         *shardMetricSet
 }
 
-func newShardWorker(sh *shared, shard int, l *lease) *shardWorker {
+func newShardWorker(sh *shared, shard int, l *lease.Lease) *shardWorker {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &shardWorker{
 		sh: sh, shard: shard, lease: l, ctx: ctx, stopF: cancel,

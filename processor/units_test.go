@@ -18,23 +18,6 @@ import (
 	"github.com/stacklens/stacklens/internal/telemetry"
 )
 
-func TestIsConflict(t *testing.T) {
-	for _, c := range []struct {
-		err  error
-		want bool
-	}{
-		{nil, false},
-		{errors.New("boom"), false},
-		{jetstream.ErrKeyExists, true},
-		{fmt.Errorf("wrapped: %w", &jetstream.APIError{ErrorCode: jetstream.JSErrCodeStreamWrongLastSequence}), true},
-		{errors.New("nats: wrong last sequence: 5"), true},
-	} {
-		if got := isConflict(c.err); got != c.want {
-			t.Errorf("isConflict(%v) = %v", c.err, got)
-		}
-	}
-}
-
 func TestMemberIDAndScore(t *testing.T) {
 	cfg := testenv.Config(t, map[string]string{"PROCESSOR_ID": "host.a/1 x"})
 	if id := memberID(cfg); id != "host-a-1-x" {
