@@ -19,6 +19,10 @@ func leaseKey(shard int) string  { return "lease." + strconv.Itoa(shard) }
 func ckptKey(shard int) string   { return "ckpt." + strconv.Itoa(shard) }
 func memberKey(id string) string { return "member." + id }
 
+// errLeaseExpired stops a flush that could not end before the shard's
+// lease may pass to another member.
+var errLeaseExpired = errors.New("lease expired")
+
 // memberValue is the JSON value of member.<id>, the heartbeat.
 type memberValue struct {
 	ID      string    `json:"id"`

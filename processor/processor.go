@@ -9,7 +9,7 @@
 // every member targets ceil(shards/members) shards and hands excess shards
 // over after a final flush.
 //
-// Folding (shard_worker.go, flush.go): an owned shard is read in stream
+// Folding (shard_worker.go, flush.go, checkpoint.go): an owned shard is read in stream
 // order by an ordered consumer from its checkpoint+1. Events are folded in
 // memory into per-key deltas; every FLUSH_INTERVAL each dirty key is merged
 // into its cached stored aggregate and written with compare-and-set on the

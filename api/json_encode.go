@@ -3,13 +3,11 @@ package api
 import (
 	"bytes"
 	"encoding/json"
-	"github.com/stacklens/stacklens/internal/jsonenc"
 	"math"
 	"strconv"
-	"sync"
 	"time"
 
-	"github.com/gofiber/fiber/v2"
+	"github.com/stacklens/stacklens/internal/jsonenc"
 )
 
 // Responses are JSON without HTML escaping ("operator": ">" rather than
@@ -118,106 +116,4 @@ func appendMetricsResponse(b []byte, r *MetricsResponse) []byte {
 		b = appendMetricRow(b, &r.Metrics[i])
 	}
 	return append(b, "]}"...)
-}
-
-// flight is one in-progress (or, with a TTL, recently finished) read whose
-// encoded response identical concurrent requests share.
-type flight struct {
-	done    chan struct{}
-	body    []byte
-	err     error
-	expires time.Time
-}
-
-// coalescer shares the encoded response of identical concurrent GET
-// requests (same route and query string): the first runs the query, the
-// others wait for it. With ttl > 0 results are also reused for ttl after
-// they were produced. Errors are never reused after their flight ends.
-// A waiter's response can therefore be older than its request by at most
-// one query's duration (plus ttl).
-type coalescer struct {
-	mu  sync.Mutex
-	m   map[string]*flight
-	ttl time.Duration
-	now func() time.Time
-}
-
-func newCoalescer(ttl time.Duration, now func() time.Time) *coalescer {
-	return &coalescer{m: map[string]*flight{}, ttl: ttl, now: now}
-}
-
-func (co *coalescer) do(key string, fn func() ([]byte, error)) ([]byte, error) {
-	co.mu.Lock()
-	if f, ok := co.m[key]; ok {
-		select {
-		case <-f.done:
-			if co.ttl > 0 && f.err == nil && co.now().Before(f.expires) {
-				co.mu.Unlock()
-				return f.body, nil
-			}
-		default:
-			co.mu.Unlock()
-			<-f.done
-			return f.body, f.err
-		}
-	}
-	if co.ttl > 0 && len(co.m) > 1024 {
-		now := co.now()
-		for k, f := range co.m {
-			select {
-			case <-f.done:
-				if !now.Before(f.expires) {
-					delete(co.m, k)
-				}
-			default:
-			}
-		}
-	}
-	f := &flight{done: make(chan struct{})}
-	co.m[key] = f
-	co.mu.Unlock()
-
-	func() {
-		defer func() {
-			if r := recover(); r != nil {
-				f.err = &apiError{Status: fiber.StatusInternalServerError, Msg: "internal error"}
-				close(f.done)
-				co.forget(key, f)
-				panic(r)
-			}
-		}()
-		f.body, f.err = fn()
-	}()
-	f.expires = co.now().Add(co.ttl)
-	close(f.done)
-	if co.ttl <= 0 || f.err != nil {
-		co.forget(key, f)
-	}
-	return f.body, f.err
-}
-
-func (co *coalescer) forget(key string, f *flight) {
-	co.mu.Lock()
-	if co.m[key] == f {
-		delete(co.m, key)
-	}
-	co.mu.Unlock()
-}
-
-// sendShared answers a validated GET with the coalesced encoding of fn's
-// result (or fn's error).
-func (s *Server) sendShared(c *fiber.Ctx, fn func() ([]byte, error)) error {
-	var body []byte
-	var err error
-	if s.coalesce == nil {
-		body, err = fn()
-	} else {
-		key := c.Route().Path + "?" + string(c.Context().QueryArgs().QueryString())
-		body, err = s.coalesce.do(key, fn)
-	}
-	if err != nil {
-		return err
-	}
-	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
-	return c.Send(body)
 }
