@@ -134,6 +134,7 @@ func newBridge(d Deps) (*bridge, error) {
 	if log == nil {
 		log = slog.Default()
 	}
+	log = log.With("component", "bridge")
 	b := &bridge{
 		cfg:    d.Config,
 		opts:   d.Options.withDefaults(d.Config.Kafka, d.Config.NATS.EventsMaxAge),

@@ -31,7 +31,7 @@ func (w *shardWorker) flush() {
 		if errors.Is(err, errLeaseExpired) {
 			return // the lease loop renews it or drops the shard
 		}
-		w.sh.log.Warn("processor: flush failed; re-consuming the shard from its checkpoint", "shard", w.shard, "err", err)
+		w.log.Warn("flush failed; re-consuming the shard from its checkpoint", "err", err)
 		if w.stopping {
 			w.clearLocked()
 			return
@@ -46,13 +46,13 @@ func (w *shardWorker) restartOrLog() {
 	err := w.restartLocked()
 	if err == nil {
 		if w.restartFailures > 0 {
-			w.sh.log.Info("processor: shard consumer restarted", "shard", w.shard, "after_failures", w.restartFailures)
+			w.log.Info("shard consumer restarted", "after_failures", w.restartFailures)
 		}
 		w.restartFailures = 0
 		return
 	}
 	if w.restartFailures%40 == 0 {
-		w.sh.log.Warn("processor: cannot (re)start the shard consumer; retrying", "shard", w.shard, "err", err, "failures", w.restartFailures+1)
+		w.log.Warn("cannot (re)start the shard consumer; retrying", "err", err, "failures", w.restartFailures+1)
 	}
 	w.restartFailures++
 }

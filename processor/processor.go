@@ -129,6 +129,7 @@ func Run(ctx context.Context, d Deps) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	log = log.With("component", "processor")
 	opts := d.Options.withDefaults(d.Config)
 	nc := opts.Conn
 	if nc == nil {

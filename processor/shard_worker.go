@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 	"sync"
@@ -75,6 +76,7 @@ type watermark struct {
 type shardWorker struct {
 	sh    *shared
 	shard int
+	log   *slog.Logger // the processor's, with the shard
 	lease *lease.Lease // nil in replay
 	ctx   context.Context
 	stopF context.CancelFunc
@@ -118,7 +120,7 @@ type shardWorker struct {
 func newShardWorker(sh *shared, shard int, l *lease.Lease) *shardWorker {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &shardWorker{
-		sh: sh, shard: shard, lease: l, ctx: ctx, stopF: cancel,
+		sh: sh, shard: shard, log: sh.log.With("shard", shard), lease: l, ctx: ctx, stopF: cancel,
 		quit: make(chan struct{}), done: make(chan struct{}),
 		entries:   map[agg.Key]*entry{},
 		buckets:   map[bucketKey]*bucketState{},
@@ -250,7 +252,7 @@ func (w *shardWorker) restartLocked() error {
 	cc, err := cons.Consume(func(m jetstream.Msg) { w.handle(gen, m) },
 		jetstream.PullMaxMessages(2000),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-			w.sh.log.Debug("processor: consumer", "shard", w.shard, "err", err)
+			w.log.Debug("consumer", "err", err)
 		}))
 	if err != nil {
 		return err
@@ -289,12 +291,12 @@ func (w *shardWorker) handle(gen uint64, m jetstream.Msg) {
 	ev, err := event.Decode(m.Data(), time.Unix(0, ts), w.sh.limits)
 	if err != nil {
 		if err := w.deadLetter(m, seq, err); err != nil {
-			w.sh.log.Warn("processor: dead-letter failed; re-consuming from the checkpoint", "shard", w.shard, "err", err)
+			w.log.Warn("dead-letter failed; re-consuming from the checkpoint", "err", err)
 			w.needReset = true
 			return
 		}
 	} else if err := w.fold(ev, seq); err != nil {
-		w.sh.log.Warn("processor: cannot load an aggregate; re-consuming from the checkpoint", "shard", w.shard, "err", err)
+		w.log.Warn("cannot load an aggregate; re-consuming from the checkpoint", "err", err)
 		w.needReset = true
 		return
 	}

@@ -119,6 +119,7 @@ func Run(ctx context.Context, d Deps) error {
 	if log == nil {
 		log = slog.Default()
 	}
+	log = log.With("component", "projections")
 	now := d.Now
 	if now == nil {
 		now = time.Now

@@ -16,10 +16,6 @@ import (
 	"github.com/stacklens/stacklens/internal/telemetry"
 )
 
-func init() {
-	extraCommands = append(extraCommands, command{"bench", "benchmark: ceilings, maximum sustainable rate, freshness, API latency, cost per role (docs/PERFORMANCE.md)", cmdBench})
-}
-
 const benchSummary = "measure the pipeline on embedded infrastructure against ceilings measured in the same run"
 
 func cmdBench(ctx context.Context, c *cli) int {

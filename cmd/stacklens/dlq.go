@@ -18,10 +18,6 @@ import (
 	"github.com/stacklens/stacklens/internal/natsutil"
 )
 
-func init() {
-	extraCommands = append(extraCommands, command{"dlq", "list: show dead letters (--reason, --stage, --since, --limit); replay: re-inject a fixed one once (--seq, --file)", cmdDLQ})
-}
-
 func cmdDLQ(ctx context.Context, c *cli) int {
 	if len(c.args) == 0 || (c.args[0] != "list" && c.args[0] != "replay") {
 		fmt.Fprintln(c.stderr, "usage: stacklens dlq list [--reason R] [--stage S] [--since 1h] [--limit N] | stacklens dlq replay --seq N [--file fixed.json]")

@@ -10,10 +10,6 @@ import (
 	"github.com/stacklens/stacklens/internal/kafkautil"
 )
 
-func init() {
-	extraCommands = append(extraCommands, command{"loadgen", "produce realistic events to Kafka at a fixed rate (open loop), with optional error bursts", cmdLoadgen})
-}
-
 type loadgenFlags struct {
 	rate              float64
 	duration          time.Duration

@@ -9,7 +9,6 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"sort"
 	"strings"
 	"syscall"
 )
@@ -30,9 +29,6 @@ type command struct {
 	run     func(ctx context.Context, c *cli) int
 }
 
-// extraCommands are registered from init by the files that implement them.
-var extraCommands []command
-
 // cli carries what a subcommand needs from the process.
 type cli struct {
 	args   []string
@@ -41,16 +37,26 @@ type cli struct {
 	env    func(string) (string, bool)
 }
 
+// commands is every subcommand, in the order --help lists them: a closed
+// list, so what the binary can do is read here and nowhere else.
 func commands() []command {
-	cmds := []command{
-		{"version", "print version and commit", cmdVersion},
+	return []command{
+		roleCommand(apiRole),
+		{"backup", "write a compressed pg_dump of the database (--file, default backups/stacklens_<time>.dump)", cmdBackup},
+		{"bench", "benchmark: ceilings, maximum sustainable rate, freshness, API latency, cost per role (docs/PERFORMANCE.md)", cmdBench},
+		roleCommand(bridgeRole),
 		{"config", "check: validate the configuration and print it (secrets masked); vars: list every variable", cmdConfig},
 		{"dev", "run the whole product in one process on embedded NATS, Kafka and PostgreSQL", cmdDev},
+		{"dlq", "list: show dead letters (--reason, --stage, --since, --limit); replay: re-inject a fixed one once (--seq, --file)", cmdDLQ},
+		{"healthcheck", "exit 0 when this host's role answers ready on METRICS_PORT (container HEALTHCHECK)", cmdHealthcheck},
+		{"loadgen", "produce realistic events to Kafka at a fixed rate (open loop), with optional error bursts", cmdLoadgen},
+		{"migrate", "up: apply the SQL migrations (idempotent, safe concurrently); status: list them", cmdMigrate},
+		roleCommand(processorRole),
+		roleCommand(projectionsRole),
+		{"replay", replaySummary, cmdReplay},
+		{"restore", "restore a backup written by `stacklens backup` (--file)", cmdRestore},
+		{"version", "print version and commit", cmdVersion},
 	}
-	cmds = append(cmds, extraCommands...)
-	cmds = append(cmds, roleCommands()...)
-	sort.SliceStable(cmds, func(i, j int) bool { return cmds[i].name < cmds[j].name })
-	return cmds
 }
 
 func run() int {

@@ -13,10 +13,6 @@ import (
 	"github.com/stacklens/stacklens/schema"
 )
 
-func init() {
-	extraCommands = append(extraCommands, command{"migrate", "up: apply the SQL migrations (idempotent, safe concurrently); status: list them", cmdMigrate})
-}
-
 func cmdMigrate(ctx context.Context, c *cli) int {
 	if len(c.args) == 0 || (c.args[0] != "up" && c.args[0] != "status") {
 		fmt.Fprintln(c.stderr, "usage: stacklens migrate up|status [flags]")

@@ -14,14 +14,6 @@ import (
 	"github.com/stacklens/stacklens/internal/backup"
 )
 
-func init() {
-	extraCommands = append(extraCommands,
-		command{"backup", "write a compressed pg_dump of the database (--file, default backups/stacklens_<time>.dump)", cmdBackup},
-		command{"restore", "restore a backup written by `stacklens backup` (--file)", cmdRestore},
-		command{"healthcheck", "exit 0 when this host's role answers ready on METRICS_PORT (container HEALTHCHECK)", cmdHealthcheck},
-	)
-}
-
 func cmdBackup(ctx context.Context, c *cli) int {
 	var file string
 	cfg, code := loadConfig(c, "backup", "write a compressed pg_dump of the database", func(fs *flag.FlagSet) {

@@ -13,10 +13,6 @@ import (
 
 const replaySummary = "rebuild the aggregates from the event stream into fresh KV buckets, then swap them in (processors stopped)"
 
-func init() {
-	extraCommands = append(extraCommands, command{"replay", replaySummary, cmdReplay})
-}
-
 func cmdReplay(ctx context.Context, c *cli) int {
 	var (
 		fromSeq           uint64

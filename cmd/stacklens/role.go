@@ -8,9 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"runtime"
-	"sort"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/stacklens/stacklens/internal/config"
@@ -64,9 +62,9 @@ func newEnv(c *cli, cfg *config.Loaded, role string) *env {
 }
 
 // runComponents runs the metrics server and the components until ctx is
-// cancelled or one fails, then stops them in reverse order of the list
-// (the first component — usually the intake — stops first), logging each
-// step.
+// cancelled or one fails, then stops them one by one in list order — the
+// intake first, so nothing new arrives while the later ones drain — and
+// the metrics server last, logging each step.
 func runComponents(ctx context.Context, e *env, comps ...component) int {
 	var ms *telemetry.Server
 	if e.cfg.Telemetry.EnableMetrics {
@@ -130,46 +128,28 @@ func runComponents(ctx context.Context, e *env, comps ...component) int {
 	return code
 }
 
-// roleCommands are the component roles; each runs one component.
-func roleCommands() []command {
-	var out []command
-	for _, r := range roles() {
-		out = append(out, command{name: r.name, summary: r.summary, run: func(ctx context.Context, c *cli) int {
-			cfg, code := loadConfig(c, r.name, r.summary, nil)
-			if cfg == nil {
-				return code
-			}
-			e := newEnv(c, cfg, r.name)
-			e.log.Info("starting", "version", version, "commit", commit())
-			return runComponents(ctx, e, r.component)
-		}})
-	}
-	return out
-}
-
 // role is a component runnable as its own process.
 type role struct {
 	name, summary string
-	order         int // position in the dev process: intake first
 	component     component
 }
 
-var (
-	rolesMu sync.Mutex
-	roleReg []role
-)
-
-// registerRole adds a role; component files call it from init.
-func registerRole(r role) {
-	rolesMu.Lock()
-	defer rolesMu.Unlock()
-	roleReg = append(roleReg, r)
+// roles are the pipeline's roles in the order `stacklens dev` runs and
+// stops them: intake first, so that nothing new arrives while the later
+// ones drain.
+func roles() []role {
+	return []role{bridgeRole, processorRole, projectionsRole, apiRole}
 }
 
-func roles() []role {
-	rolesMu.Lock()
-	defer rolesMu.Unlock()
-	out := append([]role(nil), roleReg...)
-	sort.SliceStable(out, func(i, j int) bool { return out[i].order < out[j].order })
-	return out
+// roleCommand is the subcommand that runs r as its own process.
+func roleCommand(r role) command {
+	return command{name: r.name, summary: r.summary, run: func(ctx context.Context, c *cli) int {
+		cfg, code := loadConfig(c, r.name, r.summary, nil)
+		if cfg == nil {
+			return code
+		}
+		e := newEnv(c, cfg, r.name)
+		e.log.Info("starting", "version", version, "commit", commit())
+		return runComponents(ctx, e, r.component)
+	}}
 }

@@ -3,11 +3,10 @@ package main
 import (
 	"context"
 	"errors"
-	"strings"
+	"fmt"
 	"sync"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/nats-io/nats.go"
 
 	"github.com/stacklens/stacklens/alerting"
 	"github.com/stacklens/stacklens/api"
@@ -15,13 +14,14 @@ import (
 	"github.com/stacklens/stacklens/internal/natsutil"
 )
 
-func init() {
-	registerRole(role{
-		name:      "api",
-		summary:   "dashboard HTTP API (Fiber), web dashboard and alert engine",
-		order:     40,
-		component: component{name: "api", run: runAPI},
-	})
+// apiRole serves the API and the dashboard and runs the alert engine in the
+// same process: the engine needs no port of its own, and every API replica
+// takes part in the evaluator lease, so scaling the API scales the
+// engine's standbys with it (docs/alerting.md).
+var apiRole = role{
+	name:      "api",
+	summary:   "dashboard HTTP API (Fiber), web dashboard and alert engine",
+	component: component{name: "api", run: runAPI},
 }
 
 // runAPI serves the API and runs the alert engine next to it; the engine
@@ -29,19 +29,13 @@ func init() {
 func runAPI(ctx context.Context, e *env) error {
 	windows, err := e.cfg.Pipeline.ParsedWindows()
 	if err != nil {
-		return err
+		return fmt.Errorf("aggregation windows: %w", err)
 	}
-	// The api and alerting packages add their own component attribute.
-	// Connects in the background and reconnects forever (natsutil.Options
-	// retries a failed first connect): the API serves queries while NATS is
-	// down, /health reports it, and the engine waits for its lease.
-	opts, err := natsutil.Options(e.cfg.NATS, natsutil.DefaultName("api"), e.log)
+	// The API serves queries while NATS is down, /health reports it, and
+	// the engine waits for its lease.
+	nc, err := natsutil.Dial(e.cfg.NATS, natsutil.DefaultName("api"), e.log)
 	if err != nil {
-		return err
-	}
-	nc, err := nats.Connect(strings.ReplaceAll(e.cfg.NATS.URL, " ", ""), opts...)
-	if err != nil {
-		return err
+		return fmt.Errorf("nats: %w", err)
 	}
 	defer nc.Close()
 
@@ -49,7 +43,7 @@ func runAPI(ctx context.Context, e *env) error {
 		Alerting: e.cfg.Alerting, Kafka: e.cfg.Kafka, DB: e.cfg.DB, NATS: e.cfg.NATS, Windows: windows,
 	}, alerting.Deps{Log: e.log, NATS: nc, Health: e.health})
 	if err != nil {
-		return err
+		return fmt.Errorf("alert engine: %w", err)
 	}
 	srv, err := api.New(api.Config{
 		API: e.cfg.API, DB: e.cfg.DB, Windows: windows, Version: version, Environment: e.cfg.Runtime.DeployEnv,
@@ -64,7 +58,7 @@ func runAPI(ctx context.Context, e *env) error {
 		},
 	})
 	if err != nil {
-		return err
+		return fmt.Errorf("api server: %w", err)
 	}
 
 	// The HTTP server stops first (no new acknowledgements), then the engine
@@ -80,7 +74,12 @@ func runAPI(ctx context.Context, e *env) error {
 	srvErr := srv.Run(ctx)
 	stopEngine()
 	wg.Wait()
-	if errors.Is(engErr, context.Canceled) {
+	if srvErr != nil {
+		srvErr = fmt.Errorf("api server: %w", srvErr)
+	}
+	if engErr != nil && !errors.Is(engErr, context.Canceled) {
+		engErr = fmt.Errorf("alert engine: %w", engErr)
+	} else {
 		engErr = nil
 	}
 	return errors.Join(srvErr, engErr)

@@ -61,16 +61,28 @@ func Options(c config.NATS, name string, log *slog.Logger) ([]nats.Option, error
 	return opts, nil
 }
 
-// Connect connects to the configured servers and waits up to the context's
-// deadline for the first connection (reconnects continue afterwards).
-func Connect(ctx context.Context, c config.NATS, name string, log *slog.Logger) (*nats.Conn, error) {
+// Dial returns a connection to the configured servers at once: the first
+// connect, like every reconnect, goes on in the background (Options
+// retries a failed first connect), so a role can serve while NATS is down.
+func Dial(c config.NATS, name string, log *slog.Logger) (*nats.Conn, error) {
 	opts, err := Options(c, name, log)
 	if err != nil {
 		return nil, err
 	}
+	// NATS_URL is a comma-separated list; spaces after commas are allowed.
 	nc, err := nats.Connect(strings.ReplaceAll(c.URL, " ", ""), opts...)
 	if err != nil {
 		return nil, fmt.Errorf("nats: connect %s: %w", c.URL, err)
+	}
+	return nc, nil
+}
+
+// Connect is Dial, then waits up to the context's deadline for the first
+// connection (reconnects continue afterwards).
+func Connect(ctx context.Context, c config.NATS, name string, log *slog.Logger) (*nats.Conn, error) {
+	nc, err := Dial(c, name, log)
+	if err != nil {
+		return nil, err
 	}
 	for !nc.IsConnected() {
 		select {
