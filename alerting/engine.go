@@ -1,4 +1,4 @@
-// Package alerting is StackLens' alert engine (DESIGN §3.3, §5): it
+// Package alerting is StackLens' alert engine (docs/ARCHITECTURE.md §2.4, §6): it
 // evaluates the rules of analytics_alert_rules against metric windows as
 // they become final, keeps one alert per fingerprint (rule + service) with
 // `for` windows and hysteresis, records every state change together with

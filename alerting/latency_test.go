@@ -17,7 +17,7 @@ import (
 )
 
 // TestAlertLatency measures the time from a window becoming final (its
-// final row committed) to the alert message on Kafka (DESIGN §8: ≤ 1 s).
+// final row committed) to the alert message on Kafka (docs/ARCHITECTURE.md §10: ≤ 1 s).
 // By default a short run (20 windows, 100 ms interval); the full
 // measurement runs with
 //

@@ -128,7 +128,7 @@ func TestGoldenShapes(t *testing.T) {
 	}
 	golden(t, "error", e)
 
-	// The metric row has exactly the DESIGN §3.5 fields.
+	// The metric row has exactly the docs/ARCHITECTURE.md §2.5 fields.
 	m := f.getJSON("/metrics?limit=1", admin, 200)
 	row := m["metrics"].([]any)[0].(map[string]any)
 	var keys []string

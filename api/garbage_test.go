@@ -40,7 +40,7 @@ var garbageByParam = map[string][]string{
 // TestGarbageCorpus sends injection strings and garbage to every query
 // parameter of every route, repeated and unknown parameters, and bad path
 // ids. Everything but valid-but-odd service names is a 400 naming the
-// parameter; service names are data (any UTF-8 name is legal, DESIGN §3.1)
+// parameter; service names are data (any UTF-8 name is legal, docs/ARCHITECTURE.md §2.1)
 // and only ever bound, so they return 200 with no rows. Afterwards every
 // table has the same row count and the schema the same relations.
 func TestGarbageCorpus(t *testing.T) {

@@ -6,7 +6,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 )
 
-// MetricRow is one window aggregate of one service (DESIGN §3.5).
+// MetricRow is one window aggregate of one service (docs/ARCHITECTURE.md §2.5).
 type MetricRow struct {
 	Service          string    `json:"service"`
 	Window           string    `json:"window"`

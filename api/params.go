@@ -18,7 +18,7 @@ import (
 )
 
 const (
-	maxServiceBytes = 128 // as the event contract (DESIGN §3.1)
+	maxServiceBytes = 128 // as the event contract (docs/ARCHITECTURE.md §2.1)
 	maxParamBytes   = 256
 	defaultLimit    = 100
 	maxLimit        = 1000

@@ -1,4 +1,4 @@
-// Package api is StackLens' dashboard HTTP API (DESIGN §3.5, §6): a Fiber
+// Package api is StackLens' dashboard HTTP API (docs/ARCHITECTURE.md §2.5, §9): a Fiber
 // app serving metrics, service health, alerts, SLA reports, alert rules and
 // silences from PostgreSQL, plus /health, /ready, /stats and /openapi.json.
 //
@@ -56,7 +56,7 @@ type Config struct {
 	DisableCoalescing bool
 	// CacheTTL additionally reuses a read's response for this long after
 	// it was produced (0: only concurrent requests share). Keep it well
-	// below the freshness target (DESIGN §8: produced → visible ≤ 1 s).
+	// below the freshness target (docs/ARCHITECTURE.md §10: produced → visible ≤ 1 s).
 	CacheTTL time.Duration
 	// AllowAnonymous lets requests without credentials act as readers even
 	// on a non-loopback address when no credentials are configured. Off by

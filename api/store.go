@@ -154,7 +154,7 @@ func metricsSQL(table string) [8]string {
 	return out
 }
 
-// metricTables maps window names to their tables (DESIGN §3.4); a
+// metricTables maps window names to their tables (docs/ARCHITECTURE.md §2.3); a
 // configured window outside this map has no table and is refused.
 var metricTables = map[string]string{
 	"1min":  "analytics_metrics_1min",

@@ -10,7 +10,7 @@ import (
 	"github.com/stacklens/stacklens/internal/event"
 )
 
-// Finality (DESIGN §4.2): a bucket is final once the clock is past its end
+// Finality (docs/ARCHITECTURE.md §4): a bucket is final once the clock is past its end
 // plus ALLOWED_LATENESS and the shard has caught up to that moment. "Caught
 // up to t" is tracked with watermarks: the stream head (consumed + pending,
 // as reported with each delivered message) is sampled at each flush; once

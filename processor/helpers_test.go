@@ -245,7 +245,7 @@ func readBuckets(ctx context.Context, js jetstream.JetStream, windows []window.W
 	return out, nil
 }
 
-// diff compares the stored aggregates with the expected ones (DESIGN §9
+// diff compares the stored aggregates with the expected ones (docs/ARCHITECTURE.md §8
 // I1 and I3): count, Σlatency, Σlatency², errors, risk, min/max, exactly.
 func (h *harness) diff(ctx context.Context) error {
 	got, err := h.readAll(ctx)

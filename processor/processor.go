@@ -1,4 +1,4 @@
-// Package processor is the StackLens processor (DESIGN §3.2, §4.1, §4.2):
+// Package processor is the StackLens processor (docs/ARCHITECTURE.md §2.2, §3, §4):
 // horizontally scaled, stateless workers that each own some event shards,
 // fold the shards' events into per-(service, window, bucket) aggregates and
 // keep those aggregates in the JetStream KV buckets stacklens_agg_<window>,
@@ -164,7 +164,7 @@ func Run(ctx context.Context, d Deps) error {
 // setup provisions the stream and buckets and returns the shared state.
 // A dependency that is not there yet (NATS down, a cluster without a
 // leader, a bucket that cannot be created for now) is retried with backoff
-// until ctx ends, as DESIGN §4.3 asks; only a changed SHARDS is permanent.
+// until ctx ends, as docs/ARCHITECTURE.md §7 asks; only a changed SHARDS is permanent.
 func setup(ctx context.Context, nc *nats.Conn, cfg *config.Config, log *slog.Logger, clock Clock, id string) (*shared, error) {
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(8192))
 	if err != nil {

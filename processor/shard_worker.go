@@ -201,7 +201,7 @@ func (w *shardWorker) opCtx() (context.Context, context.CancelFunc) {
 }
 
 // restartLocked discards everything in memory and consumes again from the
-// checkpoint (DESIGN §4.1: per-key last_seq makes the re-fold exact).
+// checkpoint (docs/ARCHITECTURE.md §3: per-key last_seq makes the re-fold exact).
 func (w *shardWorker) restartLocked() error {
 	w.gen++
 	if w.cc != nil {

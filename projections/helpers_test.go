@@ -278,7 +278,7 @@ func diffRows(want, got map[rowKey]MetricRow) string {
 	return strings.Join(out, "\n")
 }
 
-// checkI4 is DESIGN §9 I4: PostgreSQL rows equal the KV aggregates, for
+// checkI4 is docs/ARCHITECTURE.md §8 I4: PostgreSQL rows equal the KV aggregates, for
 // every window.
 func (h *harness) checkI4() error {
 	for _, w := range h.wins {

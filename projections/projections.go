@@ -1,5 +1,5 @@
 // Package projections materialises StackLens's derived state in PostgreSQL
-// (DESIGN §3.4, §4.1): the per-window aggregates of the JetStream KV
+// (docs/ARCHITECTURE.md §2.3, §3): the per-window aggregates of the JetStream KV
 // buckets stacklens_agg_<window> into analytics_metrics_<window>, and the
 // raw events of STACKLENS_EVENTS into analytics_events. It also runs the
 // daily retention (analytics_archive_old_data()).

@@ -86,7 +86,7 @@ const metricCols = `service, timestamp, count, error_count, warning_count, error
 	latency_p95_ms, latency_p99_ms, risk_score_avg, risk_score_max, latency_sum,
 	latency_sq_sum, risk_sum, final, version, last_seq`
 
-// upsertSQL is the multi-row upsert with the version guard (DESIGN §4.1):
+// upsertSQL is the multi-row upsert with the version guard (docs/ARCHITECTURE.md §3):
 // a row is only overwritten by a strictly newer version, so duplicates and
 // out-of-order deliveries are harmless.
 func upsertSQL(table string) string {

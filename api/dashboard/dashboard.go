@@ -1,4 +1,4 @@
-// Package dashboard is StackLens' web dashboard (issue 8, DESIGN §3.5): a
+// Package dashboard is StackLens' web dashboard (docs/ARCHITECTURE.md §2.5, docs/dashboard.md): a
 // single page of plain HTML, CSS and JavaScript, embedded in the binary, that
 // the API serves at GET /. It reads the same authenticated JSON API as every
 // other client (/metrics, /health-status, /alerts, /health) from the browser;

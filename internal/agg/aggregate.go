@@ -43,7 +43,7 @@ type Aggregate struct {
 	// nil only in a zero-value Aggregate that has not been used yet.
 	Sketch *ddsketch.DDSketch
 
-	// Bookkeeping for exactly-once flushing (DESIGN §4.1): LastSeq is the
+	// Bookkeeping for exactly-once flushing (docs/ARCHITECTURE.md §3): LastSeq is the
 	// highest stream sequence folded in (Merge keeps the maximum); Version
 	// and Final belong to the stored aggregate and are not merged.
 	LastSeq uint64
@@ -209,7 +209,7 @@ func (a *Aggregate) Clone() *Aggregate {
 }
 
 // Row is one metric row as the API returns it and PostgreSQL stores it
-// (DESIGN §3.5). Counts are int64 because that is what PostgreSQL bigint
+// (docs/ARCHITECTURE.md §2.5). Counts are int64 because that is what PostgreSQL bigint
 // and JSON readers hold.
 type Row struct {
 	Service          string    `json:"service"`

@@ -152,7 +152,7 @@ func TestRow(t *testing.T) {
 		t.Errorf("timestamp not UTC")
 	}
 
-	// JSON member names are the API contract (DESIGN §3.5).
+	// JSON member names are the API contract (docs/ARCHITECTURE.md §2.5).
 	b, err := json.Marshal(r)
 	if err != nil {
 		t.Fatal(err)

@@ -12,7 +12,7 @@ import (
 )
 
 const (
-	// DefaultMaxServices is MAX_SERVICES' default (DESIGN §4.2).
+	// DefaultMaxServices is MAX_SERVICES' default (docs/ARCHITECTURE.md §4).
 	DefaultMaxServices = 10000
 	// OverflowService is the service under which events of services beyond
 	// MaxServices are counted. A real service of that name shares its
@@ -34,7 +34,7 @@ type Config struct {
 // aggregates: the seed's TimeSeriesAggregator. It is not safe for
 // concurrent use; a processor worker owns one.
 //
-// Cardinality (DESIGN §4.2): in each (window, bucket), the first MaxServices
+// Cardinality (docs/ARCHITECTURE.md §4): in each (window, bucket), the first MaxServices
 // distinct services get their own aggregates; events of further services
 // are folded into the OverflowService aggregate of that bucket and counted
 // by Overflow. Which services are admitted is remembered per bucket across

@@ -14,7 +14,7 @@ import (
 	"github.com/stacklens/stacklens/internal/window"
 )
 
-// The KV value (DESIGN §3.2) is a flat JSON object meant to be read by
+// The KV value (docs/ARCHITECTURE.md §2.2) is a flat JSON object meant to be read by
 // people with `nats kv get`: the identity, the metric row's fields, then
 // the raw state that makes it mergeable. Decoding uses only the raw state
 // (row fields are derived and ignored), so the value is lossless:

@@ -77,7 +77,7 @@ func TestEncodeDecodeRoundTrip(t *testing.T) {
 }
 
 // TestEncodeReadable checks the members an operator sees with
-// `nats kv get` (DESIGN §3.2) and that they agree with the row.
+// `nats kv get` (docs/ARCHITECTURE.md §2.2) and that they agree with the row.
 func TestEncodeReadable(t *testing.T) {
 	a := sampleAggregate(4, 1000)
 	a.Service = "checkout"

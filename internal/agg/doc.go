@@ -1,8 +1,8 @@
 // Package agg is the aggregation kernel of StackLens (the seed's
 // TimeSeriesAggregator): it folds validated events into per-(service,
 // window, bucket) aggregates, merges aggregates, computes the API/PostgreSQL
-// metric row (DESIGN §3.5), and encodes the aggregate as the JSON value
-// stored in the JetStream KV buckets stacklens_agg_<window> (DESIGN §3.2).
+// metric row (docs/ARCHITECTURE.md §2.5), and encodes the aggregate as the JSON value
+// stored in the JetStream KV buckets stacklens_agg_<window> (docs/ARCHITECTURE.md §2.2).
 //
 // It is pure: no I/O, no clock, no goroutines, no locks. The processor owns
 // an [Aggregator] per worker, folds events into it, and periodically drains
@@ -19,7 +19,7 @@
 // conversion forbids a fused multiply-add). Merge adds two partial sums,
 // which is commutative but not associative in floating point, so the sum
 // after merging deltas may differ from the one-pass sum in the last few
-// units in the last place. An invariant checker (DESIGN §9, I1) must
+// units in the last place. An invariant checker (docs/ARCHITECTURE.md §8, I1) must
 // therefore compare float sums with a relative tolerance of about
 // n·2⁻⁵³·Σ|x| (we suggest |got−want| ≤ 1e-9·max(1, Σ|x|)), or generate
 // values whose partial sums are all exactly representable (integers or
@@ -47,7 +47,7 @@
 //
 // # Input guard
 //
-// Events are validated upstream (DESIGN §3.1), but the kernel keeps every
+// Events are validated upstream (docs/ARCHITECTURE.md §2.1), but the kernel keeps every
 // aggregate encodable whatever it is given: a latency that is NaN or
 // negative counts as 0, one above [MaxLatencyMS] counts as MaxLatencyMS
 // (so Σx² stays finite), and a risk outside [0, 1] is clamped (NaN risk is

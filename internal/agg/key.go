@@ -17,7 +17,7 @@ type Key struct {
 }
 
 // KVKey returns the key of the aggregate in its window's KV bucket
-// (DESIGN §3.2): "<service-token>.<bucket-start-unix-seconds>". The window
+// (docs/ARCHITECTURE.md §2.2): "<service-token>.<bucket-start-unix-seconds>". The window
 // is not part of it: each window has its own bucket.
 func (k Key) KVKey() string {
 	return event.ServiceToken(k.Service) + "." + strconv.FormatInt(k.Start, 10)

@@ -11,7 +11,7 @@ import (
 )
 
 const (
-	// RelativeAccuracy of latency percentiles (DESIGN §4.2).
+	// RelativeAccuracy of latency percentiles (docs/ARCHITECTURE.md §4).
 	RelativeAccuracy = 0.01
 	// SketchMaxBins bounds the bins of each sketch store; see the package
 	// documentation for why 2048 and why the lowest bins collapse.

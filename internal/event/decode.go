@@ -7,7 +7,7 @@ import (
 	"time"
 )
 
-// Defaults and fixed limits of the input contract (DESIGN §3.1).
+// Defaults and fixed limits of the input contract (docs/ARCHITECTURE.md §2.1).
 const (
 	DefaultMaxBytes      = 64 << 10        // MAX_EVENT_BYTES
 	DefaultMaxFutureSkew = 5 * time.Minute // MAX_FUTURE_SKEW

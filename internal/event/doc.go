@@ -1,9 +1,9 @@
 // Package event is StackLens's event model and edge validation: it turns one
 // raw input message (a JSON object from the Kafka topic stacklens-analytics,
-// DESIGN §3.1) into a validated [Event], or into a [*DecodeError] whose
+// docs/ARCHITECTURE.md §2.1) into a validated [Event], or into a [*DecodeError] whose
 // machine-readable [Reason] names the dead-letter reason and the offending
 // field. It also holds the two naming rules every component must agree on:
-// the subject-safe service token and the shard function (DESIGN §3.2).
+// the subject-safe service token and the shard function (docs/ARCHITECTURE.md §2.2).
 //
 // # Input contract
 //

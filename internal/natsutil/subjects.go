@@ -9,7 +9,7 @@ import (
 	"github.com/stacklens/stacklens/internal/event"
 )
 
-// Stream and bucket names (DESIGN §3.2).
+// Stream and bucket names (docs/ARCHITECTURE.md §2.2).
 const (
 	// StreamEvents is the event log of record. It also holds the bridge's
 	// per-partition checkpoints and the dead letters, so one atomic batch

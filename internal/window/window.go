@@ -1,7 +1,7 @@
 // Package window is the window arithmetic of StackLens: parsing the
-// configured aggregation windows (AGGREGATION_WINDOWS, DESIGN §4.2) and
+// configured aggregation windows (AGGREGATION_WINDOWS, docs/ARCHITECTURE.md §4) and
 // mapping event times to the tumbling, Unix-epoch-aligned, UTC buckets that
-// every aggregate, KV key (DESIGN §3.2) and PostgreSQL row is keyed by.
+// every aggregate, KV key (docs/ARCHITECTURE.md §2.2) and PostgreSQL row is keyed by.
 //
 // It is pure: no clock, no I/O, no configuration state. Every component
 // (processor, projections, API, replay) must agree on bucket boundaries

@@ -180,7 +180,7 @@ func pick[T any](c bool, a, b T) T {
 	return b
 }
 
-// targets compares with DESIGN §8.
+// targets compares with docs/ARCHITECTURE.md §10.
 func (r *run) targets() {
 	yes := func(b bool) string { return pick(b, "yes", "no") }
 	quick := pick(r.o.Quick, " (quick: 10 s holds)", "")

@@ -1,5 +1,5 @@
-// Package bench is the benchmark harness behind `stacklens bench` (DESIGN
-// §8, docs/PERFORMANCE.md). It starts the embedded infrastructure in this
+// Package bench is the benchmark harness behind `stacklens bench`
+// (docs/ARCHITECTURE.md §10, docs/PERFORMANCE.md). It starts the embedded infrastructure in this
 // process with a private data directory and free ports, measures the bare
 // ceilings of that infrastructure (kafka-go fetch, JetStream async and
 // atomic-batch publish, consume-and-ack, pgx CopyFrom, the Fiber app on

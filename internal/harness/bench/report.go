@@ -118,7 +118,7 @@ type Stage struct {
 	Note      string `json:"note,omitempty"`
 }
 
-// Target is one line of DESIGN §8.
+// Target is one line of docs/ARCHITECTURE.md §10.
 type Target struct {
 	Target   string `json:"target"`
 	Goal     string `json:"goal"`
@@ -220,7 +220,7 @@ func (r *Report) RenderTable(w io.Writer) {
 		}
 	}
 
-	fmt.Fprintln(w, "\nDESIGN §8 targets:")
+	fmt.Fprintln(w, "\ndocs/ARCHITECTURE.md §10 targets:")
 	tl := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tl, "target\tgoal\tmeasured\tmet")
 	for _, t := range r.Targets {

@@ -36,7 +36,7 @@ type figure struct {
 	v          float64
 }
 
-// figures lists the headline values of r in a fixed order: the DESIGN §8
+// figures lists the headline values of r in a fixed order: the docs/ARCHITECTURE.md §10
 // targets, each ceiling, each stage's ratio, and the cost per role.
 func (r *Report) figures() []figure {
 	var out []figure

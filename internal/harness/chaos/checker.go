@@ -26,7 +26,7 @@ var Windows = []struct {
 // overflowPrefix is the processors' per-shard overflow service.
 const overflowPrefix = "_overflow-"
 
-// Result is one check of the invariants (DESIGN §9).
+// Result is one check of the invariants (docs/ARCHITECTURE.md §8).
 type Result struct {
 	Produced, Valid, Bad int // messages in Kafka
 

@@ -1,4 +1,4 @@
-// Package chaos is StackLens's fault-injection suite (DESIGN §4, §9): it
+// Package chaos is StackLens's fault-injection suite (docs/ARCHITECTURE.md §3, §8): it
 // runs the real binary's roles as subprocesses against in-process NATS
 // JetStream, an in-process Kafka-protocol broker and a private PostgreSQL,
 // injects faults while a workload with known content flows, and checks

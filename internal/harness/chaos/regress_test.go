@@ -18,7 +18,7 @@ import (
 // until the session timeout; the next generation still assigns it
 // partitions. With the session and rebalance timeouts hard-coded at 30 s,
 // two quick crashes stopped the intake for over a minute after the bridge
-// was back (DESIGN §9 I5: 60 s). Fixed: KAFKA_SESSION_TIMEOUT,
+// was back (docs/ARCHITECTURE.md §8 I5: 60 s). Fixed: KAFKA_SESSION_TIMEOUT,
 // KAFKA_REBALANCE_TIMEOUT and KAFKA_HEARTBEAT_INTERVAL are configuration,
 // defaulting to 10 s, 10 s and 1 s.
 func TestRegressionBridgeCrashLoopStallsIntake(t *testing.T) {
@@ -81,7 +81,7 @@ func TestRegressionBridgeCrashLoopStallsIntake(t *testing.T) {
 // TestRegressionProcessorExitsOnKVSetupError: processor.setup used to
 // retry while the event stream was unavailable but return at once when
 // creating an aggregate bucket failed, so the process exited instead of
-// retrying with backoff (DESIGN §4.3); it now retries the whole
+// retrying with backoff (docs/ARCHITECTURE.md §7); it now retries the whole
 // provisioning. Fixed, so it runs in the default suite. In a 3-node NATS
 // cluster with a node restarting, bucket creation timed out ("kv bucket stacklens_agg_1min: context deadline exceeded")
 // and both processors died (row nats-cluster-node-kill). Here a transient

@@ -24,7 +24,7 @@ import (
 	"github.com/stacklens/stacklens/internal/embedded"
 )
 
-// Default listen addresses of the embedded servers (DESIGN §7).
+// Default listen addresses of the embedded servers (docs/ARCHITECTURE.md §1).
 const (
 	DefaultKafkaPort = 9092
 	DefaultNATSPort  = 4222
