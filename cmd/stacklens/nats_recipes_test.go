@@ -34,7 +34,7 @@ func readmeRecipes(t *testing.T) []string {
 	}
 	var out []string
 	for _, line := range strings.Split(block, "\n") {
-		if strings.HasPrefix(line, "go tool nats ") {
+		if strings.HasPrefix(line, "nats ") {
 			out = append(out, line)
 		}
 	}
@@ -49,7 +49,8 @@ func readmeRecipes(t *testing.T) []string {
 func TestNATSCLIRecipes(t *testing.T) {
 	recipes := readmeRecipes(t)
 	bin := filepath.Join(t.TempDir(), "nats")
-	build := exec.Command("go", "build", "-o", bin, "github.com/nats-io/natscli/nats")
+	// The CLI is pinned in tools/go.mod, apart from the product's modules.
+	build := exec.Command("go", "build", "-modfile=../../tools/go.mod", "-o", bin, "github.com/nats-io/natscli/nats")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("building the NATS CLI: %v\n%s", err, out)
 	}
@@ -124,7 +125,7 @@ func TestNATSCLIRecipes(t *testing.T) {
 			continue
 		}
 		want = strings.TrimSpace(want)
-		cmdline = strings.Replace(cmdline, "go tool nats", bin, 1)
+		cmdline = strings.Replace(cmdline, "nats", bin, 1)
 		cmdline = strings.ReplaceAll(cmdline, "<window-start>", windowStart)
 		cmdline = strings.ReplaceAll(cmdline, "<partition>", partition)
 		watch := strings.Contains(cmdline, " watch ")
