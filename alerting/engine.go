@@ -156,6 +156,7 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 	if e.senders, err = newSenders(cfg); err != nil {
 		return nil, err
 	}
+	initMetrics(e.senders)
 	host, _ := os.Hostname()
 	var rnd [4]byte
 	_, _ = rand.Read(rnd[:])

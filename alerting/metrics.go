@@ -39,3 +39,24 @@ func deliveryLatency(channel string) *metrics.PrometheusHistogram {
 func sendSeconds(channel string) *metrics.PrometheusHistogram {
 	return metrics.GetOrCreatePrometheusHistogramExt(`stacklens_alerting_send_seconds{channel="`+channel+`"}`, latencyBuckets)
 }
+
+// initMetrics creates the labelled series that can occur — alert state
+// changes per severity, deliveries per configured channel and result — at
+// zero. Prometheus' rate() and increase() see a series' first event only if
+// it was scraped before it, so a series born at 1 hides it: the first
+// abandoned notification would not trigger StackLensAlertDeliveryAbandoned
+// (compose/prometheus/alerts.yml), nor show on the Alerts dashboard.
+func initMetrics(senders map[string]sender) {
+	for _, state := range []string{stateFiring, stateResolved} {
+		for _, sev := range severities {
+			alertsCounter(state, sev)
+		}
+	}
+	for channel := range senders {
+		for _, result := range []string{"ok", "error", "failed"} {
+			deliveriesCounter(channel, result)
+		}
+		deliveryLatency(channel)
+		sendSeconds(channel)
+	}
+}

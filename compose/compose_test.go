@@ -274,7 +274,7 @@ var (
 	goStringRE    = regexp.MustCompile("\"(?:[^\"\\\\\\n]|\\\\.)*\"|`[^`]*`")
 	metricDeclRE  = regexp.MustCompile(`^[\x60"](stacklens_[a-z0-9_]+)(\{.*)?`)
 	labelNameRE   = regexp.MustCompile(`([a-zA-Z_][a-zA-Z0-9_]*)\s*=`)
-	metricSources = []string{"../bridge", "../processor", "../projections", "../api", "../internal"}
+	metricSources = []string{"../bridge", "../processor", "../projections", "../api", "../alerting", "../internal"}
 )
 
 // declaredMetrics scans the Go sources of the components for string
