@@ -145,9 +145,9 @@ func TestConfigErrors(t *testing.T) {
 		"ALERT_EVAL_INTERVAL":    func(c *Config) { c.Alerting.EvalInterval = 0 },
 		"ALERT_DELIVERY_TIMEOUT": func(c *Config) { c.Alerting.DeliveryTimeout = 0 },
 		"KAFKA_OUTPUT_TOPIC":     func(c *Config) { c.Kafka.OutputTopic = "" },
-		"NATS":                    func(c *Config) { c.SingleReplica = false },
-		"SLACK_WEBHOOK_URL":       func(c *Config) { c.Alerting.SlackWebhookURL = "ftp://x" },
-		"PAGERDUTY_URL":           func(c *Config) { c.Alerting.PagerDutyKey, c.Alerting.PagerDutyURL = "k", "::" },
+		"NATS":                   func(c *Config) { c.SingleReplica = false },
+		"SLACK_WEBHOOK_URL":      func(c *Config) { c.Alerting.SlackWebhookURL = "ftp://x" },
+		"PAGERDUTY_URL":          func(c *Config) { c.Alerting.PagerDutyKey, c.Alerting.PagerDutyURL = "k", "::" },
 		"SMTP_TLS": func(c *Config) {
 			c.Alerting.SMTPHost, c.Alerting.SMTPTo, c.Alerting.SMTPTLS = "h", []string{"a@b"}, "ssl"
 		},
