@@ -64,6 +64,8 @@ type DB struct {
 	PoolMax        int    `env:"DB_POOL_MAX" default:"10" min:"1" max:"1000" desc:"most connections per pool"`
 	ReaderUser     string `env:"DB_READER_USER" default:"stacklens_reader" desc:"read-only role the API queries as"`
 	ReaderPassword string `env:"DB_READER_PASSWORD" secret:"true" desc:"password of DB_READER_USER (empty: SET ROLE on the main pool)"`
+	WriterPassword string `env:"DB_WRITER_PASSWORD" secret:"true" desc:"stacklens migrate gives the stacklens_writer role LOGIN and this password (empty: leave the role as it is)"`
+	AdminPassword  string `env:"DB_ADMIN_PASSWORD" secret:"true" desc:"stacklens migrate gives the stacklens_admin role LOGIN and this password (empty: leave the role as it is)"`
 	URL            string `env:"DATABASE_URL" secret:"true" desc:"full DSN; overrides DB_HOST…DB_SSLMODE when set"`
 	Timescale      string `env:"DB_TIMESCALE" default:"auto" oneof:"auto,on,off" desc:"use TimescaleDB hypertables: auto (when the extension is available), on, off"`
 }

@@ -43,6 +43,17 @@ func (c *Config) Validate() error {
 	if c.DB.PoolMin > c.DB.PoolMax {
 		return &Error{Var: "DB_POOL_MIN", Msg: fmt.Sprintf("%d exceeds DB_POOL_MAX %d", c.DB.PoolMin, c.DB.PoolMax)}
 	}
+	// The migrator stores role passwords as SCRAM verifiers, for which the
+	// clear text must be printable ASCII (SASLprep is then the identity).
+	for _, pw := range []struct{ name, v string }{
+		{"DB_READER_PASSWORD", c.DB.ReaderPassword}, {"DB_WRITER_PASSWORD", c.DB.WriterPassword}, {"DB_ADMIN_PASSWORD", c.DB.AdminPassword},
+	} {
+		for _, r := range pw.v {
+			if r < 0x20 || r > 0x7e {
+				return &Error{Var: pw.name, Msg: "must be printable ASCII (or a SCRAM-SHA-256 verifier)"}
+			}
+		}
+	}
 	if c.DB.URL != "" {
 		if u, err := url.Parse(c.DB.URL); err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
 			return &Error{Var: "DATABASE_URL", Msg: "want postgres://user:password@host:port/dbname"}
