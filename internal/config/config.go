@@ -37,7 +37,8 @@ type Kafka struct {
 	OutputTopic      string        `env:"KAFKA_OUTPUT_TOPIC" default:"analytics-alerts" desc:"topic alert state changes are written to"`
 	GroupID          string        `env:"KAFKA_GROUP_ID" default:"stacklens-bridge" desc:"consumer group of the bridges"`
 	BatchSize        int           `env:"KAFKA_BATCH_SIZE" default:"500" min:"1" max:"999" desc:"most events per atomic JetStream batch (plus one checkpoint message)"`
-	BatchTimeoutMS   int           `env:"KAFKA_BATCH_TIMEOUT_MS" default:"20" min:"1" max:"60000" desc:"longest wait to fill a batch while messages keep arriving"`
+	BatchTimeoutMS   int           `env:"KAFKA_BATCH_TIMEOUT_MS" default:"20" min:"1" max:"60000" desc:"longest a batch may keep filling while messages keep arriving"`
+	Linger           time.Duration `env:"KAFKA_LINGER" default:"5ms" min:"1ms" max:"1m" desc:"once a partition is caught up, how long a partial batch waits for one more message before it is published (KAFKA_BATCH_TIMEOUT_MS bounds the whole batch)"`
 	SessionTimeout   time.Duration `env:"KAFKA_SESSION_TIMEOUT" default:"10s" min:"1s" max:"30m" desc:"consumer-group session timeout: how long a bridge that died without leaving keeps its partitions"`
 	Heartbeat        time.Duration `env:"KAFKA_HEARTBEAT_INTERVAL" default:"1s" min:"100ms" max:"10m" desc:"consumer-group heartbeat interval (below KAFKA_SESSION_TIMEOUT / 3)"`
 	RebalanceTimeout time.Duration `env:"KAFKA_REBALANCE_TIMEOUT" default:"10s" min:"1s" max:"30m" desc:"how long a rebalance waits for every member to rejoin"`
