@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -20,8 +21,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/segmentio/kafka-go"
 
-	"github.com/stacklens/stacklens/internal/harness/devstack"
+	"github.com/stacklens/stacklens/bridge"
 	"github.com/stacklens/stacklens/internal/embedded"
+	"github.com/stacklens/stacklens/internal/harness/devstack"
 	"github.com/stacklens/stacklens/internal/harness/testenv"
 )
 
@@ -283,4 +285,72 @@ func writeEmpty(t *testing.T) string {
 	f := filepath.Join(t.TempDir(), ".env")
 	_ = os.WriteFile(f, nil, 0o600)
 	return f
+}
+
+// TestBridgeRoleProgressLine: `stacklens bridge` with STATS_INTERVAL_SEC=1
+// logs a progress line each second whose figures match what it did: six
+// messages in, five events out, one dead letter (the counters are the
+// process's, so the test compares with their values before it started).
+func TestBridgeRoleProgressLine(t *testing.T) {
+	broker := testenv.Kafka(t, 3, "progress-in")
+	ns := testenv.NATS(t)
+	base := map[string]float64{}
+	for _, f := range bridge.ProgressFigures() {
+		base[f.Name] = f.Value
+	}
+	env := map[string]string{
+		"ENV_FILE": writeEmpty(t), "METRICS_PORT": "0", "LOG_FORMAT": "json", "STATS_INTERVAL_SEC": "1",
+		"KAFKA_BOOTSTRAP_SERVERS": strings.Join(broker.Brokers, ","), "KAFKA_INPUT_TOPIC": "progress-in",
+		"KAFKA_GROUP_ID": "progress-" + testenv.Name(t), "NATS_URL": ns.URL,
+	}
+	var logs testenv.SyncBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	go func() {
+		done <- dispatch(ctx, &cli{args: []string{"bridge"}, stdout: io.Discard, stderr: &logs, env: func(k string) (string, bool) {
+			v, ok := env[k]
+			return v, ok
+		}})
+	}()
+	defer func() {
+		cancel()
+		if code := <-done; code != exitOK {
+			t.Errorf("bridge exit %d", code)
+		}
+	}()
+	now := time.Now().UTC().Format(time.RFC3339Nano)
+	var msgs []kafka.Message
+	for i := range 5 {
+		msgs = append(msgs, kafka.Message{Value: []byte(fmt.Sprintf(`{"timestamp":%q,"service":"svc%d","level":"info","latency_ms":1}`, now, i))})
+	}
+	msgs = append(msgs, kafka.Message{Value: []byte("not json")})
+	broker.Produce(t, "progress-in", msgs...)
+
+	want := map[string]float64{"in": 6, "out": 5, "dead_letters": 1}
+	var seen map[string]any
+	testenv.Eventually(t, 60*time.Second, func() error {
+		var last map[string]any
+		for _, line := range strings.Split(logs.String(), "\n") {
+			var m map[string]any
+			if json.Unmarshal([]byte(line), &m) == nil && m["msg"] == "progress" && m["component"] == "bridge" {
+				last = m
+			}
+		}
+		if last == nil {
+			return fmt.Errorf("no progress line yet")
+		}
+		for k, v := range want {
+			if got, _ := last[k].(float64); got-base[k] != v {
+				return fmt.Errorf("%s = %v (base %v), want +%v: %v", k, last[k], base[k], v, last)
+			}
+		}
+		for _, k := range []string{"lag", "in_per_sec", "out_per_sec", "role"} {
+			if _, ok := last[k]; !ok {
+				return fmt.Errorf("no %s in %v", k, last)
+			}
+		}
+		seen = last
+		return nil
+	})
+	t.Logf("progress line: %v", seen)
 }

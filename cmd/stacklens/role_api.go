@@ -9,10 +9,11 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go"
 
-	"github.com/stacklens/stacklens/api"
 	"github.com/stacklens/stacklens/alerting"
+	"github.com/stacklens/stacklens/api"
 	"github.com/stacklens/stacklens/api/dashboard"
 	"github.com/stacklens/stacklens/internal/natsutil"
+	"github.com/stacklens/stacklens/internal/telemetry"
 )
 
 func init() {
@@ -66,6 +67,8 @@ func runAPI(ctx context.Context, e *env) error {
 	if err != nil {
 		return err
 	}
+
+	e.progress(ctx, "api", func() []telemetry.Figure { return append(srv.ProgressFigures(), alerting.ProgressFigures()...) })
 
 	// The HTTP server stops first (no new acknowledgements), then the engine
 	// releases its lease.
