@@ -144,10 +144,10 @@ type Alerting struct {
 type Telemetry struct {
 	LogLevel      string `env:"LOG_LEVEL" default:"INFO" oneof:"DEBUG,INFO,WARN,WARNING,ERROR" fold:"true" desc:"DEBUG, INFO, WARN or ERROR"`
 	LogFormat     string `env:"LOG_FORMAT" default:"text" oneof:"text,json" fold:"true" desc:"json lines, or text (coloured on a terminal)"`
-	EnableMetrics bool   `env:"ENABLE_METRICS" default:"true" desc:"serve Prometheus metrics, /health and /ready"`
+	EnableMetrics bool   `env:"ENABLE_METRICS" default:"true" desc:"serve Prometheus metrics, /health and /ready (what stacklens healthcheck probes; without it only the api can be probed)"`
 	MetricsHost   string `env:"METRICS_HOST" default:"127.0.0.1" desc:"listen address of the metrics server"`
-	MetricsPort   int    `env:"METRICS_PORT" default:"8004" min:"0" max:"65535" desc:"listen port of the metrics server (0: any free port)"`
-	StatsInterval int    `env:"STATS_INTERVAL_SEC" default:"30" min:"0" desc:"seconds between progress log lines (0: off)"`
+	MetricsPort   int    `env:"METRICS_PORT" default:"8004" min:"0" max:"65535" desc:"listen port of the metrics server (0: any free port); must differ from API_PORT on an overlapping address"`
+	StatsInterval int    `env:"STATS_INTERVAL_SEC" default:"30" min:"0" desc:"seconds between each role's progress log line: in/out, dead letters, lag, rates (0: off)"`
 }
 
 // Runtime holds process-wide settings.
