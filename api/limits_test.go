@@ -301,6 +301,7 @@ func TestZeroConfigRefused(t *testing.T) {
 	for name, mut := range map[string]func(c *Config){
 		"API_QUERY_TIMEOUT":  func(c *Config) { c.API.QueryTimeout = 0 },
 		"API_MAX_BODY_BYTES": func(c *Config) { c.API.MaxBodyBytes = 0 },
+		"DB_POOL_MAX":        func(c *Config) { c.DB.PoolMax = 0 },
 	} {
 		cfg := testConfig("postgres://stacklens@127.0.0.1:1/none?sslmode=disable")
 		mut(&cfg)

@@ -143,6 +143,9 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if cfg.API.MaxBodyBytes <= 0 {
 		return nil, &config.Error{Var: "API_MAX_BODY_BYTES", Msg: fmt.Sprintf("%d: must be positive", cfg.API.MaxBodyBytes)}
 	}
+	if cfg.DB.PoolMax <= 0 {
+		return nil, &config.Error{Var: "DB_POOL_MAX", Msg: fmt.Sprintf("%d: must be positive", cfg.DB.PoolMax)}
+	}
 	if cfg.Version == "" {
 		cfg.Version = "dev"
 	}
