@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/stacklens/stacklens/internal/embedded"
-	"github.com/stacklens/stacklens/internal/natsutil"
 	"github.com/stacklens/stacklens/internal/harness/testenv"
+	"github.com/stacklens/stacklens/internal/natsutil"
 )
 
 func TestRunConfigErrors(t *testing.T) {
