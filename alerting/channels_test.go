@@ -128,7 +128,11 @@ func deadAddrURL(t *testing.T) string { return "http://" + deadAddr(t) + "/" }
 
 // TestConfigErrors: bad configuration fails New with the variable named.
 func TestConfigErrors(t *testing.T) {
-	ok := Config{Kafka: config.Kafka{BootstrapServers: []string{"127.0.0.1:1"}}, SingleReplica: true}
+	ok := Config{
+		Alerting:      config.Alerting{EvalInterval: 500 * time.Millisecond, DeliveryTimeout: 10 * time.Second},
+		Kafka:         config.Kafka{BootstrapServers: []string{"127.0.0.1:1"}, OutputTopic: "analytics-alerts"},
+		SingleReplica: true,
+	}
 	if _, err := New(ok, Deps{}); err != nil {
 		t.Fatal(err)
 	}
@@ -137,9 +141,13 @@ func TestConfigErrors(t *testing.T) {
 	_ = os.WriteFile(notPEM, []byte("nope"), 0o600)
 	cases := map[string]func(c *Config){
 		"KAFKA_BOOTSTRAP_SERVERS": func(c *Config) { c.Kafka.BootstrapServers = nil },
-		"NATS":                    func(c *Config) { c.SingleReplica = false },
-		"SLACK_WEBHOOK_URL":       func(c *Config) { c.Alerting.SlackWebhookURL = "ftp://x" },
-		"PAGERDUTY_URL":           func(c *Config) { c.Alerting.PagerDutyKey, c.Alerting.PagerDutyURL = "k", "::" },
+		// Zero values are refused, not replaced by a second default.
+		"ALERT_EVAL_INTERVAL":    func(c *Config) { c.Alerting.EvalInterval = 0 },
+		"ALERT_DELIVERY_TIMEOUT": func(c *Config) { c.Alerting.DeliveryTimeout = 0 },
+		"KAFKA_OUTPUT_TOPIC":     func(c *Config) { c.Kafka.OutputTopic = "" },
+		"NATS":                   func(c *Config) { c.SingleReplica = false },
+		"SLACK_WEBHOOK_URL":      func(c *Config) { c.Alerting.SlackWebhookURL = "ftp://x" },
+		"PAGERDUTY_URL":          func(c *Config) { c.Alerting.PagerDutyKey, c.Alerting.PagerDutyURL = "k", "::" },
 		"SMTP_TLS": func(c *Config) {
 			c.Alerting.SMTPHost, c.Alerting.SMTPTo, c.Alerting.SMTPTLS = "h", []string{"a@b"}, "ssl"
 		},

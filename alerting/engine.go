@@ -37,7 +37,7 @@ import (
 // Config is what the engine needs from the process configuration.
 type Config struct {
 	Alerting config.Alerting
-	// Kafka: brokers, OutputTopic (analytics-alerts), SASL and TLS.
+	// Kafka: brokers, OutputTopic (KAFKA_OUTPUT_TOPIC), SASL and TLS.
 	Kafka config.Kafka
 	// DB is used to open the engine's own small pool when Deps.Pool is nil.
 	DB config.DB
@@ -109,17 +109,19 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 	if len(cfg.Windows) == 0 {
 		cfg.Windows = window.Defaults()
 	}
+	// The defaults of configuration variables live in internal/config only;
+	// a zero here is a caller that skipped it, not a request for a default.
 	if cfg.Alerting.EvalInterval <= 0 {
-		cfg.Alerting.EvalInterval = time.Second
+		return nil, &config.Error{Var: "ALERT_EVAL_INTERVAL", Msg: fmt.Sprintf("%v: must be positive", cfg.Alerting.EvalInterval)}
 	}
 	if cfg.Alerting.DeliveryTimeout <= 0 {
-		cfg.Alerting.DeliveryTimeout = 10 * time.Second
-	}
-	if cfg.LeaseTTL <= 0 {
-		cfg.LeaseTTL = 15 * time.Second
+		return nil, &config.Error{Var: "ALERT_DELIVERY_TIMEOUT", Msg: fmt.Sprintf("%v: must be positive", cfg.Alerting.DeliveryTimeout)}
 	}
 	if cfg.Kafka.OutputTopic == "" {
-		cfg.Kafka.OutputTopic = "analytics-alerts"
+		return nil, &config.Error{Var: "KAFKA_OUTPUT_TOPIC", Msg: "must not be empty"}
+	}
+	if cfg.LeaseTTL <= 0 {
+		cfg.LeaseTTL = 15 * time.Second // not a configuration variable: the engine's own default
 	}
 	if len(cfg.Kafka.BootstrapServers) == 0 {
 		return nil, &config.Error{Var: "KAFKA_BOOTSTRAP_SERVERS", Msg: "the alert engine needs a Kafka broker"}

@@ -1,7 +1,11 @@
 package alerting
 
 import (
+	"sync"
+
 	"github.com/VictoriaMetrics/metrics"
+
+	"github.com/stacklens/stacklens/internal/telemetry"
 )
 
 // Prometheus metrics of the alert engine (served by the process's metrics
@@ -25,7 +29,43 @@ func alertsCounter(state, severity string) *metrics.Counter {
 }
 
 func deliveriesCounter(channel, result string) *metrics.Counter {
-	return metrics.GetOrCreateCounter(`stacklens_alerting_deliveries_total{channel="` + channel + `",result="` + result + `"}`)
+	c := metrics.GetOrCreateCounter(`stacklens_alerting_deliveries_total{channel="` + channel + `",result="` + result + `"}`)
+	progressMu.Lock()
+	deliveries[[2]string{channel, result}] = c
+	progressMu.Unlock()
+	return c
+}
+
+var (
+	progressMu sync.Mutex
+	deliveries = map[[2]string]*metrics.Counter{} // {channel, result} →
+)
+
+// ProgressFigures are the alert engine's figures for the api's
+// STATS_INTERVAL_SEC progress line: evaluations, notifications delivered
+// (out) and given up (dead_letters), attempts that failed and will be
+// retried (delivery_errors), leader (1 on the replica that evaluates).
+func ProgressFigures() []telemetry.Figure {
+	var ok, failed, errs float64
+	progressMu.Lock()
+	for k, c := range deliveries {
+		switch k[1] {
+		case "ok":
+			ok += float64(c.Get())
+		case "failed":
+			failed += float64(c.Get())
+		default:
+			errs += float64(c.Get())
+		}
+	}
+	progressMu.Unlock()
+	return []telemetry.Figure{
+		{Name: "evaluations", Value: float64(evaluationsTotal.Get()), Total: true},
+		{Name: "out", Value: ok, Total: true},
+		{Name: "dead_letters", Value: failed, Total: true},
+		{Name: "delivery_errors", Value: errs},
+		{Name: "leader", Value: isLeaderGauge.Get()},
+	}
 }
 
 var latencyBuckets = []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300}

@@ -293,3 +293,20 @@ func TestConcurrentRequests(t *testing.T) {
 		t.Fatalf("requests_served %d, want %d", got, clients*per)
 	}
 }
+
+// TestZeroConfigRefused: a zero API_QUERY_TIMEOUT or API_MAX_BODY_BYTES is
+// a caller that skipped internal/config, refused by name rather than
+// silently replaced by a second default.
+func TestZeroConfigRefused(t *testing.T) {
+	for name, mut := range map[string]func(c *Config){
+		"API_QUERY_TIMEOUT":  func(c *Config) { c.API.QueryTimeout = 0 },
+		"API_MAX_BODY_BYTES": func(c *Config) { c.API.MaxBodyBytes = 0 },
+		"DB_POOL_MAX":        func(c *Config) { c.DB.PoolMax = 0 },
+	} {
+		cfg := testConfig("postgres://stacklens@127.0.0.1:1/none?sslmode=disable")
+		mut(&cfg)
+		if _, err := New(cfg, Deps{}); err == nil || !strings.Contains(err.Error(), name) {
+			t.Errorf("%s = 0: %v", name, err)
+		}
+	}
+}

@@ -135,11 +135,16 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if cfg.StaleAfter <= 0 {
 		cfg.StaleAfter = 5 * time.Minute
 	}
+	// The defaults of configuration variables live in internal/config only;
+	// a zero here is a caller that skipped it, not a request for a default.
 	if cfg.API.QueryTimeout <= 0 {
-		cfg.API.QueryTimeout = 2 * time.Second
+		return nil, &config.Error{Var: "API_QUERY_TIMEOUT", Msg: fmt.Sprintf("%v: must be positive", cfg.API.QueryTimeout)}
 	}
 	if cfg.API.MaxBodyBytes <= 0 {
-		cfg.API.MaxBodyBytes = 64 << 10
+		return nil, &config.Error{Var: "API_MAX_BODY_BYTES", Msg: fmt.Sprintf("%d: must be positive", cfg.API.MaxBodyBytes)}
+	}
+	if cfg.DB.PoolMax <= 0 {
+		return nil, &config.Error{Var: "DB_POOL_MAX", Msg: fmt.Sprintf("%d: must be positive", cfg.DB.PoolMax)}
 	}
 	if cfg.Version == "" {
 		cfg.Version = "dev"

@@ -12,6 +12,8 @@ import (
 
 	"github.com/VictoriaMetrics/metrics"
 	"github.com/gofiber/fiber/v2"
+
+	"github.com/stacklens/stacklens/internal/telemetry"
 )
 
 // latencyBuckets are the upper bounds (seconds) of
@@ -212,4 +214,21 @@ func (s *Server) handleStats(c *fiber.Ctx) error {
 		})
 	}
 	return c.JSON(out)
+}
+
+// ProgressFigures are the HTTP side of the api's STATS_INTERVAL_SEC
+// progress line: in = requests served, server_errors (5xx), rate_limited.
+func (s *Server) ProgressFigures() []telemetry.Figure {
+	r := s.stats
+	var errs uint64
+	r.mu.Lock()
+	for _, rs := range r.routes {
+		errs += rs.serverErrors.Load()
+	}
+	r.mu.Unlock()
+	return []telemetry.Figure{
+		{Name: "in", Value: float64(r.total.Load()), Total: true},
+		{Name: "server_errors", Value: float64(errs)},
+		{Name: "rate_limited", Value: float64(r.limited.Load())},
+	}
 }

@@ -130,6 +130,11 @@ func newBridge(d Deps) (*bridge, error) {
 	if d.Config == nil {
 		return nil, errors.New("bridge: no configuration")
 	}
+	if d.Config.Kafka.Linger <= 0 {
+		// Its default lives in internal/config; zero would publish every
+		// partial batch at once (a caller that skipped the configuration).
+		return nil, &config.Error{Var: "KAFKA_LINGER", Msg: fmt.Sprintf("%v: must be positive", d.Config.Kafka.Linger)}
+	}
 	log := d.Log
 	if log == nil {
 		log = slog.Default()
@@ -212,7 +217,7 @@ func (b *bridge) run(ctx context.Context) error {
 	}
 	b.log.Info("bridge started", "topic", b.cfg.Kafka.InputTopic, "group", b.cfg.Kafka.GroupID,
 		"brokers", b.cfg.Kafka.BootstrapServers, "batch_size", b.cfg.Kafka.BatchSize,
-		"batch_timeout_ms", b.cfg.Kafka.BatchTimeoutMS)
+		"batch_timeout_ms", b.cfg.Kafka.BatchTimeoutMS, "linger", b.cfg.Kafka.Linger)
 
 	var gens sync.WaitGroup
 	for {

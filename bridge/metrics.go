@@ -63,8 +63,43 @@ type partitionGauges struct {
 
 func gaugesFor(partition int) partitionGauges {
 	p := strconv.Itoa(partition)
-	return partitionGauges{
+	g := partitionGauges{
 		lag:       metrics.GetOrCreateGauge(`stacklens_bridge_kafka_lag{partition="`+p+`"}`, nil),
 		committed: metrics.GetOrCreateGauge(`stacklens_bridge_committed_offset{partition="`+p+`"}`, nil),
+	}
+	lagMu.Lock()
+	lagGauges[partition] = g.lag
+	lagMu.Unlock()
+	return g
+}
+
+var (
+	lagMu     sync.Mutex
+	lagGauges = map[int]*metrics.Gauge{}
+)
+
+// ProgressFigures are the bridge's figures for its STATS_INTERVAL_SEC
+// progress line: in = Kafka messages consumed, out = events published to
+// JetStream, dead_letters, lag = Kafka messages behind (sum over the
+// partitions this process has read), retries = batch publish retries.
+func ProgressFigures() []telemetry.Figure {
+	dead := 0.0
+	deadLetteredMu.Lock()
+	for _, c := range deadLettered {
+		dead += float64(c.Get())
+	}
+	deadLetteredMu.Unlock()
+	lag := 0.0
+	lagMu.Lock()
+	for _, g := range lagGauges {
+		lag += g.Get()
+	}
+	lagMu.Unlock()
+	return []telemetry.Figure{
+		{Name: "in", Value: float64(consumedTotal.Get()), Total: true},
+		{Name: "out", Value: float64(forwardedTotal.Get()), Total: true},
+		{Name: "dead_letters", Value: dead, Total: true},
+		{Name: "lag", Value: lag},
+		{Name: "retries", Value: float64(publishRetries.Get())},
 	}
 }

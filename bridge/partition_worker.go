@@ -39,6 +39,7 @@ type partitionWorker struct {
 
 	prevSeq uint64    // stream sequence of the latest checkpoint (the fence); 0: none
 	next    int64     // next Kafka offset to forward
+	hwm     int64     // the partition's high-water mark as of the latest fetched message
 	ckTime  time.Time // when the latest checkpoint was written
 
 	// acked is the offset after the last acknowledged batch (what the
@@ -132,8 +133,9 @@ func (w *partitionWorker) seek(offset int64) {
 }
 
 // collect fetches up to BatchSize messages: it waits for the first one,
-// then for more until KAFKA_BATCH_TIMEOUT_MS after it. It returns nil when
-// nothing was fetched.
+// then for more until KAFKA_BATCH_TIMEOUT_MS after it, but no longer than
+// KAFKA_LINGER between messages once it has everything the broker held.
+// It returns nil when nothing was fetched.
 func (w *partitionWorker) collect(ctx context.Context) *batch {
 	cfg := w.b.cfg.Kafka
 	fctx, fcancel := ctx, context.CancelFunc(func() {})
@@ -158,10 +160,22 @@ func (w *partitionWorker) collect(ctx context.Context) *batch {
 	b := &batch{msgs: make([]*nats.Msg, 0, cfg.BatchSize+1), first: -1}
 	now := time.Now()
 	w.add(b, &m, now)
-	fctx, cancel := context.WithTimeout(ctx, time.Duration(cfg.BatchTimeoutMS)*time.Millisecond)
-	defer cancel()
+	// While the broker is known to hold more (the fetch's high-water mark is
+	// ahead), wait for it up to the batch timeout; once caught up, wait only
+	// KAFKA_LINGER for one more, so a lone message is not held back for the
+	// whole batch timeout (docs/bridge.md, Batching).
+	deadline := now.Add(time.Duration(cfg.BatchTimeoutMS) * time.Millisecond)
 	for b.consumed < cfg.BatchSize {
+		wait := time.Until(deadline)
+		if w.next >= w.hwm {
+			wait = min(wait, cfg.Linger)
+		}
+		if wait <= 0 {
+			break
+		}
+		fctx, cancel := context.WithTimeout(ctx, wait)
 		m, err := w.reader.FetchMessage(fctx)
+		cancel()
 		if err != nil {
 			break
 		}
@@ -202,6 +216,7 @@ func (w *partitionWorker) add(b *batch, m *kafka.Message, now time.Time) {
 	}
 	w.next = m.Offset + 1
 	if m.HighWaterMark > 0 {
+		w.hwm = m.HighWaterMark
 		w.gauges.lag.Set(float64(m.HighWaterMark - m.Offset - 1))
 	}
 	msg, reason := w.builder.build(m, now)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/url"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -21,6 +22,11 @@ func TestRunConfigErrors(t *testing.T) {
 	cfg.Kafka.SASLMechanism = "GSSAPI"
 	if err := Run(context.Background(), Deps{Config: cfg}); err == nil {
 		t.Error("bad SASL mechanism accepted")
+	}
+	cfg = testenv.Config(t, map[string]string{})
+	cfg.Kafka.Linger = 0
+	if err := Run(context.Background(), Deps{Config: cfg}); err == nil || !strings.Contains(err.Error(), "KAFKA_LINGER") {
+		t.Errorf("zero KAFKA_LINGER: %v", err)
 	}
 }
 

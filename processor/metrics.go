@@ -79,3 +79,24 @@ func maxWatermarkDelay() float64 {
 	}
 	return m
 }
+
+// ProgressFigures are the processor's figures for its STATS_INTERVAL_SEC
+// progress line: in = events folded, out = flushes to KV, dead_letters =
+// events dead-lettered too_late, lag = events pending on the owned shards,
+// owned_shards.
+func ProgressFigures() []telemetry.Figure {
+	folded, lag := 0.0, 0.0
+	shardMu.Lock()
+	for _, m := range shardMetrics {
+		folded += float64(m.folded.Get())
+		lag += m.lag.Get()
+	}
+	shardMu.Unlock()
+	return []telemetry.Figure{
+		{Name: "in", Value: folded, Total: true},
+		{Name: "out", Value: float64(flushesTotal.Get()), Total: true},
+		{Name: "dead_letters", Value: float64(tooLateEvents.Get()), Total: true},
+		{Name: "lag", Value: lag},
+		{Name: "owned_shards", Value: ownedShards.Get()},
+	}
+}

@@ -90,13 +90,15 @@ type Deps struct {
 // It does not wait for the server: connections are made on demand and
 // retried by the projectors.
 func OpenPool(ctx context.Context, dsn string, minConns, maxConns int) (*pgxpool.Pool, error) {
+	if maxConns <= 0 {
+		// Not pgx's own default: DB_POOL_MAX's lives in internal/config.
+		return nil, &config.Error{Var: "DB_POOL_MAX", Msg: fmt.Sprintf("%d: must be positive", maxConns)}
+	}
 	pc, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("projections: database DSN: %w", err)
 	}
-	if maxConns > 0 {
-		pc.MaxConns = int32(maxConns)
-	}
+	pc.MaxConns = int32(maxConns)
 	pc.MinConns = int32(max(0, min(minConns, int(pc.MaxConns))))
 	pc.ConnConfig.RuntimeParams["application_name"] = "stacklens-projections"
 	pc.AfterConnect = func(ctx context.Context, c *pgx.Conn) error {

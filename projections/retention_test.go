@@ -92,6 +92,10 @@ func TestRunErrors(t *testing.T) {
 	if err := Run(cctx, Deps{Config: cfg}); err == nil {
 		t.Error("NATS unreachable: want an error when ctx ends")
 	}
+	// A zero DB_POOL_MAX is refused, not replaced by pgx's default.
+	if _, err := OpenPool(ctx, "postgres://127.0.0.1:1/x", 1, 0); err == nil || !strings.Contains(err.Error(), "DB_POOL_MAX") {
+		t.Errorf("zero DB_POOL_MAX: %v", err)
+	}
 	if _, err := OpenPool(ctx, "postgres://%zz", 1, 2); err == nil {
 		t.Error("bad DSN: want an error")
 	}

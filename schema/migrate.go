@@ -80,11 +80,12 @@ type Options struct {
 	// warm = analytics_metrics_1min, cold = analytics_metrics_5min and _1hour
 	// and resolved alerts. 0 keeps the stored value (defaults 1, 7, 30).
 	RetentionHot, RetentionWarm, RetentionCold int
-	// Optional passwords: when set, stacklens_reader / stacklens_writer get
-	// LOGIN and this password (stored as a SCRAM-SHA-256 verifier computed
-	// here, so the clear text never reaches the server). Printable ASCII, or
-	// an existing "SCRAM-SHA-256$..." verifier.
-	ReaderPassword, WriterPassword string
+	// Optional passwords: when set, stacklens_reader / stacklens_writer /
+	// stacklens_admin get LOGIN and this password (stored as a SCRAM-SHA-256
+	// verifier computed here, so the clear text never reaches the server).
+	// Printable ASCII, or an existing "SCRAM-SHA-256$..." verifier. Empty
+	// leaves the role as it is (NOLOGIN when the migrations created it).
+	ReaderPassword, WriterPassword, AdminPassword string
 }
 
 // Status is one migration's state in a database.
@@ -103,6 +104,7 @@ type settings struct {
 	timescale       string // "on" or "off"
 	hot, warm, cold int    // 0: keep
 	reader, writer  string // passwords
+	admin           string
 }
 
 func (s settings) days(n int) string {
@@ -124,13 +126,13 @@ func (s settings) setGUCs(ctx context.Context, tx pgx.Tx) error {
 
 func resolve(ctx context.Context, db DB, o Options) (settings, error) {
 	s := settings{hot: o.RetentionHot, warm: o.RetentionWarm, cold: o.RetentionCold,
-		reader: o.ReaderPassword, writer: o.WriterPassword}
+		reader: o.ReaderPassword, writer: o.WriterPassword, admin: o.AdminPassword}
 	for name, d := range map[string]int{"RetentionHot": s.hot, "RetentionWarm": s.warm, "RetentionCold": s.cold} {
 		if d < 0 || d > maxRetentionDays {
 			return s, fmt.Errorf("schema: %s = %d days: want 0 (keep) or 1..%d", name, d, maxRetentionDays)
 		}
 	}
-	for name, pw := range map[string]string{"ReaderPassword": s.reader, "WriterPassword": s.writer} {
+	for name, pw := range map[string]string{"ReaderPassword": s.reader, "WriterPassword": s.writer, "AdminPassword": s.admin} {
 		if err := checkPassword(pw); err != nil {
 			return s, fmt.Errorf("schema: %s: %w", name, err)
 		}
@@ -359,7 +361,7 @@ func configure(ctx context.Context, db DB, s settings) error {
 		if _, err := tx.Exec(ctx, `SELECT stacklens_configure()`); err != nil {
 			return err
 		}
-		for _, rp := range [][2]string{{"stacklens_reader", s.reader}, {"stacklens_writer", s.writer}} {
+		for _, rp := range [][2]string{{"stacklens_reader", s.reader}, {"stacklens_writer", s.writer}, {"stacklens_admin", s.admin}} {
 			if rp[1] == "" {
 				continue
 			}

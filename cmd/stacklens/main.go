@@ -48,7 +48,7 @@ func commands() []command {
 		{"config", "check: validate the configuration and print it (secrets masked); vars: list every variable", cmdConfig},
 		{"dev", "run the whole product in one process on embedded NATS, Kafka and PostgreSQL", cmdDev},
 		{"dlq", "list: show dead letters (--reason, --stage, --since, --limit); replay: re-inject a fixed one once (--seq, --file)", cmdDLQ},
-		{"healthcheck", "exit 0 when this host's role answers ready on METRICS_PORT (container HEALTHCHECK)", cmdHealthcheck},
+		{"healthcheck", "exit 0 when this host's role answers ready on METRICS_PORT (API_PORT with ENABLE_METRICS=false; container HEALTHCHECK)", cmdHealthcheck},
 		{"loadgen", "produce realistic events to Kafka at a fixed rate (open loop), with optional error bursts", cmdLoadgen},
 		{"migrate", "up: apply the SQL migrations (idempotent, safe concurrently); status: list them", cmdMigrate},
 		roleCommand(processorRole),

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -20,9 +21,13 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/segmentio/kafka-go"
 
+	"github.com/stacklens/stacklens/bridge"
 	"github.com/stacklens/stacklens/internal/embedded"
 	"github.com/stacklens/stacklens/internal/harness/devstack"
 	"github.com/stacklens/stacklens/internal/harness/testenv"
+	"github.com/stacklens/stacklens/internal/telemetry"
+	"github.com/stacklens/stacklens/processor"
+	"github.com/stacklens/stacklens/projections"
 )
 
 func runCLI(t *testing.T, ctx context.Context, env map[string]string, args ...string) (int, string, string) {
@@ -283,4 +288,163 @@ func writeEmpty(t *testing.T) string {
 	f := filepath.Join(t.TempDir(), ".env")
 	_ = os.WriteFile(f, nil, 0o600)
 	return f
+}
+
+// TestBridgeRoleProgressLine: `stacklens bridge` with STATS_INTERVAL_SEC=1
+// logs a progress line each second whose figures match what it did: six
+// messages in, five events out, one dead letter (the counters are the
+// process's, so the test compares with their values before it started).
+func TestBridgeRoleProgressLine(t *testing.T) {
+	broker := testenv.Kafka(t, 3, "progress-in")
+	ns := testenv.NATS(t)
+	base := map[string]float64{}
+	for _, f := range bridge.ProgressFigures() {
+		base[f.Name] = f.Value
+	}
+	env := map[string]string{
+		"ENV_FILE": writeEmpty(t), "METRICS_PORT": "0", "LOG_FORMAT": "json", "STATS_INTERVAL_SEC": "1",
+		"KAFKA_BOOTSTRAP_SERVERS": strings.Join(broker.Brokers, ","), "KAFKA_INPUT_TOPIC": "progress-in",
+		"KAFKA_GROUP_ID": "progress-" + testenv.Name(t), "NATS_URL": ns.URL,
+	}
+	var logs testenv.SyncBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	go func() {
+		done <- dispatch(ctx, &cli{args: []string{"bridge"}, stdout: io.Discard, stderr: &logs, env: func(k string) (string, bool) {
+			v, ok := env[k]
+			return v, ok
+		}})
+	}()
+	defer func() {
+		cancel()
+		if code := <-done; code != exitOK {
+			t.Errorf("bridge exit %d", code)
+		}
+	}()
+	now := time.Now().UTC().Format(time.RFC3339Nano)
+	var msgs []kafka.Message
+	for i := range 5 {
+		msgs = append(msgs, kafka.Message{Value: []byte(fmt.Sprintf(`{"timestamp":%q,"service":"svc%d","level":"info","latency_ms":1}`, now, i))})
+	}
+	msgs = append(msgs, kafka.Message{Value: []byte("not json")})
+	broker.Produce(t, "progress-in", msgs...)
+
+	want := map[string]float64{"in": 6, "out": 5, "dead_letters": 1}
+	var seen map[string]any
+	testenv.Eventually(t, 60*time.Second, func() error {
+		var last map[string]any
+		for _, line := range strings.Split(logs.String(), "\n") {
+			var m map[string]any
+			if json.Unmarshal([]byte(line), &m) == nil && m["msg"] == "progress" && m["component"] == "bridge" {
+				last = m
+			}
+		}
+		if last == nil {
+			return fmt.Errorf("no progress line yet")
+		}
+		for k, v := range want {
+			if got, _ := last[k].(float64); got-base[k] != v {
+				return fmt.Errorf("%s = %v (base %v), want +%v: %v", k, last[k], base[k], v, last)
+			}
+		}
+		for _, k := range []string{"lag", "in_per_sec", "out_per_sec", "role"} {
+			if _, ok := last[k]; !ok {
+				return fmt.Errorf("no %s in %v", k, last)
+			}
+		}
+		seen = last
+		return nil
+	})
+	t.Logf("progress line: %v", seen)
+}
+
+// TestDevProgressLinesEveryRole: in `stacklens dev` with
+// STATS_INTERVAL_SEC=1 every long-running role logs its progress line, and
+// one event shows up in each stage's figures (counted from the process's
+// counters before the test).
+func TestDevProgressLinesEveryRole(t *testing.T) {
+	base := map[string]map[string]float64{}
+	for name, figs := range map[string][]telemetry.Figure{
+		"bridge": bridge.ProgressFigures(), "processor": processor.ProgressFigures(), "projections": projections.ProgressFigures(),
+	} {
+		base[name] = map[string]float64{}
+		for _, f := range figs {
+			base[name][f.Name] = f.Value
+		}
+	}
+	dataDir, err := os.MkdirTemp("", "stacklens-progress-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = os.Chmod(dataDir, 0o755)
+	t.Cleanup(func() { _ = os.RemoveAll(dataDir) })
+	dbPort, _ := embedded.FreePort()
+	apiPort, _ := embedded.FreePort()
+	env := map[string]string{
+		"DATA_DIR": dataDir, "METRICS_PORT": "0", "API_PORT": strconv.Itoa(apiPort), "DB_PORT": strconv.Itoa(dbPort),
+		"ENV_FILE": writeEmpty(t), "LOG_FORMAT": "json", "STATS_INTERVAL_SEC": "1", "FLUSH_INTERVAL": "100ms",
+	}
+	var logs testenv.SyncBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	go func() {
+		done <- dispatch(ctx, &cli{args: []string{"dev", "--nats-port", "-1", "--kafka-port", "-1"}, stdout: io.Discard, stderr: &logs,
+			env: func(k string) (string, bool) { v, ok := env[k]; return v, ok }})
+	}()
+	defer func() {
+		cancel()
+		if code := <-done; code != exitOK {
+			t.Errorf("dev exit %d", code)
+		}
+	}()
+	var ep devstack.Endpoints
+	testenv.Eventually(t, 2*time.Minute, func() error {
+		b, err := os.ReadFile(filepath.Join(dataDir, "endpoints.json"))
+		if err != nil {
+			return err
+		}
+		return json.Unmarshal(b, &ep)
+	})
+	msg := fmt.Sprintf(`{"timestamp":%q,"service":"progress-svc","level":"info","latency_ms":5}`, time.Now().UTC().Format(time.RFC3339Nano))
+	w := &kafka.Writer{Addr: kafka.TCP(ep.Kafka), Topic: "stacklens-analytics", RequiredAcks: kafka.RequireAll}
+	if err := w.WriteMessages(ctx, kafka.Message{Value: []byte(msg)}); err != nil {
+		t.Fatal(err)
+	}
+	_ = w.Close()
+
+	// The event, once through each stage; the api's line is there with its figures.
+	want := map[string]map[string]float64{
+		"bridge": {"in": 1, "out": 1, "dead_letters": 0}, "processor": {"in": 1}, "projections": {"in": 1},
+	}
+	testenv.Eventually(t, time.Minute, func() error {
+		last := map[string]map[string]any{}
+		for _, line := range strings.Split(logs.String(), "\n") {
+			var m map[string]any
+			if json.Unmarshal([]byte(line), &m) == nil && m["msg"] == "progress" {
+				c, _ := m["component"].(string)
+				last[c] = m
+			}
+		}
+		for comp, figs := range want {
+			l := last[comp]
+			if l == nil {
+				return fmt.Errorf("no progress line from %s", comp)
+			}
+			for k, v := range figs {
+				if got, _ := l[k].(float64); got-base[comp][k] != v {
+					return fmt.Errorf("%s: %s = %v (base %v), want +%v", comp, k, l[k], base[comp][k], v)
+				}
+			}
+		}
+		a := last["api"]
+		if a == nil {
+			return fmt.Errorf("no progress line from the api")
+		}
+		for _, k := range []string{"in", "in_per_sec", "evaluations", "out", "dead_letters", "leader"} {
+			if _, ok := a[k]; !ok {
+				return fmt.Errorf("api line lacks %s: %v", k, a)
+			}
+		}
+		return nil
+	})
 }

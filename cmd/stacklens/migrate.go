@@ -70,6 +70,8 @@ func migrateUp(ctx context.Context, cfg *config.Config, log *slog.Logger) (int, 
 		RetentionWarm:  cfg.Retention.WarmDays,
 		RetentionCold:  cfg.Retention.ColdDays,
 		ReaderPassword: cfg.DB.ReaderPassword,
+		WriterPassword: cfg.DB.WriterPassword,
+		AdminPassword:  cfg.DB.AdminPassword,
 	}, log.With("component", "migrate"))
 	if err != nil {
 		return n, fmt.Errorf("migrate: %w", err)

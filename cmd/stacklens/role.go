@@ -56,6 +56,13 @@ func loadConfig(c *cli, name, summary string, extra func(fs *flag.FlagSet)) (*co
 	return cfg, -1
 }
 
+// progress logs a component's progress line every STATS_INTERVAL_SEC (0:
+// never) until ctx ends.
+func (e *env) progress(ctx context.Context, component string, figures func() []telemetry.Figure) {
+	every := time.Duration(e.cfg.Telemetry.StatsInterval) * time.Second
+	go telemetry.Progress(ctx, e.log.With("component", component), every, figures)
+}
+
 func newEnv(c *cli, cfg *config.Loaded, role string) *env {
 	log := telemetry.NewLogger(c.stderr, cfg.Telemetry.LogLevel, cfg.Telemetry.LogFormat).With("role", role)
 	return &env{cfg: cfg, log: log, health: telemetry.NewHealth()}

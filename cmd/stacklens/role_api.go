@@ -12,6 +12,7 @@ import (
 	"github.com/stacklens/stacklens/api"
 	"github.com/stacklens/stacklens/api/dashboard"
 	"github.com/stacklens/stacklens/internal/natsutil"
+	"github.com/stacklens/stacklens/internal/telemetry"
 )
 
 // apiRole serves the API and the dashboard and runs the alert engine in the
@@ -60,6 +61,8 @@ func runAPI(ctx context.Context, e *env) error {
 	if err != nil {
 		return fmt.Errorf("api server: %w", err)
 	}
+
+	e.progress(ctx, "api", func() []telemetry.Figure { return append(srv.ProgressFigures(), alerting.ProgressFigures()...) })
 
 	// The HTTP server stops first (no new acknowledgements), then the engine
 	// releases its lease.

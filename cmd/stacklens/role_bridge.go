@@ -11,6 +11,7 @@ var bridgeRole = role{
 	name:    "bridge",
 	summary: "forward the Kafka input topic into the JetStream event log, exactly once",
 	component: component{name: "bridge", run: func(ctx context.Context, e *env) error {
+		e.progress(ctx, "bridge", bridge.ProgressFigures)
 		return bridge.Run(ctx, bridge.Deps{
 			Config: e.cfg.Config,
 			Log:    e.log,

@@ -37,7 +37,8 @@ type Kafka struct {
 	OutputTopic      string        `env:"KAFKA_OUTPUT_TOPIC" default:"analytics-alerts" desc:"topic alert state changes are written to"`
 	GroupID          string        `env:"KAFKA_GROUP_ID" default:"stacklens-bridge" desc:"consumer group of the bridges"`
 	BatchSize        int           `env:"KAFKA_BATCH_SIZE" default:"500" min:"1" max:"999" desc:"most events per atomic JetStream batch (plus one checkpoint message)"`
-	BatchTimeoutMS   int           `env:"KAFKA_BATCH_TIMEOUT_MS" default:"20" min:"1" max:"60000" desc:"longest wait to fill a batch while messages keep arriving"`
+	BatchTimeoutMS   int           `env:"KAFKA_BATCH_TIMEOUT_MS" default:"20" min:"1" max:"60000" desc:"longest a batch may keep filling while messages keep arriving"`
+	Linger           time.Duration `env:"KAFKA_LINGER" default:"5ms" min:"1ms" max:"1m" desc:"once a partition is caught up, how long a partial batch waits for one more message before it is published (KAFKA_BATCH_TIMEOUT_MS bounds the whole batch)"`
 	SessionTimeout   time.Duration `env:"KAFKA_SESSION_TIMEOUT" default:"10s" min:"1s" max:"30m" desc:"consumer-group session timeout: how long a bridge that died without leaving keeps its partitions"`
 	Heartbeat        time.Duration `env:"KAFKA_HEARTBEAT_INTERVAL" default:"1s" min:"100ms" max:"10m" desc:"consumer-group heartbeat interval (below KAFKA_SESSION_TIMEOUT / 3)"`
 	RebalanceTimeout time.Duration `env:"KAFKA_REBALANCE_TIMEOUT" default:"10s" min:"1s" max:"30m" desc:"how long a rebalance waits for every member to rejoin"`
@@ -64,6 +65,8 @@ type DB struct {
 	PoolMax        int    `env:"DB_POOL_MAX" default:"10" min:"1" max:"1000" desc:"most connections per pool"`
 	ReaderUser     string `env:"DB_READER_USER" default:"stacklens_reader" desc:"read-only role the API queries as"`
 	ReaderPassword string `env:"DB_READER_PASSWORD" secret:"true" desc:"password of DB_READER_USER (empty: SET ROLE on the main pool)"`
+	WriterPassword string `env:"DB_WRITER_PASSWORD" secret:"true" desc:"stacklens migrate gives the stacklens_writer role LOGIN and this password (empty: leave the role as it is)"`
+	AdminPassword  string `env:"DB_ADMIN_PASSWORD" secret:"true" desc:"stacklens migrate gives the stacklens_admin role LOGIN and this password (empty: leave the role as it is)"`
 	URL            string `env:"DATABASE_URL" secret:"true" desc:"full DSN; overrides DB_HOST…DB_SSLMODE when set"`
 	Timescale      string `env:"DB_TIMESCALE" default:"auto" oneof:"auto,on,off" desc:"use TimescaleDB hypertables: auto (when the extension is available), on, off"`
 }
@@ -141,10 +144,10 @@ type Alerting struct {
 type Telemetry struct {
 	LogLevel      string `env:"LOG_LEVEL" default:"INFO" oneof:"DEBUG,INFO,WARN,WARNING,ERROR" fold:"true" desc:"DEBUG, INFO, WARN or ERROR"`
 	LogFormat     string `env:"LOG_FORMAT" default:"text" oneof:"text,json" fold:"true" desc:"json lines, or text (coloured on a terminal)"`
-	EnableMetrics bool   `env:"ENABLE_METRICS" default:"true" desc:"serve Prometheus metrics, /health and /ready"`
+	EnableMetrics bool   `env:"ENABLE_METRICS" default:"true" desc:"serve Prometheus metrics, /health and /ready (what stacklens healthcheck probes; without it only the api can be probed)"`
 	MetricsHost   string `env:"METRICS_HOST" default:"127.0.0.1" desc:"listen address of the metrics server"`
-	MetricsPort   int    `env:"METRICS_PORT" default:"8004" min:"0" max:"65535" desc:"listen port of the metrics server (0: any free port)"`
-	StatsInterval int    `env:"STATS_INTERVAL_SEC" default:"30" min:"0" desc:"seconds between progress log lines (0: off)"`
+	MetricsPort   int    `env:"METRICS_PORT" default:"8004" min:"0" max:"65535" desc:"listen port of the metrics server (0: any free port); must differ from API_PORT on an overlapping address"`
+	StatsInterval int    `env:"STATS_INTERVAL_SEC" default:"30" min:"0" desc:"seconds between each role's progress log line: in/out, dead letters, lag, rates (0: off)"`
 }
 
 // Runtime holds process-wide settings.

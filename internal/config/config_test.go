@@ -197,6 +197,10 @@ func TestBadValuesNameTheVariable(t *testing.T) {
 		{map[string]string{"SLACK_WEBHOOK_URL": "ftp://x"}, nil, "SLACK_WEBHOOK_URL"},
 		{map[string]string{"PAGERDUTY_URL": "nope"}, nil, "PAGERDUTY_URL"},
 		{map[string]string{"SMTP_HOST": "mail"}, nil, "SMTP_TO"},
+		{map[string]string{"METRICS_PORT": "8005"}, nil, "METRICS_PORT"},
+		{map[string]string{"METRICS_PORT": "9000", "API_PORT": "9000", "METRICS_HOST": "0.0.0.0"}, nil, "METRICS_PORT"},
+		{map[string]string{"METRICS_PORT": "9000", "API_PORT": "9000", "API_HOST": "::"}, nil, "METRICS_PORT"},
+		{map[string]string{"METRICS_PORT": "9000", "API_PORT": "9000", "API_HOST": "localhost"}, nil, "METRICS_PORT"},
 		{map[string]string{"DB_PASSWORD_FILE": "/nonexistent/pw"}, nil, "DB_PASSWORD_FILE"},
 		{nil, []string{"--db-port", "x"}, "DB_PORT"},
 		{nil, []string{"--no-such-flag"}, "flags"},
@@ -339,5 +343,20 @@ func TestValidateOnHandBuiltConfig(t *testing.T) {
 	var ce *Error
 	if err := c.Validate(); !errors.As(err, &ce) || ce.Var != "AGGREGATION_WINDOWS" {
 		t.Fatalf("err %v", err)
+	}
+}
+
+// TestMetricsAndAPIPortsMayShareOnlyWithoutOverlap: the same port is fine on
+// distinct addresses, with metrics off, or when both pick a free port.
+func TestMetricsAndAPIPortsMayShareOnlyWithoutOverlap(t *testing.T) {
+	for _, env := range []map[string]string{
+		{"METRICS_PORT": "9000", "API_PORT": "9000", "METRICS_HOST": "127.0.0.1", "API_HOST": "10.1.2.3"},
+		{"METRICS_PORT": "9000", "API_PORT": "9000", "METRICS_HOST": "::1", "API_HOST": "127.0.0.1"},
+		{"METRICS_PORT": "8005", "ENABLE_METRICS": "false"},
+		{"METRICS_PORT": "0", "API_PORT": "0"},
+	} {
+		if _, err := load(t, env); err != nil {
+			t.Errorf("%v: %v", env, err)
+		}
 	}
 }

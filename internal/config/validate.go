@@ -43,6 +43,17 @@ func (c *Config) Validate() error {
 	if c.DB.PoolMin > c.DB.PoolMax {
 		return &Error{Var: "DB_POOL_MIN", Msg: fmt.Sprintf("%d exceeds DB_POOL_MAX %d", c.DB.PoolMin, c.DB.PoolMax)}
 	}
+	// The migrator stores role passwords as SCRAM verifiers, for which the
+	// clear text must be printable ASCII (SASLprep is then the identity).
+	for _, pw := range []struct{ name, v string }{
+		{"DB_READER_PASSWORD", c.DB.ReaderPassword}, {"DB_WRITER_PASSWORD", c.DB.WriterPassword}, {"DB_ADMIN_PASSWORD", c.DB.AdminPassword},
+	} {
+		for _, r := range pw.v {
+			if r < 0x20 || r > 0x7e {
+				return &Error{Var: pw.name, Msg: "must be printable ASCII (or a SCRAM-SHA-256 verifier)"}
+			}
+		}
+	}
 	if c.DB.URL != "" {
 		if u, err := url.Parse(c.DB.URL); err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
 			return &Error{Var: "DATABASE_URL", Msg: "want postgres://user:password@host:port/dbname"}
@@ -77,10 +88,45 @@ func (c *Config) Validate() error {
 	if u, err := url.Parse(c.Alerting.PagerDutyURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 		return &Error{Var: "PAGERDUTY_URL", Msg: "want an http(s) URL"}
 	}
+	if c.Telemetry.EnableMetrics && c.Telemetry.MetricsPort != 0 && c.Telemetry.MetricsPort == c.API.Port &&
+		hostsOverlap(c.Telemetry.MetricsHost, c.API.Host) {
+		return &Error{Var: "METRICS_PORT", Msg: fmt.Sprintf("%d is also API_PORT on an overlapping address (METRICS_HOST %q, API_HOST %q): the api role would fail to bind; give them different ports",
+			c.Telemetry.MetricsPort, c.Telemetry.MetricsHost, c.API.Host)}
+	}
 	if c.Alerting.SMTPHost != "" && len(c.Alerting.SMTPTo) == 0 {
 		return &Error{Var: "SMTP_TO", Msg: "SMTP_HOST is set but no recipient is"}
 	}
 	return nil
+}
+
+// hostsOverlap reports whether listeners on a and b with the same port
+// would collide: the same address, a wildcard on either side, or
+// "localhost" against a loopback address.
+func hostsOverlap(a, b string) bool {
+	norm := func(h string) (ip net.IP, wildcard, local bool) {
+		h = strings.Trim(strings.TrimSpace(h), "[]")
+		if h == "" {
+			return nil, true, false
+		}
+		if strings.EqualFold(h, "localhost") {
+			return nil, false, true
+		}
+		ip = net.ParseIP(h)
+		return ip, ip != nil && ip.IsUnspecified(), false
+	}
+	ipa, wa, la := norm(a)
+	ipb, wb, lb := norm(b)
+	switch {
+	case wa || wb || (la && lb):
+		return true
+	case la:
+		return ipb != nil && ipb.IsLoopback()
+	case lb:
+		return ipa != nil && ipa.IsLoopback()
+	case ipa != nil && ipb != nil:
+		return ipa.Equal(ipb)
+	}
+	return strings.EqualFold(strings.TrimSpace(a), strings.TrimSpace(b))
 }
 
 // ParsedWindows returns the configured aggregation windows, smallest first.

@@ -71,7 +71,7 @@ func Postgres(t testing.TB) *PG {
 // appRolesHBA makes the application roles log in with a real password on
 // the shared local server (everyone else is trusted), so tests of role
 // passwords check something.
-var appRolesHBA = []string{"host all stacklens_reader,stacklens_writer 127.0.0.1/32 scram-sha-256"}
+var appRolesHBA = []string{"host all stacklens_reader,stacklens_writer,stacklens_admin 127.0.0.1/32 scram-sha-256"}
 
 func sharedPostgres() (dsn, source string, err error) {
 	if env := os.Getenv("TEST_DATABASE_URL"); env != "" {
