@@ -76,7 +76,8 @@ type Hooks struct {
 	// RulesChanged runs after a rule was created, updated or deleted
 	// (after commit); change is "created", "updated" or "deleted".
 	RulesChanged func(ctx context.Context, ruleID int64, change string)
-	// SilencesChanged runs after a silence was created or deleted.
+	// SilencesChanged runs after a silence was created, updated or deleted
+	// (change "created", "updated" or "deleted").
 	SilencesChanged func(ctx context.Context, silenceID int64, change string)
 	// OnAcknowledge runs inside the transaction that acknowledges an alert,
 	// after the UPDATE, so the engine can enqueue outbox rows atomically;
