@@ -761,3 +761,35 @@ func TestStatsEndpoint(t *testing.T) {
 		}
 	}
 }
+
+// TestNoDataRule: a no_data rule needs no operator or threshold (stored as
+// ">=" for_windows, the condition it evaluates), refuses a threshold, an
+// operator or a resolve threshold that would mean something else, and the
+// database accepts the metric (migration 7).
+func TestNoDataRule(t *testing.T) {
+	dsn, db, now := newDB(t)
+	f := serverOn(t, dsn, db, now, withCreds)
+	ad := basic("alice", "wonderland")
+	resp, b := f.request("POST", "/alert-rules", `{"rule_name":"Quiet","metric_name":"no_data","for_windows":3,"severity":"critical"}`, ad)
+	if resp.StatusCode != 201 {
+		t.Fatalf("create: %d %s", resp.StatusCode, b)
+	}
+	var r Rule
+	_ = json.Unmarshal(b, &r)
+	if r.MetricName != "no_data" || r.Operator != ">=" || r.Threshold != 3 || r.ForWindows != 3 || r.ResolveThreshold != nil {
+		t.Fatalf("created %+v", r)
+	}
+	resp, b = f.request("PUT", "/alert-rules/"+itoa(r.ID), `{"rule_name":"Quiet","metric_name":"no_data","operator":">=","threshold":5,"for_windows":5}`, ad)
+	if resp.StatusCode != 200 {
+		t.Fatalf("replace: %d %s", resp.StatusCode, b)
+	}
+	for _, c := range []struct{ body, field string }{
+		{`{"rule_name":"Q2","metric_name":"no_data","operator":"<"}`, "operator"},
+		{`{"rule_name":"Q2","metric_name":"no_data","for_windows":2,"threshold":7}`, "threshold"},
+		{`{"rule_name":"Q2","metric_name":"no_data","resolve_threshold":1}`, "resolve_threshold"},
+		{`{"rule_name":"Q2","metric_name":"no_data","for_windows":0}`, "for_windows"},
+		{`{"rule_name":"Q2","metric_name":"count"}`, "operator"}, // other metrics still need them
+	} {
+		f.expectError("POST", "/alert-rules", c.body, ad, 400, c.field)
+	}
+}

@@ -5,12 +5,13 @@ import (
 	"errors"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go"
 
-	"github.com/stacklens/stacklens/api"
 	"github.com/stacklens/stacklens/alerting"
+	"github.com/stacklens/stacklens/api"
 	"github.com/stacklens/stacklens/api/dashboard"
 	"github.com/stacklens/stacklens/internal/natsutil"
 )
@@ -47,6 +48,9 @@ func runAPI(ctx context.Context, e *env) error {
 
 	eng, err := alerting.New(alerting.Config{
 		Alerting: e.cfg.Alerting, Kafka: e.cfg.Kafka, DB: e.cfg.DB, NATS: e.cfg.NATS, Windows: windows,
+		// A window's row may still appear until it is final (late events),
+		// plus the projections' delay: only then is a window "missing".
+		NoDataGrace: e.cfg.Processor.AllowedLateness + 15*time.Second,
 	}, alerting.Deps{Log: e.log, NATS: nc, Health: e.health})
 	if err != nil {
 		return err
