@@ -289,6 +289,7 @@ func (e *Engine) lead(ctx context.Context) {
 		}
 	}
 	e.ev = nil // reload state from the database: another replica may have led
+	clear(e.noData)
 	t := time.NewTicker(e.cfg.Alerting.EvalInterval)
 	defer t.Stop()
 	var lastErr string
@@ -304,6 +305,7 @@ func (e *Engine) lead(ctx context.Context) {
 			}
 			lastErr = err.Error()
 			e.ev = nil
+			clear(e.noData)
 		} else {
 			lastErr = ""
 		}
