@@ -55,10 +55,23 @@ func runAPI(ctx context.Context, e *env) error {
 	if err != nil {
 		return err
 	}
+	var winNames []string
+	for _, w := range windows {
+		winNames = append(winNames, w.Name)
+	}
+	// Lag and dead letters for /health, sampled in the background.
+	probe, err := api.NewPipelineProbe(nc, api.PipelineProbeOptions{Windows: winNames, Log: e.log})
+	if err != nil {
+		return err
+	}
+	probeCtx, stopProbe := context.WithCancel(ctx)
+	defer stopProbe()
+	go probe.Run(probeCtx)
+
 	srv, err := api.New(api.Config{
 		API: e.cfg.API, DB: e.cfg.DB, Windows: windows, Version: version, Environment: e.cfg.Runtime.DeployEnv,
 	}, api.Deps{
-		Log: e.log, Health: e.health, NATS: nc, Mount: dashboard.Mount,
+		Log: e.log, Health: e.health, NATS: nc, Pipeline: probe, Mount: dashboard.Mount,
 		Hooks: api.Hooks{
 			RulesChanged:    eng.RulesChanged,
 			SilencesChanged: eng.SilencesChanged,
