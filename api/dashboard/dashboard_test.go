@@ -837,7 +837,7 @@ func TestDashboardInBrowser(t *testing.T) {
 
 // pipelineProbe samples an embedded NATS holding a pipeline's state: two
 // shards, shard 0 with 3 events nobody consumes (no processor runs), shard
-// 1 empty; 4 dead letters, one of them in the last minute (two samples 30 s
+// 1 empty and not consumed either; 4 dead letters, one of them in the last minute (two samples 30 s
 // apart on the probe's clock).
 func pipelineProbe(t *testing.T) *api.PipelineProbe {
 	t.Helper()
@@ -879,8 +879,8 @@ func pipelineProbe(t *testing.T) *api.PipelineProbe {
 	return probe
 }
 
-// checkPipelinePanel: the pipeline panel shows the processor's lag (one
-// shard not consumed, its backlog's age) and the dead letters by reason
+// checkPipelinePanel: the pipeline panel shows the processor's lag (both
+// shards not consumed, shard 0's backlog 30 s old on the probe's clock) and the dead letters by reason
 // with their last-minute counts, as /health reports them.
 func checkPipelinePanel(t *testing.T, ctx context.Context) {
 	t.Helper()
@@ -903,7 +903,8 @@ func checkPipelinePanel(t *testing.T, ctx context.Context) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.Unconsumed != "1" || got.Pending != "0" || len(got.Behind) != 1 || !strings.HasPrefix(got.Behind[0], "shard 0: not consumed") {
+	if got.Unconsumed != "2" || got.Pending != "0" || len(got.Behind) != 2 || !strings.HasPrefix(got.Behind[0], "shard 0: not consumed, 30") ||
+		got.Behind[1] != "shard 1: not consumed, 0.0 s" {
 		t.Errorf("processor lag shown %+v", got)
 	}
 	if strings.Join(got.Reasons, ",") != "bridge.missing_field=3+1,processor.too_late=1+0" ||
