@@ -903,8 +903,8 @@ func checkPipelinePanel(t *testing.T, ctx context.Context) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.Unconsumed != "2" || got.Pending != "0" || len(got.Behind) != 2 || !strings.HasPrefix(got.Behind[0], "shard 0: not consumed, 30") ||
-		got.Behind[1] != "shard 1: not consumed, 0.0 s" {
+	if got.Unconsumed != "2" || got.Pending != "0" || len(got.Behind) != 2 || !strings.HasPrefix(got.Behind[0], "shard 0: not consumed, oldest 30") ||
+		got.Behind[1] != "shard 1: not consumed, nothing waiting" {
 		t.Errorf("processor lag shown %+v", got)
 	}
 	if strings.Join(got.Reasons, ",") != "bridge.missing_field=3+1,processor.too_late=1+0" ||

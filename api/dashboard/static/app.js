@@ -570,7 +570,7 @@ function pipelineParts(p) {
     if (pr.unconsumed > 0) details.push(`${pr.unconsumed} of ${pr.shards} shards not consumed`);
     else details.push(`${pr.shards} shards consumed`);
     const behind = (pr.shard_lags || []).filter((s) => !s.consumed || s.lag_seconds > 0)
-      .map((s) => `shard ${s.shard}: ${s.consumed ? `${fmtCount(s.pending)} pending` : 'not consumed'}, ${fmtDuration(s.lag_seconds)}`);
+      .map((s) => `shard ${s.shard}: ${s.consumed ? `${fmtCount(s.pending)} pending` : 'not consumed'}, ${s.lag_seconds > 0 ? `oldest ${fmtDuration(s.lag_seconds)}` : 'nothing waiting'}`);
     const lagging = pr.unconsumed > 0 || pr.max_lag_seconds >= 60;
     const b = badge(lagging ? 'degraded' : 'ok', lagging ? 'lagging' : 'ok');
     parts.push(h('dt', { text: 'Processor lag' }),
