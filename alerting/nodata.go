@@ -129,7 +129,7 @@ func (e *Engine) evaluateNoData(ctx context.Context, w window.Window, rules []*R
 		key += fmt.Sprintf("%d/%d ", r.ID, r.ForWindows)
 	}
 	last, scanned := e.noData[w.Name]
-	if scanned && last.due.Equal(due) && last.rules == key && now.Sub(last.at) < noDataRescan && now.After(last.at) {
+	if scanned && last.due.Equal(due) && last.rules == key && !now.Before(last.at) && now.Sub(last.at) < noDataRescan {
 		return nil, nil
 	}
 	seen, err := e.lastSeen(ctx, w, now.Add(-e.noDataLookback(w, longest)))
