@@ -57,6 +57,10 @@ type Config struct {
 	// SingleReplica runs without the NATS lease: use it only when exactly
 	// one api process runs (stacklens dev, tests).
 	SingleReplica bool
+	// NoDataGrace is how long after its end a window counts as over for
+	// no_data rules (a service that sent during it has its row by then):
+	// ALLOWED_LATENESS plus the pipeline's delay. 0: 30 s.
+	NoDataGrace time.Duration
 }
 
 // Deps are the engine's collaborators.
@@ -97,7 +101,8 @@ type Engine struct {
 	afterCommit func() // runs after an evaluation transaction committed
 
 	ev     *evaluator
-	cycles atomic.Int64 // completed evaluation cycles (tests)
+	noData map[string]noDataScan // per window: the last no_data scan
+	cycles atomic.Int64          // completed evaluation cycles (tests)
 }
 
 // channelsAll are the outbox channels, in dispatch order.
@@ -129,6 +134,9 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 	if !cfg.SingleReplica && deps.NATS == nil {
 		return nil, errors.New("alerting: a NATS connection is required for the evaluator lease (or set SingleReplica)")
 	}
+	if cfg.NoDataGrace <= 0 {
+		cfg.NoDataGrace = 30 * time.Second
+	}
 	log := deps.Log
 	if log == nil {
 		log = slog.Default()
@@ -140,6 +148,7 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 		nc:        deps.NATS,
 		health:    deps.Health,
 		windows:   map[string]window.Window{},
+		noData:    map[string]noDataScan{},
 		wake:      make(chan struct{}, 1),
 		kicks:     map[string]chan struct{}{},
 		now:       time.Now,
@@ -283,6 +292,7 @@ func (e *Engine) lead(ctx context.Context) {
 		}
 	}
 	e.ev = nil // reload state from the database: another replica may have led
+	clear(e.noData)
 	t := time.NewTicker(e.cfg.Alerting.EvalInterval)
 	defer t.Stop()
 	var lastErr string
@@ -298,6 +308,7 @@ func (e *Engine) lead(ctx context.Context) {
 			}
 			lastErr = err.Error()
 			e.ev = nil
+			clear(e.noData)
 		} else {
 			lastErr = ""
 		}
@@ -472,6 +483,9 @@ type change struct {
 	step    Step
 	value   float64
 	start   time.Time
+	// no_data rules: the start of the service's newest row (zero: none in
+	// the lookback)
+	lastSeen time.Time
 }
 
 // cycle evaluates the windows that became final (or were corrected) since
@@ -495,7 +509,7 @@ func (e *Engine) cycle(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	byWindow := map[string][]*Rule{}
+	byWindow, noDataByWindow := map[string][]*Rule{}, map[string][]*Rule{}
 	ruleIDs := map[int64]bool{}
 	invalid := 0
 	for i := range rules {
@@ -504,7 +518,11 @@ func (e *Engine) cycle(ctx context.Context) error {
 			invalid++
 			continue
 		}
-		byWindow[r.Window] = append(byWindow[r.Window], r)
+		if r.Metric == MetricNoData {
+			noDataByWindow[r.Window] = append(noDataByWindow[r.Window], r)
+		} else {
+			byWindow[r.Window] = append(byWindow[r.Window], r)
+		}
 		ruleIDs[r.ID] = true
 	}
 	invalidRulesGauge.Set(float64(invalid))
@@ -526,6 +544,15 @@ func (e *Engine) cycle(ctx context.Context) error {
 		return s
 	}
 	var changes []change
+	for _, name := range e.names {
+		if rs := noDataByWindow[name]; len(rs) > 0 {
+			ch, err := e.evaluateNoData(ctx, e.windows[name], rs, now, get)
+			if err != nil {
+				return err
+			}
+			changes = append(changes, ch...)
+		}
+	}
 	cursors := map[string]time.Time{}
 	for _, name := range e.names {
 		rs := byWindow[name]
@@ -700,6 +727,12 @@ func (e *Engine) commit(ctx context.Context, now time.Time, changes []change, pe
 				FiredAt: now, Message: fireMessage(r, c.service, v, r.Window, start),
 				Description: r.Description, EmittedAt: now,
 			}
+			if r.Metric == MetricNoData {
+				first := c.lastSeen.Add(e.windows[r.Window].Size).UTC()
+				ev.WindowStart, ev.Operator = &first, ">="
+				thr = float64(r.ForWindows)
+				ev.Message = noDataMessage(r, c.service, c.value, first)
+			}
 			channels := e.fireChannels(r)
 			if silenced(sils, r, c.service, now) {
 				channels = nil
@@ -718,8 +751,11 @@ func (e *Engine) commit(ctx context.Context, now time.Time, changes []change, pe
 				alertsCounter(stateFiring, r.Severity).Inc()
 			}
 		case Resolve:
-			ev, n, err := resolve(ctx, tx, r, c.step.AlertID, &v, &start, now,
-				fmt.Sprintf("%s %s is back (resolve threshold %s)", r.Metric, fmtValue(v), fmtValue(r.EffectiveResolveThreshold())))
+			msg := fmt.Sprintf("%s %s is back (resolve threshold %s)", r.Metric, fmtValue(v), fmtValue(r.EffectiveResolveThreshold()))
+			if r.Metric == MetricNoData {
+				msg = fmt.Sprintf("data from %s is back (newest %s window starts %s)", c.service, r.Window, c.lastSeen.UTC().Format(time.RFC3339))
+			}
+			ev, n, err := resolve(ctx, tx, r, c.step.AlertID, &v, &start, now, msg)
 			if err != nil {
 				return 0, err
 			}

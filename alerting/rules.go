@@ -45,7 +45,7 @@ type Rule struct {
 // windows are the configured window names.
 func (r *Rule) Validate(windows []string) error {
 	switch {
-	case !slices.Contains(Metrics, r.Metric):
+	case !slices.Contains(Metrics, r.Metric) && r.Metric != MetricNoData:
 		return fmt.Errorf("rule %q: unknown metric %q", r.Name, r.Metric)
 	case !slices.Contains(operators, r.Operator):
 		return fmt.Errorf("rule %q: unknown operator %q", r.Name, r.Operator)

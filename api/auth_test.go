@@ -18,7 +18,7 @@ type matrixCase struct {
 
 // matrixCases covers every route of the table (checked below); admin
 // cases run after the reader ones so deletes find their targets.
-func matrixCases(ruleID, silenceID string) []matrixCase {
+func matrixCases(ruleID, silenceID, keptSilenceID string) []matrixCase {
 	return []matrixCase{
 		{"GET", "/", "", 200},
 		{"GET", "/health", "", 200},
@@ -36,6 +36,8 @@ func matrixCases(ruleID, silenceID string) []matrixCase {
 		{"DELETE", "/alert-rules/" + ruleID, "", 204},
 		{"GET", "/silences", "", 200},
 		{"POST", "/silences", `{"service":"checkout","duration":"1h","comment":"matrix"}`, 201},
+		{"GET", "/silences/" + keptSilenceID, "", 200},
+		{"PATCH", "/silences/" + silenceID, `{"comment":"matrix"}`, 200},
 		{"DELETE", "/silences/" + silenceID, "", 204},
 		{"GET", "/stats", "", 200},
 		{"GET", "/openapi.json", "", 200},
@@ -62,9 +64,14 @@ func TestAuthMatrix(t *testing.T) {
 		silenceIDs = append(silenceIDs, itoa(sid))
 	}
 
+	var kept int64
+	if err := f.db.QueryRow(ctx, `INSERT INTO analytics_alert_silences (service, ends_at) VALUES ('kept', now() + interval '1 hour') RETURNING id`).Scan(&kept); err != nil {
+		t.Fatal(err)
+	}
+
 	// Every registered route is in the matrix.
 	covered := map[string]bool{}
-	for _, c := range matrixCases("9", "9") {
+	for _, c := range matrixCases("9", "9", "9") {
 		covered[c.method+" "+normalizeID(c.path)] = true
 	}
 	for _, r := range f.srv.routes {
@@ -97,7 +104,7 @@ func TestAuthMatrix(t *testing.T) {
 			rid, sid = ruleIDs[adminRun], silenceIDs[adminRun]
 			adminRun++
 		}
-		for _, c := range matrixCases(rid, sid) {
+		for _, c := range matrixCases(rid, sid, itoa(kept)) {
 			body := strings.Replace(c.body, "%s", cl.name, 1)
 			public := c.path == "/health" || c.path == "/ready"
 			write := c.method != "GET"
@@ -142,7 +149,7 @@ func normalizeID(p string) string {
 // readers; writes are refused with 403 naming the variables to set.
 func TestAnonymousLoopback(t *testing.T) {
 	f := newFixture(t, nil)
-	for _, c := range matrixCases("1", "1") {
+	for _, c := range matrixCases("1", "1", "1") {
 		resp, b := f.request(c.method, c.path, c.body, nil)
 		want := c.ok
 		if c.method != "GET" {

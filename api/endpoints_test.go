@@ -580,6 +580,81 @@ func TestSilences(t *testing.T) {
 	}
 }
 
+// TestSilenceGetAndPatch: GET /silences/{id}, PATCH as a partial update
+// (only the given fields change, null removes a matcher), validated like
+// POST, 404 for an unknown id, and the engine hook told "updated".
+func TestSilenceGetAndPatch(t *testing.T) {
+	dsn, db, now := newDB(t)
+	f := serverOn(t, dsn, db, now, withCreds)
+	var changes []string
+	f.srv.hooks.SilencesChanged = func(_ context.Context, id int64, change string) {
+		changes = append(changes, change+":"+itoa(id))
+	}
+	ad := basic("alice", "wonderland")
+	resp, b := f.request("POST", "/silences", `{"rule_name":"High Error Rate","service":"checkout","duration":"2h","comment":"deploy"}`, ad)
+	if resp.StatusCode != 201 {
+		t.Fatalf("create: %d %s", resp.StatusCode, b)
+	}
+	var created Silence
+	_ = json.Unmarshal(b, &created)
+	id := itoa(created.ID)
+
+	var got Silence
+	_ = json.Unmarshal(f.mustGetAs("/silences/"+id, bearer(readerKey)), &got)
+	if got.ID != created.ID || *got.Service != "checkout" || got.Comment != "deploy" || !got.Active {
+		t.Fatalf("get: %+v", got)
+	}
+	f.expectError("GET", "/silences/999999", "", ad, 404, "id")
+	f.expectError("GET", "/silences/x", "", ad, 400, "id")
+
+	// Extend it and drop the service matcher; the rest is untouched.
+	newEnd := created.StartsAt.Add(5 * time.Hour).UTC()
+	resp, b = f.request("PATCH", "/silences/"+id, fmt.Sprintf(`{"ends_at":%q,"service":null,"comment":"longer deploy"}`, newEnd.Format(time.RFC3339Nano)), ad)
+	if resp.StatusCode != 200 {
+		t.Fatalf("patch: %d %s", resp.StatusCode, b)
+	}
+	var p Silence
+	_ = json.Unmarshal(b, &p)
+	if !p.EndsAt.Equal(newEnd) || p.Service != nil || *p.RuleName != "High Error Rate" || p.Comment != "longer deploy" ||
+		!p.StartsAt.Equal(created.StartsAt) || p.CreatedBy != created.CreatedBy {
+		t.Fatalf("patched: %+v", p)
+	}
+	var ends time.Time
+	if err := db.QueryRow(context.Background(), `SELECT ends_at FROM analytics_alert_silences WHERE id = $1`, created.ID).Scan(&ends); err != nil || !ends.Equal(newEnd) {
+		t.Fatalf("stored ends_at %v %v", ends, err)
+	}
+	// duration counts from starts_at; a comment alone may change.
+	resp, b = f.request("PATCH", "/silences/"+id, `{"duration":"1h","severity":"critical"}`, ad)
+	_ = json.Unmarshal(b, &p)
+	if resp.StatusCode != 200 || p.EndsAt.Sub(p.StartsAt) != time.Hour || *p.Severity != "critical" {
+		t.Fatalf("patch duration: %d %s", resp.StatusCode, b)
+	}
+	if resp, b = f.request("PATCH", "/silences/"+id, `{"comment":"ok"}`, ad); resp.StatusCode != 200 {
+		t.Fatalf("patch comment: %d %s", resp.StatusCode, b)
+	}
+
+	past := time.Now().Add(-time.Minute).UTC().Format(time.RFC3339)
+	for _, c := range []struct{ body, field string }{
+		{`{"rule_name":null,"severity":null}`, "rule_name"}, // no matcher left
+		{`{"severity":"fatal"}`, "severity"},
+		{`{"ends_at":"` + past + `"}`, "ends_at"},
+		{`{"ends_at":"2099-01-01T00:00:00Z","duration":"1h"}`, "duration"},
+		{`{"duration":"2400h"}`, "duration"},
+		{`{"starts_at":"2099-01-01T00:00:00Z"}`, "ends_at"}, // would start after it ends
+		{`{"comment":null}`, "comment"},
+		{`{"id":7}`, "id"},
+		{`{}`, "body"},
+	} {
+		f.expectError("PATCH", "/silences/"+id, c.body, ad, 400, c.field)
+	}
+	f.expectError("PATCH", "/silences/999999", `{"comment":"x"}`, ad, 404, "id")
+	f.expectError("PATCH", "/silences/"+id, `{"comment":"x"}`, bearer(readerKey), 403, "")
+	want := []string{"created:" + id, "updated:" + id, "updated:" + id, "updated:" + id}
+	if !slices.Equal(changes, want) {
+		t.Fatalf("hooks %v, want %v", changes, want)
+	}
+}
+
 // TestHealthChecks: NATS connected/disconnected, stale pipeline, no data,
 // database down (503 unhealthy), /ready.
 func TestHealthChecks(t *testing.T) {
@@ -684,5 +759,37 @@ func TestStatsEndpoint(t *testing.T) {
 		if !strings.Contains(buf.String(), want) {
 			t.Errorf("Prometheus output lacks %s", want)
 		}
+	}
+}
+
+// TestNoDataRule: a no_data rule needs no operator or threshold (stored as
+// ">=" for_windows, the condition it evaluates), refuses a threshold, an
+// operator or a resolve threshold that would mean something else, and the
+// database accepts the metric (migration 7).
+func TestNoDataRule(t *testing.T) {
+	dsn, db, now := newDB(t)
+	f := serverOn(t, dsn, db, now, withCreds)
+	ad := basic("alice", "wonderland")
+	resp, b := f.request("POST", "/alert-rules", `{"rule_name":"Quiet","metric_name":"no_data","for_windows":3,"severity":"critical"}`, ad)
+	if resp.StatusCode != 201 {
+		t.Fatalf("create: %d %s", resp.StatusCode, b)
+	}
+	var r Rule
+	_ = json.Unmarshal(b, &r)
+	if r.MetricName != "no_data" || r.Operator != ">=" || r.Threshold != 3 || r.ForWindows != 3 || r.ResolveThreshold != nil {
+		t.Fatalf("created %+v", r)
+	}
+	resp, b = f.request("PUT", "/alert-rules/"+itoa(r.ID), `{"rule_name":"Quiet","metric_name":"no_data","operator":">=","threshold":5,"for_windows":5}`, ad)
+	if resp.StatusCode != 200 {
+		t.Fatalf("replace: %d %s", resp.StatusCode, b)
+	}
+	for _, c := range []struct{ body, field string }{
+		{`{"rule_name":"Q2","metric_name":"no_data","operator":"<"}`, "operator"},
+		{`{"rule_name":"Q2","metric_name":"no_data","for_windows":2,"threshold":7}`, "threshold"},
+		{`{"rule_name":"Q2","metric_name":"no_data","resolve_threshold":1}`, "resolve_threshold"},
+		{`{"rule_name":"Q2","metric_name":"no_data","for_windows":0}`, "for_windows"},
+		{`{"rule_name":"Q2","metric_name":"count"}`, "operator"}, // other metrics still need them
+	} {
+		f.expectError("POST", "/alert-rules", c.body, ad, 400, c.field)
 	}
 }

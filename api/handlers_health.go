@@ -16,12 +16,13 @@ const (
 
 // HealthResponse is GET /health.
 type HealthResponse struct {
-	Status        string       `json:"status" enum:"healthy,degraded,unhealthy" doc:"unhealthy (HTTP 503) when the database is unreachable; degraded when NATS is disconnected or the pipeline is stale"`
-	Checks        HealthChecks `json:"checks"`
-	Version       string       `json:"version"`
-	Environment   string       `json:"environment,omitempty"`
-	UptimeSeconds float64      `json:"uptime_seconds"`
-	Time          time.Time    `json:"time"`
+	Status        string          `json:"status" enum:"healthy,degraded,unhealthy" doc:"unhealthy (HTTP 503) when the database is unreachable; degraded when NATS is disconnected or the pipeline is stale"`
+	Checks        HealthChecks    `json:"checks"`
+	Pipeline      *PipelineStatus `json:"pipeline" doc:"consumer lag per stage and dead letters, sampled from JetStream every few seconds; informational (does not change status)"`
+	Version       string          `json:"version"`
+	Environment   string          `json:"environment,omitempty"`
+	UptimeSeconds float64         `json:"uptime_seconds"`
+	Time          time.Time       `json:"time"`
 }
 
 // HealthChecks are the individual checks of /health.
@@ -90,6 +91,15 @@ func (s *Server) checkHealth(ctx context.Context) HealthResponse {
 				out.Status = statusDegraded
 			}
 			out.Checks.Pipeline = c
+		}
+	}
+
+	switch {
+	case s.pipeline == nil:
+		out.Pipeline = &PipelineStatus{Status: "disabled"}
+	default:
+		if out.Pipeline = s.pipeline.PipelineStatus(); out.Pipeline == nil {
+			out.Pipeline = &PipelineStatus{Status: "unavailable", Error: "not sampled yet"}
 		}
 	}
 

@@ -13,7 +13,7 @@ import (
 type Rule struct {
 	ID                   int64     `json:"id"`
 	RuleName             string    `json:"rule_name"`
-	MetricName           string    `json:"metric_name"`
+	MetricName           string    `json:"metric_name" doc:"a metrics column, or no_data"`
 	Operator             string    `json:"operator" enum:">,>=,<,<=,==,!="`
 	Threshold            float64   `json:"threshold"`
 	Severity             string    `json:"severity" enum:"info,warning,critical"`
@@ -31,9 +31,9 @@ type Rule struct {
 // (PUT replaces the whole rule; omitted optional fields take their defaults).
 type RuleInput struct {
 	RuleName             string   `json:"rule_name" required:"true" doc:"unique, 1-200 characters"`
-	MetricName           string   `json:"metric_name" required:"true" enum:"count,error_count,warning_count,error_rate,throughput_per_sec,latency_avg_ms,latency_min_ms,latency_max_ms,latency_p50_ms,latency_p95_ms,latency_p99_ms,risk_score_avg,risk_score_max"`
-	Operator             string   `json:"operator" required:"true" enum:">,>=,<,<=,==,!="`
-	Threshold            *float64 `json:"threshold" required:"true"`
+	MetricName           string   `json:"metric_name" required:"true" enum:"count,error_count,warning_count,error_rate,throughput_per_sec,latency_avg_ms,latency_min_ms,latency_max_ms,latency_p50_ms,latency_p95_ms,latency_p99_ms,risk_score_avg,risk_score_max,no_data" doc:"no_data: fire when a service seen before sends nothing for for_windows windows (docs/alerting.md)"`
+	Operator             string   `json:"operator,omitempty" enum:">,>=,<,<=,==,!=" doc:"required, except for no_data (stored as >=)"`
+	Threshold            *float64 `json:"threshold,omitempty" doc:"required, except for no_data (stored as for_windows)"`
 	Severity             string   `json:"severity,omitempty" enum:"info,warning,critical" doc:"default warning"`
 	NotificationChannels []string `json:"notification_channels,omitempty" doc:"subset of slack, email, pagerduty; default none"`
 	Enabled              *bool    `json:"enabled,omitempty" doc:"default true"`
@@ -52,10 +52,14 @@ type RulesResponse struct {
 var (
 	ruleMetrics = []string{"count", "error_count", "warning_count", "error_rate", "throughput_per_sec",
 		"latency_avg_ms", "latency_min_ms", "latency_max_ms", "latency_p50_ms", "latency_p95_ms",
-		"latency_p99_ms", "risk_score_avg", "risk_score_max"}
+		"latency_p99_ms", "risk_score_avg", "risk_score_max", metricNoData}
 	ruleOperators = []string{">", ">=", "<", "<=", "==", "!="}
 	ruleChannels  = []string{"slack", "email", "pagerduty"}
 )
+
+// metricNoData is the metric of a rule that fires when a service stops
+// sending (alerting.MetricNoData; docs/alerting.md, "No data").
+const metricNoData = "no_data"
 
 func finite(f float64) bool { return !math.IsNaN(f) && !math.IsInf(f, 0) }
 
@@ -67,6 +71,22 @@ func (s *Server) validateRule(in *RuleInput) error {
 	}
 	if !slices.Contains(ruleMetrics, in.MetricName) {
 		return badParam("metric_name", "want one of %s", strings.Join(ruleMetrics, ", "))
+	}
+	noData := in.MetricName == metricNoData
+	if noData {
+		// The condition is "missing windows >= for_windows"; operator and
+		// threshold are stored that way so the rule reads as what it does.
+		if in.Operator != "" && in.Operator != ">=" {
+			return badParam("operator", "a no_data rule takes no operator (or >=)")
+		}
+		if in.ResolveThreshold != nil {
+			return badParam("resolve_threshold", "a no_data rule resolves when data returns; it takes no resolve_threshold")
+		}
+		in.Operator = ">="
+		if in.Threshold == nil {
+			zero := 0.0
+			in.Threshold = &zero
+		}
 	}
 	if !slices.Contains(ruleOperators, in.Operator) {
 		return badParam("operator", "want one of %s", strings.Join(ruleOperators, " "))
@@ -112,6 +132,13 @@ func (s *Server) validateRule(in *RuleInput) error {
 	}
 	if *in.ForWindows < 1 || *in.ForWindows > 1000 {
 		return badParam("for_windows", "want 1 to 1000")
+	}
+	if noData {
+		if *in.Threshold != 0 && *in.Threshold != float64(*in.ForWindows) {
+			return badParam("threshold", "a no_data rule takes no threshold: for_windows is the number of missing windows")
+		}
+		t := float64(*in.ForWindows)
+		in.Threshold = &t
 	}
 	if rt := in.ResolveThreshold; rt != nil {
 		if !finite(*rt) {

@@ -217,7 +217,7 @@ func TestOpenAPIDocument(t *testing.T) {
 	if len(missing) > 0 || len(extra) > 0 {
 		t.Fatalf("routes not documented: %v; documented but not routes: %v", missing, extra)
 	}
-	if len(registered) != 19 {
+	if len(registered) != 21 {
 		t.Fatalf("%d routes registered: %v", len(registered), registered)
 	}
 
@@ -242,7 +242,7 @@ func TestOpenAPIDocument(t *testing.T) {
 		{"/metrics", "/metrics"}, {"/metrics", "/metrics?window=1hour&service=checkout"}, {"/metrics", "/metrics?service=payments&limit=2"},
 		{"/health-status", "/health-status"}, {"/alerts", "/alerts"}, {"/alerts/stats", "/alerts/stats"},
 		{"/sla", "/sla"}, {"/sla", "/sla?service=ghost"}, {"/alert-rules", "/alert-rules"}, {"/alert-rules/:id", "/alert-rules/2"},
-		{"/silences", "/silences?state=all"}, {"/stats", "/stats"}, {"/openapi.json", "/openapi.json"},
+		{"/silences", "/silences?state=all"}, {"/silences/:id", "/silences/1"}, {"/silences/:id", "/silences/777"}, {"/stats", "/stats"}, {"/openapi.json", "/openapi.json"},
 		// documented errors
 		{"/metrics", "/metrics?window=7min"}, {"/alert-rules/:id", "/alert-rules/777"}, {"/metrics", "/metrics?x=1"},
 	} {
@@ -256,6 +256,8 @@ func TestOpenAPIDocument(t *testing.T) {
 	check("PUT", "/alert-rules/:id", "/alert-rules/1", `{"rule_name":"High Error Rate","metric_name":"error_rate","operator":">","threshold":5}`, ad)
 	check("POST", "/silences", "/silences", `{"service":"x","duration":"1h"}`, ad)
 	check("POST", "/silences", "/silences", `{"service":"x"}`, ad) // 400
+	check("PATCH", "/silences/:id", "/silences/1", `{"comment":"doc","duration":"3h"}`, ad)
+	check("PATCH", "/silences/:id", "/silences/1", `{"severity":"fatal"}`, ad) // 400
 }
 
 // TestOpenAPIExtensionRoutes: routes added through Deps.Mount replace the

@@ -135,7 +135,7 @@ func newCORS(origins []string) (*corsPolicy, error) {
 }
 
 const (
-	corsMethods = "GET, HEAD, POST, PUT, DELETE, OPTIONS"
+	corsMethods = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
 	corsHeaders = "Authorization, Content-Type"
 )
 

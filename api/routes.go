@@ -181,6 +181,20 @@ func routeTable() []*routeSpec {
 			handler: func(s *Server) fiber.Handler { return s.handleCreateSilence },
 		},
 		{
+			method: "GET", path: "/silences/:id", access: AccessReader, operationID: "getSilence", tag: "silences",
+			summary: "One silence", pathID: "silence id",
+			resp: Silence{}, status: 200, errors: []int{400, 404, 503},
+			handler: func(s *Server) fiber.Handler { return s.handleSilence },
+		},
+		{
+			method: "PATCH", path: "/silences/:id", access: AccessAdmin, operationID: "updateSilence", tag: "silences",
+			summary:     "Change a silence",
+			pathID:      "silence id",
+			description: "Partial update: only the fields given change; a matcher given as null is removed. The result is validated like POST (at least one matcher, ends_at after starts_at, at most 90 days; a new ends_at or duration must end in the future). The alert engine applies the change at once.",
+			body:        SilencePatch{}, resp: Silence{}, status: 200, errors: []int{400, 404, 413, 415, 503},
+			handler: func(s *Server) fiber.Handler { return s.handlePatchSilence },
+		},
+		{
 			method: "DELETE", path: "/silences/:id", access: AccessAdmin, operationID: "deleteSilence", tag: "silences",
 			summary: "Delete a silence", pathID: "silence id",
 			status: 204, errors: []int{400, 404, 503},

@@ -76,7 +76,8 @@ type Hooks struct {
 	// RulesChanged runs after a rule was created, updated or deleted
 	// (after commit); change is "created", "updated" or "deleted".
 	RulesChanged func(ctx context.Context, ruleID int64, change string)
-	// SilencesChanged runs after a silence was created or deleted.
+	// SilencesChanged runs after a silence was created, updated or deleted
+	// (change "created", "updated" or "deleted").
 	SilencesChanged func(ctx context.Context, silenceID int64, change string)
 	// OnAcknowledge runs inside the transaction that acknowledges an alert,
 	// after the UPDATE, so the engine can enqueue outbox rows atomically;
@@ -88,10 +89,13 @@ type Hooks struct {
 // Config.DB (reader: DB_READER_USER with DB_READER_PASSWORD, else the main
 // DSN with SET ROLE; writer: the main DSN) and closed when Run returns.
 type Deps struct {
-	Log    *slog.Logger
-	NATS   Connectivity      // nil: the NATS check is "disabled"
-	Health *telemetry.Health // optional: the API reports readiness into it
-	Hooks  Hooks
+	Log  *slog.Logger
+	NATS Connectivity // nil: the NATS check is "disabled"
+	// Pipeline reports lag and dead letters for /health (a
+	// *PipelineProbe); nil: /health's pipeline object is "disabled".
+	Pipeline PipelineReporter
+	Health   *telemetry.Health // optional: the API reports readiness into it
+	Hooks    Hooks
 	// Mount registers extra routes (the web dashboard) through
 	// Server.Route before the fallback; a route for GET / replaces the
 	// placeholder page.
@@ -112,6 +116,7 @@ type Server struct {
 	cors     *corsPolicy
 	stats    *statsRegistry
 	nats     Connectivity
+	pipeline PipelineReporter
 	health   *telemetry.Health
 	hooks    Hooks
 	now      func() time.Time
@@ -174,18 +179,19 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		now = time.Now
 	}
 	s := &Server{
-		cfg:     cfg,
-		log:     log.With("component", "api"),
-		auth:    newAuthenticator(creds, anonymous),
-		limiter: newLimiter(cfg.API.RateLimit, now),
-		cors:    cors,
-		stats:   newStatsRegistry(),
-		nats:    deps.NATS,
-		health:  deps.Health,
-		hooks:   deps.Hooks,
-		now:     now,
-		windows: map[string]window.Window{},
-		started: now(),
+		cfg:      cfg,
+		log:      log.With("component", "api"),
+		auth:     newAuthenticator(creds, anonymous),
+		limiter:  newLimiter(cfg.API.RateLimit, now),
+		cors:     cors,
+		stats:    newStatsRegistry(),
+		nats:     deps.NATS,
+		pipeline: deps.Pipeline,
+		health:   deps.Health,
+		hooks:    deps.Hooks,
+		now:      now,
+		windows:  map[string]window.Window{},
+		started:  now(),
 	}
 	if !cfg.DisableCoalescing {
 		s.coalesce = newCoalescer(cfg.CacheTTL, now)

@@ -550,6 +550,46 @@ RETURNING `+silenceColumns,
 		nullable(in.RuleName), nullable(in.Service), nullable(in.Severity), startsAt, endsAt, by, in.Comment))
 }
 
+func (st *store) silence(ctx context.Context, id int64) (Silence, error) {
+	ctx, cancel := st.ctx(ctx)
+	defer cancel()
+	s, err := scanSilence(st.r.QueryRow(ctx, `SELECT `+silenceColumns+` FROM analytics_alert_silences WHERE id = $1`, id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return s, notFound("silence")
+	}
+	return s, err
+}
+
+// updateSilence reads the silence under a row lock, lets merge build and
+// validate the new version, and writes it in the same transaction, so two
+// concurrent PATCHes of different fields both survive.
+func (st *store) updateSilence(ctx context.Context, id int64,
+	merge func(cur Silence) (*SilenceInput, time.Time, time.Time, error)) (Silence, error) {
+	ctx, cancel := st.ctx(ctx)
+	defer cancel()
+	var out Silence
+	err := pgx.BeginFunc(ctx, st.w, func(tx pgx.Tx) error {
+		cur, err := scanSilence(tx.QueryRow(ctx, `SELECT `+silenceColumns+` FROM analytics_alert_silences WHERE id = $1 FOR UPDATE`, id))
+		if errors.Is(err, pgx.ErrNoRows) {
+			return notFound("silence")
+		}
+		if err != nil {
+			return err
+		}
+		in, start, end, err := merge(cur)
+		if err != nil {
+			return err
+		}
+		out, err = scanSilence(tx.QueryRow(ctx, `UPDATE analytics_alert_silences SET
+    rule_name = $1, service = $2, severity = $3, starts_at = $4, ends_at = $5, comment = $6
+WHERE id = $7
+RETURNING `+silenceColumns,
+			nullable(in.RuleName), nullable(in.Service), nullable(in.Severity), start, end, in.Comment, id))
+		return err
+	})
+	return out, err
+}
+
 func (st *store) deleteSilence(ctx context.Context, id int64) error {
 	ctx, cancel := st.ctx(ctx)
 	defer cancel()

@@ -113,7 +113,7 @@ func TestMigrationsEmbedded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"core", "alerting", "views", "functions", "timescale", "roles"}
+	want := []string{"core", "alerting", "views", "functions", "timescale", "roles", "alert_no_data"}
 	if len(migs) != len(want) {
 		t.Fatalf("got %d migrations, want %d", len(migs), len(want))
 	}

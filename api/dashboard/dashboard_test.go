@@ -17,17 +17,21 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/chromedp"
 	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/stacklens/stacklens/api"
 	"github.com/stacklens/stacklens/api/dashboard"
 	"github.com/stacklens/stacklens/internal/config"
 	"github.com/stacklens/stacklens/internal/harness/testenv"
+	"github.com/stacklens/stacklens/internal/natsutil"
 	"github.com/stacklens/stacklens/schema"
 )
 
@@ -265,7 +269,14 @@ func seed(t *testing.T, db *pgx.Conn, now time.Time) {
 // test ends and returns its base URL.
 func serve(t *testing.T, cfg api.Config) string {
 	t.Helper()
-	srv, err := api.New(cfg, api.Deps{Mount: dashboard.Mount})
+	return serveWith(t, cfg, api.Deps{})
+}
+
+// serveWith is serve with collaborators (the pipeline probe).
+func serveWith(t *testing.T, cfg api.Config, deps api.Deps) string {
+	t.Helper()
+	deps.Mount = dashboard.Mount
+	srv, err := api.New(cfg, deps)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -614,7 +625,8 @@ func TestDashboardInBrowser(t *testing.T) {
 	}
 	now := time.Now().UTC()
 	seed(t, db, now)
-	anon := serve(t, apiConfig(pg.DSN, false))
+	probe := pipelineProbe(t)
+	anon := serveWith(t, apiConfig(pg.DSN, false), api.Deps{Pipeline: probe})
 	secured := serve(t, apiConfig(pg.DSN, true))
 	// Close the browser (its keep-alive connections) before the servers
 	// drain: cleanups run last-registered first.
@@ -631,6 +643,7 @@ func TestDashboardInBrowser(t *testing.T) {
 		poll(t, ctx, "the health grid", `document.querySelector('#health-grid[data-count="4"]')`)
 		poll(t, ctx, "the alerts", `document.querySelectorAll('[data-testid=alert-row]').length === 3`)
 		poll(t, ctx, "the pipeline checks", `document.querySelector('[data-testid=check-pipeline]')`)
+		poll(t, ctx, "the dead letters", `document.querySelector('[data-testid=pipeline-dlq][data-total="4"][data-last-minute="1"]')`)
 
 		checkServices(t, ctx, anon, "", "1min")
 		checkKPIs(t, ctx, anon, "", "1min")
@@ -692,6 +705,7 @@ func TestDashboardInBrowser(t *testing.T) {
 		if s, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.querySelector('[data-testid=pipeline-overall]').textContent`)); s != "healthy" {
 			t.Errorf("pipeline status %q, want healthy", s)
 		}
+		checkPipelinePanel(t, ctx)
 
 		// the services table is keyboard-reachable and scopes the overview
 		if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`[data-service="payments"] [data-testid=svc-name]`))); err != nil {
@@ -819,4 +833,82 @@ func TestDashboardInBrowser(t *testing.T) {
 		}
 	})
 	t.Logf("took %v", time.Since(start).Round(time.Millisecond))
+}
+
+// pipelineProbe samples an embedded NATS holding a pipeline's state: two
+// shards, shard 0 with 3 events nobody consumes (no processor runs), shard
+// 1 empty and not consumed either; 4 dead letters, one of them in the last minute (two samples 30 s
+// apart on the probe's clock).
+func pipelineProbe(t *testing.T) *api.PipelineProbe {
+	t.Helper()
+	ctx := context.Background()
+	ns := testenv.NATS(t)
+	nc, err := nats.Connect(ns.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, _ := jetstream.New(nc)
+	if _, err := natsutil.EnsureEventsStream(ctx, js, config.NATS{Shards: 2, Replicas: 1, EventsMaxAge: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	pub := func(subj string, n int) {
+		for range n {
+			if _, err := js.Publish(ctx, subj, []byte(`{}`)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	pub(natsutil.EventSubject(0, "checkout"), 3)
+	pub(natsutil.DLQSubject("bridge", "missing_field"), 2)
+	pub(natsutil.DLQSubject("processor", "too_late"), 1)
+	var clock atomic.Int64
+	clock.Store(time.Now().UnixNano())
+	probe, err := api.NewPipelineProbe(nc, api.PipelineProbeOptions{Windows: []string{"1min"}, Now: func() time.Time { return time.Unix(0, clock.Load()) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := probe.Sample(ctx); err != nil {
+		t.Fatal(err)
+	}
+	pub(natsutil.DLQSubject("bridge", "missing_field"), 1)
+	clock.Add(int64(30 * time.Second))
+	if err := probe.Sample(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return probe
+}
+
+// checkPipelinePanel: the pipeline panel shows the processor's lag (both
+// shards not consumed, shard 0's backlog 30 s old on the probe's clock) and the dead letters by reason
+// with their last-minute counts, as /health reports them.
+func checkPipelinePanel(t *testing.T, ctx context.Context) {
+	t.Helper()
+	type shown struct {
+		Unconsumed string   `json:"unconsumed"`
+		Pending    string   `json:"pending"`
+		Behind     []string `json:"behind"`
+		Reasons    []string `json:"reasons"`
+		DLQText    string   `json:"dlq_text"`
+	}
+	got, err := chromedp.Run(ctx, chromedp.Evaluate[shown](`(() => {
+  const lag = document.querySelector('[data-testid=pipeline-processor-lag]');
+  return {
+    unconsumed: lag.dataset.unconsumed, pending: lag.dataset.pending,
+    behind: [...lag.querySelectorAll('[data-testid=pipeline-shard-behind]')].map(e => e.textContent),
+    reasons: [...document.querySelectorAll('[data-testid=dlq-reason]')].map(e => e.dataset.reason + '=' + e.dataset.total + '+' + e.dataset.lastMinute),
+    dlq_text: document.querySelector('[data-testid=pipeline-dlq]').textContent,
+  };
+})()`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Unconsumed != "2" || got.Pending != "0" || len(got.Behind) != 2 || !strings.HasPrefix(got.Behind[0], "shard 0: not consumed, oldest 30") ||
+		got.Behind[1] != "shard 1: not consumed, nothing waiting" {
+		t.Errorf("processor lag shown %+v", got)
+	}
+	if strings.Join(got.Reasons, ",") != "bridge.missing_field=3+1,processor.too_late=1+0" ||
+		!strings.Contains(got.DLQText, "1 / last 30.0 s") || !strings.Contains(got.DLQText, "4 kept") {
+		t.Errorf("dead letters shown %+v", got)
+	}
 }

@@ -158,6 +158,42 @@ func TestSeedChecklistEndToEnd(t *testing.T) {
 	if h, err := getJSON(ep.API + "/health"); err != nil || h["status"] != "healthy" {
 		t.Errorf("/health: %v %v", h, err)
 	}
+
+	// /health's pipeline object on the running stack: every shard consumed
+	// by the processor, the projections' consumers listed, and a message
+	// without a service counted as a bridge dead letter within the minute.
+	w = &kafka.Writer{Addr: kafka.TCP(ep.Kafka), Topic: "stacklens-analytics", RequiredAcks: kafka.RequireAll}
+	if err := w.WriteMessages(ctx, kafka.Message{Value: []byte(`{"timestamp": "` + time.Now().UTC().Format(time.RFC3339) + `", "level": "info", "latency_ms": 1}`)}); err != nil {
+		t.Fatal(err)
+	}
+	_ = w.Close()
+	testenv.Eventually(t, 45*time.Second, func() error {
+		h, err := getJSON(ep.API + "/health")
+		if err != nil {
+			return err
+		}
+		p, _ := h["pipeline"].(map[string]any)
+		pr, _ := p["processor"].(map[string]any)
+		dl, _ := p["dead_letters"].(map[string]any)
+		if p["status"] != "ok" || pr == nil || dl == nil {
+			return fmt.Errorf("pipeline %v", p)
+		}
+		if pr["shards"] != 16.0 || pr["unconsumed"] != 0.0 {
+			return fmt.Errorf("processor %v", pr)
+		}
+		names := map[string]bool{}
+		for _, c := range p["projections"].([]any) {
+			names[c.(map[string]any)["consumer"].(string)] = true
+		}
+		if !names["stacklens_projections_1min"] || !names["stacklens_projections_events"] {
+			return fmt.Errorf("projections %v", p["projections"])
+		}
+		reasons, _ := dl["reasons"].([]any)
+		if dl["last_minute"] != 1.0 || len(reasons) != 1 || reasons[0].(map[string]any)["stage"] != "bridge" {
+			return fmt.Errorf("dead letters %v", dl)
+		}
+		return nil
+	})
 }
 
 // seedEnvProd is the seed checklist's .env.prod (Deployment Steps, Step 1)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -42,14 +43,30 @@ func runAPI(ctx context.Context, e *env) error {
 
 	eng, err := alerting.New(alerting.Config{
 		Alerting: e.cfg.Alerting, Kafka: e.cfg.Kafka, DB: e.cfg.DB, NATS: e.cfg.NATS, Windows: windows,
+		// A window's row may still appear until it is final (late events),
+		// plus the projections' delay: only then is a window "missing".
+		NoDataGrace: e.cfg.Processor.AllowedLateness + 15*time.Second,
 	}, alerting.Deps{Log: e.log, NATS: nc, Health: e.health})
 	if err != nil {
 		return fmt.Errorf("alert engine: %w", err)
 	}
+	var winNames []string
+	for _, w := range windows {
+		winNames = append(winNames, w.Name)
+	}
+	// Lag and dead letters for /health, sampled in the background.
+	probe, err := api.NewPipelineProbe(nc, api.PipelineProbeOptions{Windows: winNames, Log: e.log})
+	if err != nil {
+		return err
+	}
+	probeCtx, stopProbe := context.WithCancel(ctx)
+	defer stopProbe()
+	go probe.Run(probeCtx)
+
 	srv, err := api.New(api.Config{
 		API: e.cfg.API, DB: e.cfg.DB, Windows: windows, Version: version, Environment: e.cfg.Runtime.DeployEnv,
 	}, api.Deps{
-		Log: e.log, Health: e.health, NATS: nc, Mount: dashboard.Mount,
+		Log: e.log, Health: e.health, NATS: nc, Pipeline: probe, Mount: dashboard.Mount,
 		Hooks: api.Hooks{
 			RulesChanged:    eng.RulesChanged,
 			SilencesChanged: eng.SilencesChanged,

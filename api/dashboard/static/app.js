@@ -541,14 +541,62 @@ async function loadPipeline() {
     parts.push(h('dt', { text: CHECK_LABEL[name] || name }),
       h('dd', {}, b, h('span', { class: 'detail', text: details.join(' · ') })));
   }
-  parts.push(h('dt', { text: 'Lag, dead letters' }),
-    h('dd', {}, h('span', { class: 'detail', text: 'not reported by /health: see the Prometheus metrics (METRICS_PORT)' })));
+  parts.push(...pipelineParts(r.pipeline));
   parts.push(h('dt', { text: 'API' }),
     h('dd', {}, h('span', { class: 'detail', text: `version ${r.version || '?'}${r.environment ? ` (${r.environment})` : ''} · up ${fmtDuration(r.uptime_seconds)}` })));
   // replace only when something changed (the uptime changes every time,
   // but swapping a few <dd> in one task does not flicker)
   dl.replaceChildren(...parts);
   setText($('version'), `StackLens ${r.version || ''}`.trim());
+}
+
+// pipelineParts renders /health's pipeline object: consumer lag per stage
+// and dead letters (sampled by the API from JetStream every few seconds).
+function pipelineParts(p) {
+  if (!p || p.status === 'disabled') {
+    return [h('dt', { text: 'Lag, dead letters' }),
+      h('dd', { 'data-testid': 'pipeline-lag-disabled' }, h('span', { class: 'detail', text: 'not sampled by this API (no NATS connection)' }))];
+  }
+  const parts = [];
+  const sampled = p.sampled_at ? `sampled ${fmtAgo(Date.now() - Date.parse(p.sampled_at))}` : 'not sampled yet';
+  if (p.status !== 'ok') {
+    const b = badge('unknown', p.status);
+    b.dataset.testid = 'pipeline-sample';
+    parts.push(h('dt', { text: 'Lag sample' }), h('dd', {}, b, h('span', { class: 'detail', text: [sampled, p.error].filter(Boolean).join(' · ') })));
+  }
+  const pr = p.processor;
+  if (pr) {
+    const details = [`${fmtCount(pr.pending)} events pending`, `oldest ${fmtDuration(pr.max_lag_seconds)}`];
+    if (pr.unconsumed > 0) details.push(`${pr.unconsumed} of ${pr.shards} shards not consumed`);
+    else details.push(`${pr.shards} shards consumed`);
+    const behind = (pr.shard_lags || []).filter((s) => !s.consumed || s.lag_seconds > 0)
+      .map((s) => `shard ${s.shard}: ${s.consumed ? `${fmtCount(s.pending)} pending` : 'not consumed'}, ${s.lag_seconds > 0 ? `oldest ${fmtDuration(s.lag_seconds)}` : 'nothing waiting'}`);
+    const lagging = pr.unconsumed > 0 || pr.max_lag_seconds >= 60;
+    const b = badge(lagging ? 'degraded' : 'ok', lagging ? 'lagging' : 'ok');
+    parts.push(h('dt', { text: 'Processor lag' }),
+      h('dd', { 'data-testid': 'pipeline-processor-lag', 'data-pending': pr.pending, 'data-max-lag': pr.max_lag_seconds, 'data-unconsumed': pr.unconsumed },
+        b, h('span', { class: 'detail', text: details.join(' · ') }),
+        ...behind.map((t) => h('span', { class: 'detail', 'data-testid': 'pipeline-shard-behind', text: t }))));
+  }
+  const projections = p.projections || [];
+  parts.push(h('dt', { text: 'Projections lag' }),
+    h('dd', { 'data-testid': 'pipeline-projections' },
+      ...(projections.length === 0 ? [h('span', { class: 'detail', text: 'no consumers yet' })] : projections.map((c) =>
+        h('span', { class: 'detail', 'data-testid': 'pipeline-projection', 'data-consumer': c.consumer, 'data-pending': c.pending },
+          `${c.consumer.replace(/^stacklens_projections_/, '')}: ${fmtCount(c.pending + c.ack_pending)} pending${c.lag_seconds > 0 ? `, ${fmtDuration(c.lag_seconds)}` : ''}`)))));
+  const dl = p.dead_letters;
+  if (dl) {
+    const span = dl.last_minute_seconds >= 59.5 ? 'last minute' : `last ${fmtDuration(dl.last_minute_seconds)}`;
+    const b = badge(dl.last_minute > 0 ? 'degraded' : 'ok', `${fmtCount(dl.last_minute)} / ${span}`);
+    parts.push(h('dt', { text: 'Dead letters' }),
+      h('dd', { 'data-testid': 'pipeline-dlq', 'data-total': dl.total, 'data-last-minute': dl.last_minute },
+        b, h('span', { class: 'detail', text: `${fmtCount(dl.total)} kept` }),
+        ...(dl.reasons || []).map((x) => h('span', {
+          class: 'detail', 'data-testid': 'dlq-reason', 'data-reason': `${x.stage}.${x.reason}`, 'data-total': x.total, 'data-last-minute': x.last_minute,
+        }, `${x.stage} ${x.reason.replaceAll('_', ' ')}: ${fmtCount(x.total)}${x.last_minute > 0 ? ` (+${fmtCount(x.last_minute)})` : ''}`))));
+  }
+  if (p.status === 'ok') parts.push(h('dt', { text: 'Lag sample' }), h('dd', {}, h('span', { class: 'detail', text: sampled })));
+  return parts;
 }
 
 // ---------- refresh loop ----------

@@ -1,0 +1,229 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/stacklens/stacklens/internal/config"
+	"github.com/stacklens/stacklens/internal/harness/testenv"
+	"github.com/stacklens/stacklens/internal/natsutil"
+)
+
+// TestHealthPipelineLagAndDeadLetters builds a pipeline's JetStream state
+// by hand on an embedded NATS — two shards (one consumed with a backlog of
+// 3, one not consumed at all), a projections durable on the events and one
+// on a window's KV stream, dead letters of two reasons — and checks what
+// /health reports: lag per stage, dead letters by reason, the last minute
+// from the sample ring, and that /health reads the sample (no NATS round
+// trip per request; a failed sample keeps the numbers, marked unavailable).
+func TestHealthPipelineLagAndDeadLetters(t *testing.T) {
+	dsn, db, now := newDB(t)
+	ns := testenv.NATS(t)
+	nc := natsConnect(t, ns.URL)
+	ctx := context.Background()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	events, err := natsutil.EnsureEventsStream(ctx, js, config.NATS{Shards: 2, Replicas: 1, EventsMaxAge: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := func(subj string) uint64 {
+		t.Helper()
+		a, err := js.Publish(ctx, subj, []byte(`{}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a.Sequence
+	}
+	var shard0 []uint64
+	for range 5 {
+		shard0 = append(shard0, pub(natsutil.EventSubject(0, "checkout")))
+	}
+	for range 2 {
+		pub(natsutil.EventSubject(1, "search"))
+	}
+	for range 2 {
+		pub(natsutil.DLQSubject("bridge", "missing_field"))
+	}
+	pub(natsutil.DLQSubject("processor", "too_late"))
+
+	// The processor of shard 0 has consumed two events (an ephemeral
+	// consumer, like its ordered one) and checkpointed the first.
+	c0, err := events.CreateConsumer(ctx, jetstream.ConsumerConfig{FilterSubject: natsutil.ShardFilter(0), AckPolicy: jetstream.AckNonePolicy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fetch(t, c0, 2, false)
+	kv, err := natsutil.EnsureKV(ctx, js, jetstream.KeyValueConfig{Bucket: natsutil.ProcessorBucket})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ckptAt := time.Now().Add(-3 * time.Second).UTC()
+	if _, err := kv.Put(ctx, "ckpt.0", fmt.Appendf(nil, `{"seq":%d,"owner":"proc-a","updated":%q}`, shard0[0], ckptAt.Format(time.RFC3339Nano))); err != nil {
+		t.Fatal(err)
+	}
+	// Projections: the events durable acknowledged 3 of 7 events; the
+	// 1min durable has not read its 2 KV updates.
+	pe, err := events.CreateConsumer(ctx, jetstream.ConsumerConfig{Durable: "stacklens_projections_events", FilterSubject: natsutil.EventsPrefix + ">", AckPolicy: jetstream.AckExplicitPolicy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fetch(t, pe, 3, true)
+	agg, err := natsutil.EnsureKV(ctx, js, jetstream.KeyValueConfig{Bucket: natsutil.AggBucket("1min")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"checkout.1", "search.1"} {
+		if _, err := agg.Put(ctx, k, []byte(`{}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := js.CreateConsumer(ctx, "KV_"+natsutil.AggBucket("1min"), jetstream.ConsumerConfig{Durable: "stacklens_projections_1min", AckPolicy: jetstream.AckExplicitPolicy}); err != nil {
+		t.Fatal(err)
+	}
+
+	var clock atomic.Int64
+	clock.Store(time.Now().UnixNano())
+	probe, err := NewPipelineProbe(nc, PipelineProbeOptions{Windows: []string{"1min", "5min"}, Now: func() time.Time { return time.Unix(0, clock.Load()) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := New(testConfig(dsn), Deps{NATS: nc, Pipeline: probe})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.closePools)
+	f := &fixture{t: t, dsn: dsn, db: db, srv: srv, now: now}
+	health := func() PipelineStatus {
+		t.Helper()
+		var h HealthResponse
+		if err := json.Unmarshal(f.mustGet("/health"), &h); err != nil || h.Pipeline == nil {
+			t.Fatalf("health: %v %+v", err, h)
+		}
+		return *h.Pipeline
+	}
+	if p := health(); p.Status != "unavailable" || p.Error != "not sampled yet" {
+		t.Fatalf("before the first sample: %+v", p)
+	}
+	if err := probe.Sample(ctx); err != nil {
+		t.Fatal(err)
+	}
+	p := health()
+	if p.Status != "ok" || p.Processor == nil || p.DeadLetters == nil {
+		t.Fatalf("pipeline %+v", p)
+	}
+	pr := p.Processor
+	if pr.Shards != 2 || pr.Unconsumed != 1 || pr.Pending != 3 || len(pr.ShardLags) != 2 {
+		t.Fatalf("processor %+v", pr)
+	}
+	s0, s1 := pr.ShardLags[0], pr.ShardLags[1]
+	if !s0.Consumed || s0.Pending == nil || *s0.Pending != 3 || s0.LagSeconds <= 0 || s0.CheckpointSeq != shard0[0] ||
+		s0.Owner != "proc-a" || s0.CheckpointAge == nil || *s0.CheckpointAge < 2.5 {
+		t.Errorf("shard 0 %+v", s0)
+	}
+	if s1.Consumed || s1.Pending != nil || s1.LagSeconds <= 0 || s1.CheckpointSeq != 0 {
+		t.Errorf("shard 1 %+v", s1)
+	}
+	if pr.MaxLagSeconds < s0.LagSeconds || pr.MaxLagSeconds < s1.LagSeconds {
+		t.Errorf("max lag %v", pr.MaxLagSeconds)
+	}
+	want := []ConsumerLag{
+		{Consumer: "stacklens_projections_1min", Stream: "KV_stacklens_agg_1min", Pending: 2},
+		{Consumer: "stacklens_projections_events", Stream: natsutil.StreamEvents, Pending: 4},
+	}
+	if len(p.Projections) != 2 {
+		t.Fatalf("projections %+v", p.Projections)
+	}
+	for i, w := range want {
+		g := p.Projections[i]
+		if g.Consumer != w.Consumer || g.Stream != w.Stream || g.Pending != w.Pending || g.AckPending != 0 || g.LagSeconds <= 0 {
+			t.Errorf("projection %+v, want %+v and a lag", g, w)
+		}
+	}
+	dl := p.DeadLetters
+	if dl.Total != 3 || dl.LastMinute != 0 || len(dl.Reasons) != 2 ||
+		dl.Reasons[0] != (DeadLetterReason{Stage: "bridge", Reason: "missing_field", Total: 2}) ||
+		dl.Reasons[1] != (DeadLetterReason{Stage: "processor", Reason: "too_late", Total: 1}) {
+		t.Fatalf("dead letters %+v", dl)
+	}
+
+	// The last minute is the difference to the sample about a minute old.
+	pub(natsutil.DLQSubject("bridge", "missing_field"))
+	pub(natsutil.DLQSubject("bridge", "missing_field"))
+	clock.Add(int64(30 * time.Second))
+	if err := probe.Sample(ctx); err != nil {
+		t.Fatal(err)
+	}
+	dl = health().DeadLetters
+	if dl.Total != 5 || dl.LastMinute != 2 || dl.LastMinuteSeconds != 30 || dl.Reasons[0].LastMinute != 2 || dl.Reasons[1].LastMinute != 0 {
+		t.Fatalf("after 30 s: %+v", dl)
+	}
+	pub(natsutil.DLQSubject("processor", "too_late"))
+	clock.Add(int64(60 * time.Second))
+	if err := probe.Sample(ctx); err != nil {
+		t.Fatal(err)
+	}
+	dl = health().DeadLetters
+	if dl.Total != 6 || dl.LastMinute != 1 || dl.LastMinuteSeconds != 60 || dl.Reasons[0].LastMinute != 0 || dl.Reasons[1].LastMinute != 1 {
+		t.Fatalf("after 90 s: %+v", dl)
+	}
+
+	// The full shape, for clients (testdata/golden/health_pipeline.json),
+	// as OpenAPI declares it (a shard nobody consumes has pending null).
+	golden(t, "health_pipeline", f.getJSON("/health", nil, 200))
+	var doc map[string]any
+	_ = json.Unmarshal(f.mustGet("/openapi.json"), &doc)
+	v := &validator{doc: doc}
+	var val any
+	_ = json.Unmarshal(f.mustGet("/health"), &val)
+	if err := v.validate(v.responseSchema("GET", "/health", 200), val, "GET /health"); err != nil {
+		t.Errorf("/health with a pipeline sample does not match OpenAPI: %v", err)
+	}
+
+	// /health reads the sample: requests cause no NATS traffic.
+	before := nc.Stats().OutMsgs
+	for range 20 {
+		health()
+	}
+	if after := nc.Stats().OutMsgs; after != before {
+		t.Errorf("20 /health requests sent %d NATS messages", after-before)
+	}
+
+	// A failed sample keeps the last numbers, marked unavailable.
+	nc.Close()
+	if err := probe.Sample(ctx); err == nil {
+		t.Fatal("sample on a closed connection succeeded")
+	}
+	p = health()
+	if p.Status != "unavailable" || p.Error == "" || p.DeadLetters == nil || p.DeadLetters.Total != 6 {
+		t.Fatalf("after a failed sample %+v", p)
+	}
+}
+
+func fetch(t *testing.T, c jetstream.Consumer, n int, ack bool) {
+	t.Helper()
+	b, err := c.FetchNoWait(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := 0
+	for m := range b.Messages() {
+		got++
+		if ack {
+			if err := m.DoubleAck(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if got != n {
+		t.Fatalf("fetched %d messages, want %d (%v)", got, n, b.Error())
+	}
+}
