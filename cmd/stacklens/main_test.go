@@ -40,6 +40,8 @@ func runCLI(t *testing.T, ctx context.Context, env map[string]string, args ...st
 	return code, out.String(), errb.String()
 }
 
+func TestMain(m *testing.M) { testenv.Main(m) }
+
 func TestHelpListsEveryCommand(t *testing.T) {
 	code, out, _ := runCLI(t, context.Background(), nil, "--help")
 	if code != exitOK {
