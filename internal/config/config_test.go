@@ -68,46 +68,14 @@ func TestDefaults(t *testing.T) {
 }
 
 func TestSeedEnvFileIsAccepted(t *testing.T) {
-	// The seed's .env.prod verbatim (DB_PASSWORD expanded from the
-	// environment by the shell in the seed; here it is a literal).
-	seed := `# Kafka Configuration
-KAFKA_BOOTSTRAP_SERVERS=kafka:9092
-KAFKA_INPUT_TOPIC=stacklens-analytics
-KAFKA_OUTPUT_TOPIC=analytics-alerts
-KAFKA_BATCH_SIZE=100
-KAFKA_BATCH_TIMEOUT_MS=10000
-
-# Database Configuration
-DB_HOST=postgres
-DB_PORT=5432
-DB_NAME=stacklens
-DB_USER=stacklens_user
-DB_PASSWORD=${DB_PASSWORD}
-DB_POOL_MIN=5
-DB_POOL_MAX=20
-
-# Aggregation Windows
-AGGREGATION_WINDOWS=1min,5min,1hour
-
-# Retention Policies (days)
-RETENTION_HOT=1
-RETENTION_WARM=7
-RETENTION_COLD=30
-
-# Logging
-LOG_LEVEL=INFO
-LOG_FORMAT=json
-
-# Performance
-MAX_THREADS=8
-STATS_INTERVAL_SEC=30
-
-# Monitoring
-ENABLE_METRICS=true
-METRICS_PORT=8004
-`
+	// The seed's .env.prod verbatim (testdata/seed.env.prod; the seed's
+	// shell expands ${DB_PASSWORD}, here the loader does).
+	seed, err := os.ReadFile("testdata/seed.env.prod")
+	if err != nil {
+		t.Fatal(err)
+	}
 	f := filepath.Join(t.TempDir(), ".env.prod")
-	if err := os.WriteFile(f, []byte(seed), 0o600); err != nil {
+	if err := os.WriteFile(f, seed, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	l, err := Load("test", nil, Options{LookupEnv: envOf(map[string]string{"DB_PASSWORD": "s3cret"}), EnvFile: f})
