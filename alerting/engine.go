@@ -509,23 +509,9 @@ func (e *Engine) cycle(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	byWindow, noDataByWindow := map[string][]*Rule{}, map[string][]*Rule{}
-	ruleIDs := map[int64]bool{}
-	invalid := 0
-	for i := range rules {
-		r := &rules[i]
-		if err := r.Validate(e.names); err != nil {
-			invalid++
-			continue
-		}
-		if r.Metric == MetricNoData {
-			noDataByWindow[r.Window] = append(noDataByWindow[r.Window], r)
-		} else {
-			byWindow[r.Window] = append(byWindow[r.Window], r)
-		}
-		ruleIDs[r.ID] = true
-	}
-	invalidRulesGauge.Set(float64(invalid))
+	sorted := sortRules(rules, e.names)
+	byWindow, noDataByWindow, ruleIDs := sorted.byWindow, sorted.noData, sorted.ids
+	invalidRulesGauge.Set(float64(sorted.invalid))
 	sils, err := e.loadSilences(ctx, now)
 	if err != nil {
 		return err
@@ -575,49 +561,13 @@ func (e *Engine) cycle(ctx context.Context) error {
 		if newCur.After(cur) {
 			cursors[name] = newCur
 		}
-		slices.SortFunc(rows, func(a, b metricRow) int {
-			return cmp.Or(a.Start.Compare(b.Start), strings.Compare(a.Service, b.Service))
-		})
-		for i := range rows {
-			row := &rows[i]
-			fresh := false
-			for _, r := range rs {
-				v, ok := row.value(r.Metric)
-				if !ok {
-					continue // no data for this metric (e.g. no risk scores)
-				}
-				fp := Fingerprint(r.ID, row.Service)
-				s := get(fp, r, row.Service)
-				step := Evaluate(r, fp, w.Size, s.State, row.Start, v)
-				evaluationsTotal.Inc()
-				if step.Stale {
-					continue
-				}
-				fresh = true
-				s.State = step.Next
-				s.dirty = s.dirty || step.Changed
-				if step.Transition != None {
-					changes = append(changes, change{rule: r, fp: fp, service: row.Service, step: step, value: v, start: row.Start})
-				}
-			}
-			if fresh && row.UpdatedAt.After(cur) {
+		changes = append(changes, evaluateRows(rs, w.Size, rows, get, func(row *metricRow) {
+			if row.UpdatedAt.After(cur) {
 				finalToEvalSecs.Update(now.Sub(row.UpdatedAt).Seconds())
 			}
-		}
+		})...)
 	}
-	// States of rules that are gone or disabled are forgotten.
-	var drop []string
-	for fp, s := range e.ev.states {
-		if !ruleIDs[s.ruleID] {
-			drop = append(drop, fp)
-		}
-	}
-	var deletes []string
-	for _, fp := range drop {
-		if e.ev.states[fp].persisted {
-			deletes = append(deletes, fp)
-		}
-	}
+	drop, deletes := forgotten(e.ev.states, ruleIDs)
 	dirty := 0
 	for _, s := range pend {
 		if s.dirty {
@@ -657,6 +607,90 @@ func (e *Engine) cycle(ctx context.Context) error {
 		e.kick()
 	}
 	return nil
+}
+
+// sortedRules are the rules of one cycle that validate, by window and
+// kind, and the count of those that do not.
+type sortedRules struct {
+	byWindow, noData map[string][]*Rule // threshold rules; no-data rules
+	ids              map[int64]bool     // every valid rule
+	invalid          int
+}
+
+// sortRules sorts the rules that validate against windows by window and
+// kind.
+func sortRules(rules []Rule, windows []string) sortedRules {
+	out := sortedRules{byWindow: map[string][]*Rule{}, noData: map[string][]*Rule{}, ids: map[int64]bool{}}
+	for i := range rules {
+		r := &rules[i]
+		if err := r.Validate(windows); err != nil {
+			out.invalid++
+			continue
+		}
+		if r.Metric == MetricNoData {
+			out.noData[r.Window] = append(out.noData[r.Window], r)
+		} else {
+			out.byWindow[r.Window] = append(out.byWindow[r.Window], r)
+		}
+		out.ids[r.ID] = true
+	}
+	return out
+}
+
+// evaluateRows steps every rule of a window through the window's final
+// rows in (start, service) order — so a rule sees each service's windows
+// in time order — and returns the transitions. get returns the pending
+// state of a fingerprint, which it updates; fresh is called for each row
+// that moved at least one state (not stale for every rule). rows is
+// sorted in place.
+func evaluateRows(rules []*Rule, size time.Duration, rows []metricRow, get func(fp string, r *Rule, svc string) *fpState, fresh func(*metricRow)) []change {
+	slices.SortFunc(rows, func(a, b metricRow) int {
+		return cmp.Or(a.Start.Compare(b.Start), strings.Compare(a.Service, b.Service))
+	})
+	var changes []change
+	for i := range rows {
+		row := &rows[i]
+		moved := false
+		for _, r := range rules {
+			v, ok := row.value(r.Metric)
+			if !ok {
+				continue // no data for this metric (e.g. no risk scores)
+			}
+			fp := Fingerprint(r.ID, row.Service)
+			s := get(fp, r, row.Service)
+			step := Evaluate(r, fp, size, s.State, row.Start, v)
+			evaluationsTotal.Inc()
+			if step.Stale {
+				continue
+			}
+			moved = true
+			s.State = step.Next
+			s.dirty = s.dirty || step.Changed
+			if step.Transition != None {
+				changes = append(changes, change{rule: r, fp: fp, service: row.Service, step: step, value: v, start: row.Start})
+			}
+		}
+		if moved {
+			fresh(row)
+		}
+	}
+	return changes
+}
+
+// forgotten returns the fingerprints whose rule is gone or disabled (drop)
+// and those of them that have a row in analytics_alert_state (deletes).
+func forgotten(states map[string]*fpState, ruleIDs map[int64]bool) (drop, deletes []string) {
+	for fp, s := range states {
+		if !ruleIDs[s.ruleID] {
+			drop = append(drop, fp)
+			if s.persisted {
+				deletes = append(deletes, fp)
+			}
+		}
+	}
+	slices.Sort(drop)
+	slices.Sort(deletes)
+	return drop, deletes
 }
 
 func maxTime(a, b time.Time) time.Time {

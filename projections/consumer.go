@@ -104,125 +104,26 @@ func (h *heldSet) each(f func(jetstream.Msg)) {
 // after shutdown began.
 const shutdownGrace = 5 * time.Second
 
-// consume runs one consumer: a fetcher goroutine pulls the next batch
-// while the current one is written. It returns ctx's error, or the fetch
-// error that made it stop (the caller re-creates the consumer).
+// consume runs one consumer: a fetcher pulls the next batch while the
+// current one is written, and held messages are kept from redelivery
+// meanwhile. It returns ctx's error, or the fetch error that made it stop
+// (the caller re-creates the consumer).
 func consume(ctx context.Context, cons jetstream.Consumer, spec consumerSpec, log *slog.Logger) error {
-	name := spec.cfg.Durable
-	lag, delay := lagGauge(name), delaySeconds(name)
 	held := &heldSet{msgs: map[*[]jetstream.Msg]struct{}{}}
 	batches := make(chan *[]jetstream.Msg, 1)
 	fctx, cancel := context.WithCancel(ctx)
 	var fetchErr error
 	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { // fetcher
-		defer wg.Done()
+	wg.Go(func() {
 		defer close(batches)
-		errs := 0
-		for fctx.Err() == nil {
-			mb, err := cons.Fetch(spec.batch, jetstream.FetchMaxWait(spec.wait))
-			var msgs []jetstream.Msg
-			if err == nil {
-				for m := range mb.Messages() {
-					msgs = append(msgs, m)
-				}
-				err = mb.Error()
-				if errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) {
-					err = nil
-				}
-			}
-			if len(msgs) > 0 {
-				if md, e := msgs[len(msgs)-1].Metadata(); e == nil {
-					lag.Set(float64(md.NumPending))
-				}
-				b := &msgs
-				held.add(b)
-				select {
-				case batches <- b:
-				case <-fctx.Done():
-					held.remove(b)
-					for _, m := range msgs {
-						_ = m.Nak()
-					}
-					return
-				}
-			}
-			if err != nil {
-				errs++
-				if errs >= 3 || errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
-					fetchErr = err
-					return
-				}
-				select {
-				case <-fctx.Done():
-				case <-time.After(100 * time.Millisecond):
-				}
-				continue
-			}
-			errs = 0
-		}
-	}()
-	go func() { // keep held messages from being redelivered while we work
-		defer wg.Done()
-		every := spec.cfg.AckWait / 3
-		if every <= 0 {
-			every = 10 * time.Second
-		}
-		t := time.NewTicker(every)
-		defer t.Stop()
-		for {
-			select {
-			case <-fctx.Done():
-				return
-			case <-t.C:
-				held.each(func(m jetstream.Msg) { _ = m.InProgress() })
-			}
-		}
-	}()
-	// A batch being written when ctx ends gets a grace period to commit
-	// (stop intake, drain in-flight); after it, it is abandoned
-	// unacknowledged and redelivered later.
-	wctx, wcancel := context.WithCancel(context.WithoutCancel(ctx))
-	defer wcancel()
-	stopGrace := context.AfterFunc(ctx, func() {
-		select {
-		case <-time.After(shutdownGrace):
-			wcancel()
-		case <-wctx.Done():
-		}
+		fetchErr = fetchBatches(fctx, cons, spec, held, batches)
 	})
-	defer stopGrace()
-	var err error
-	for b := range batches {
-		if ctx.Err() != nil {
-			err = ctx.Err()
-		} else {
-			err = spec.handle(wctx, *b)
-		}
-		if err != nil {
-			// ctx ended before the batch was durable: leave it for
-			// redelivery (Nak: at once, to another replica if any).
-			for _, m := range *b {
-				_ = m.Nak()
-			}
-			held.remove(b)
-			break
-		}
-		if md, err := (*b)[0].Metadata(); err == nil {
-			delay.UpdateDuration(md.Timestamp)
-		}
-		for _, m := range *b {
-			_ = m.Ack()
-		}
-		held.remove(b)
-	}
+	wg.Go(func() { keepInProgress(fctx, spec.cfg.AckWait, held) })
+	err := writeBatches(ctx, spec, batches, held)
 	cancel()
 	// Drain whatever the fetcher still queued.
 	for b := range batches {
-		for _, m := range *b {
-			_ = m.Nak()
-		}
+		nakAll(*b)
 		held.remove(b)
 	}
 	wg.Wait()
@@ -237,4 +138,123 @@ func consume(ctx context.Context, cons jetstream.Consumer, spec consumerSpec, lo
 	}
 	log.Debug("fetch failed", "err", fetchErr)
 	return fetchErr
+}
+
+// fetchBatches pulls batches into out until ctx ends (nil) or fetching
+// fails for good (the error).
+func fetchBatches(ctx context.Context, cons jetstream.Consumer, spec consumerSpec, held *heldSet, out chan<- *[]jetstream.Msg) error {
+	lag := lagGauge(spec.cfg.Durable)
+	errs := 0
+	for ctx.Err() == nil {
+		mb, err := cons.Fetch(spec.batch, jetstream.FetchMaxWait(spec.wait))
+		var msgs []jetstream.Msg
+		if err == nil {
+			for m := range mb.Messages() {
+				msgs = append(msgs, m)
+			}
+			err = mb.Error()
+			if errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) {
+				err = nil // an empty wait, not a failure
+			}
+		}
+		if len(msgs) > 0 {
+			if md, e := msgs[len(msgs)-1].Metadata(); e == nil {
+				lag.Set(float64(md.NumPending))
+			}
+			b := &msgs
+			held.add(b)
+			select {
+			case out <- b:
+			case <-ctx.Done():
+				held.remove(b)
+				nakAll(msgs)
+				return nil
+			}
+		}
+		if err == nil {
+			errs = 0
+			continue
+		}
+		errs++
+		if giveUpFetching(err, errs) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+// giveUpFetching decides, after the errs-th fetch error in a row, whether
+// to stop and have the consumer re-created: at once when the consumer is
+// gone, else after three failures in a row.
+func giveUpFetching(err error, errs int) bool {
+	return errs >= 3 || errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound)
+}
+
+// keepInProgress tells the server, every third of ackWait, that the held
+// messages are still being worked on, so it does not redeliver them.
+func keepInProgress(ctx context.Context, ackWait time.Duration, held *heldSet) {
+	every := ackWait / 3
+	if every <= 0 {
+		every = 10 * time.Second
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			held.each(func(m jetstream.Msg) { _ = m.InProgress() })
+		}
+	}
+}
+
+// writeBatches makes each batch durable with spec.handle and acknowledges
+// it, until the batches end or a batch cannot be made durable (ctx ended:
+// that batch is left for redelivery). A batch being written when ctx ends
+// gets a grace period to commit (stop intake, drain in-flight); after it,
+// it is abandoned unacknowledged.
+func writeBatches(ctx context.Context, spec consumerSpec, batches <-chan *[]jetstream.Msg, held *heldSet) error {
+	delay := delaySeconds(spec.cfg.Durable)
+	wctx, wcancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer wcancel()
+	stopGrace := context.AfterFunc(ctx, func() {
+		select {
+		case <-time.After(shutdownGrace):
+			wcancel()
+		case <-wctx.Done():
+		}
+	})
+	defer stopGrace()
+	for b := range batches {
+		err := ctx.Err()
+		if err == nil {
+			err = spec.handle(wctx, *b)
+		}
+		if err != nil {
+			// ctx ended before the batch was durable: leave it for
+			// redelivery (Nak: at once, to another replica if any).
+			nakAll(*b)
+			held.remove(b)
+			return err
+		}
+		if md, err := (*b)[0].Metadata(); err == nil {
+			delay.UpdateDuration(md.Timestamp)
+		}
+		for _, m := range *b {
+			_ = m.Ack()
+		}
+		held.remove(b)
+	}
+	return nil
+}
+
+func nakAll(msgs []jetstream.Msg) {
+	for _, m := range msgs {
+		_ = m.Nak()
+	}
 }

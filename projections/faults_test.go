@@ -338,3 +338,21 @@ func TestStopWhileConsumerUnavailable(t *testing.T) {
 		t.Errorf("shutdown took %v", took)
 	}
 }
+
+func TestGiveUpFetching(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		errs int
+		want bool
+	}{
+		{errors.New("timeout"), 1, false},
+		{errors.New("timeout"), 2, false},
+		{errors.New("timeout"), 3, true},
+		{jetstream.ErrConsumerDeleted, 1, true},
+		{fmt.Errorf("fetch: %w", jetstream.ErrConsumerNotFound), 1, true},
+	} {
+		if got := giveUpFetching(c.err, c.errs); got != c.want {
+			t.Errorf("giveUpFetching(%v, %d) = %v, want %v", c.err, c.errs, got, c.want)
+		}
+	}
+}
