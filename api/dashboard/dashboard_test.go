@@ -28,6 +28,7 @@ import (
 	"github.com/stacklens/stacklens/api/dashboard"
 	"github.com/stacklens/stacklens/internal/config"
 	"github.com/stacklens/stacklens/internal/harness/testenv"
+	"github.com/stacklens/stacklens/internal/window"
 	"github.com/stacklens/stacklens/schema"
 )
 
@@ -137,7 +138,7 @@ func TestAssets(t *testing.T) {
 	if err := json.Unmarshal(body, &doc); resp.StatusCode != 200 || err != nil {
 		t.Fatalf("GET /openapi.json: %d %v", resp.StatusCode, err)
 	}
-	for _, p := range []string{"/", dashboard.Prefix + "app.js", dashboard.Prefix + "style.css", "/metrics"} {
+	for _, p := range []string{"/", dashboard.Prefix + "app.js", dashboard.Prefix + "style.css", dashboard.WindowsPath, "/metrics"} {
 		if doc.Paths[p]["get"] == nil {
 			t.Errorf("OpenAPI document has no GET %s", p)
 		}
@@ -454,6 +455,34 @@ func checkKPIs(t *testing.T, ctx context.Context, base, key, win string) {
 type console struct {
 	mu   sync.Mutex
 	msgs []chromedp.ConsoleMessage
+}
+
+// TestWindowsJSON: the page learns the configured windows (any of
+// AGGREGATION_WINDOWS, not only the defaults) from WindowsPath, without
+// credentials.
+func TestWindowsJSON(t *testing.T) {
+	cfg := apiConfig("postgres://stacklens@127.0.0.1:1/none?sslmode=disable", true)
+	cfg.Windows = []window.Window{window.MustParse("1min"), window.MustParse("15min"), window.MustParse("1day")}
+	srv, err := api.New(cfg, api.Deps{Mount: dashboard.Mount})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := srv.App().Test(httptest.NewRequest("GET", dashboard.WindowsPath, nil), 5000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got struct{ Windows []dashboard.Window }
+	if err := json.NewDecoder(resp.Body).Decode(&got); resp.StatusCode != 200 || err != nil {
+		t.Fatalf("GET %s: %d %v", dashboard.WindowsPath, resp.StatusCode, err)
+	}
+	if want := "[{1min 60} {15min 900} {1day 86400}]"; fmt.Sprint(got.Windows) != want {
+		t.Errorf("windows %v, want %s", got.Windows, want)
+	}
+	// The page reads it and builds its selector from it.
+	js, _ := readAsset("app.js")
+	if !strings.Contains(string(js), "'"+dashboard.WindowsPath+"'") {
+		t.Errorf("app.js does not read %s", dashboard.WindowsPath)
+	}
 }
 
 func (c *console) problems(allow func(chromedp.ConsoleMessage) bool) []string {
