@@ -16,8 +16,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/segmentio/kafka-go"
 
-	"github.com/stacklens/stacklens/internal/natsutil"
 	"github.com/stacklens/stacklens/internal/harness/testenv"
+	"github.com/stacklens/stacklens/internal/natsutil"
 )
 
 // readmeRecipes returns the NATS CLI lines of the README's recipe block.
@@ -112,6 +112,14 @@ func TestNATSCLIRecipes(t *testing.T) {
 		dlq, err := st.Info(ctx, jetstream.WithSubjectFilter(natsutil.DLQPrefix+">"))
 		if err != nil || len(dlq.State.Subjects) == 0 {
 			return errors.New("no dead letter yet")
+		}
+		// The recipes read the dead letters where they are kept.
+		dst, err := js.Stream(ctx, natsutil.StreamDLQ)
+		if err != nil {
+			return err
+		}
+		if info, err := dst.Info(ctx); err != nil || info.State.Msgs == 0 {
+			return fmt.Errorf("no dead letter copied to %s yet (%v)", natsutil.StreamDLQ, err)
 		}
 		return nil
 	})

@@ -84,7 +84,7 @@ type NATS struct {
 	Replicas     int           `env:"NATS_REPLICAS" default:"1" min:"1" max:"5" desc:"replicas of streams and KV buckets (3 in a cluster)"`
 	Shards       int           `env:"SHARDS" default:"16" min:"1" max:"1024" desc:"event shards (fixed when the stream is created)"`
 	EventsMaxAge time.Duration `env:"EVENTS_MAX_AGE" default:"168h" min:"1h" desc:"retention of the event stream = the replay horizon"`
-	DLQMaxAge    time.Duration `env:"DLQ_MAX_AGE" default:"720h" min:"1h" desc:"retention of dead letters"`
+	DLQMaxAge    time.Duration `env:"DLQ_MAX_AGE" default:"720h" min:"1h" desc:"retention of dead letters: max age of the stream STACKLENS_DLQ, which copies them from the event stream"`
 }
 
 // Pipeline holds the event contract shared by the bridge and processors.
