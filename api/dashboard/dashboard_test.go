@@ -849,3 +849,41 @@ func TestDashboardInBrowser(t *testing.T) {
 	})
 	t.Logf("took %v", time.Since(start).Round(time.Millisecond))
 }
+
+// TestWindowSelectorInBrowser: the window selector offers the configured
+// windows, whatever they are (before, it offered 1min, 5min and 1hour
+// whatever AGGREGATION_WINDOWS said), and picks a range per window.
+func TestWindowSelectorInBrowser(t *testing.T) {
+	ctx, _, ready, stopBrowser := browser(t)
+	t.Cleanup(stopBrowser)
+	// No database needed: the page's data calls fail, the selector does not.
+	cfg := apiConfig("postgres://stacklens@127.0.0.1:1/none?sslmode=disable", false)
+	cfg.Windows = []window.Window{window.MustParse("1min"), window.MustParse("15min"), window.MustParse("1day")}
+	base := serve(t, cfg)
+	ready()
+	if err := chromedp.Do(ctx, chromedp.Navigate(base+"/")); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, ctx, "the configured windows", `document.querySelectorAll('#window option').length === 3`)
+	opts, err := chromedp.Run(ctx, chromedp.Evaluate[string](`[...document.querySelectorAll('#window option')].map((o) => o.value + '=' + o.textContent).join(',')`))
+	if want := "1min=1 minute,15min=15 minutes,1day=1 day"; err != nil || opts != want {
+		t.Fatalf("window options %q (%v), want %q", opts, err, want)
+	}
+	for _, c := range []struct{ win, rng string }{{"15min", "86400"}, {"1day", "604800"}, {"1min", "3600"}} {
+		setSelect(t, ctx, "window", c.win)
+		if r, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.getElementById('range').value`)); r != c.rng {
+			t.Errorf("range for %s windows %q, want %s", c.win, r, c.rng)
+		}
+		if loc, _ := chromedp.Run(ctx, chromedp.Location()); !strings.Contains(loc, "window="+c.win) {
+			t.Errorf("location %q does not keep window %s", loc, c.win)
+		}
+	}
+	// A link to a configured window opens on it.
+	if err := chromedp.Do(ctx, chromedp.Navigate(base+"/#window=1day")); err != nil {
+		t.Fatal(err)
+	}
+	if err := chromedp.Do(ctx, chromedp.Reload()); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, ctx, "the 1day window from the address", `document.getElementById('window').value === '1day' && document.querySelectorAll('#window option').length === 3`)
+}
