@@ -9,8 +9,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go"
 
-	"github.com/stacklens/stacklens/api"
 	"github.com/stacklens/stacklens/alerting"
+	"github.com/stacklens/stacklens/api"
 	"github.com/stacklens/stacklens/api/dashboard"
 	"github.com/stacklens/stacklens/internal/natsutil"
 )

@@ -13,8 +13,8 @@ import (
 
 	"github.com/stacklens/stacklens/internal/config"
 	"github.com/stacklens/stacklens/internal/embedded"
-	"github.com/stacklens/stacklens/internal/telemetry"
 	"github.com/stacklens/stacklens/internal/harness/testenv"
+	"github.com/stacklens/stacklens/internal/telemetry"
 )
 
 func TestSubjects(t *testing.T) {
