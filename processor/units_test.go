@@ -13,9 +13,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/stacklens/stacklens/internal/event"
+	"github.com/stacklens/stacklens/internal/harness/testenv"
 	"github.com/stacklens/stacklens/internal/natsutil"
 	"github.com/stacklens/stacklens/internal/telemetry"
-	"github.com/stacklens/stacklens/internal/harness/testenv"
 )
 
 func TestIsConflict(t *testing.T) {
