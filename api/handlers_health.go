@@ -72,7 +72,7 @@ func (s *Server) checkHealth(ctx context.Context) HealthResponse {
 		ms := float64(time.Since(t0).Microseconds()) / 1000
 		out.Checks.Database = Check{Status: "ok", LatencyMs: &ms}
 		win := s.cfg.Windows[0].Name
-		ts, upd, ok, err := s.st.newestMetric(ctx, win)
+		ts, upd, ok, err := s.st.newestMetric(ctx, s.cfg.Windows[0])
 		switch {
 		case err != nil:
 			out.Checks.Pipeline = Check{Status: "unknown", Window: win, Error: dbErrorText(err)}

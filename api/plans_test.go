@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/stacklens/stacklens/internal/harness/testenv"
+	"github.com/stacklens/stacklens/internal/window"
 	"github.com/stacklens/stacklens/schema"
 )
 
@@ -55,7 +56,7 @@ func TestQueryPlans(t *testing.T) {
 		rows.Close()
 		return strings.Join(plan, "\n")
 	}
-	for win, variants := range metricQueries {
+	for win, variants := range newStore(nil, nil, 0, window.Defaults()).metricQ {
 		for mask, sql := range variants {
 			var args []string
 			for i, l := range literals {

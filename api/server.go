@@ -23,6 +23,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -211,7 +212,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		return nil, err
 	}
 	s.ownPools = []*pgxpool.Pool{reader, writer}
-	s.st = newStore(reader, writer, cfg.API.QueryTimeout)
+	s.st = newStore(reader, writer, cfg.API.QueryTimeout, cfg.Windows)
 
 	s.app = fiber.New(fiber.Config{
 		AppName:               "stacklens-api",
@@ -251,6 +252,9 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	s.openapi = doc
 	return s, nil
 }
+
+// Windows returns the configured aggregation windows, smallest first.
+func (s *Server) Windows() []window.Window { return slices.Clone(s.cfg.Windows) }
 
 // App is the Fiber app (tests drive it with App().Test).
 func (s *Server) App() *fiber.App { return s.app }

@@ -11,18 +11,26 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/stacklens/stacklens/internal/window"
 )
 
 // store runs the API's queries. Every statement is a constant string with
-// bound parameters; the only variable part, the metrics table, is chosen
-// from a fixed map keyed by configured window names.
+// bound parameters; the only variable part, the metrics table, is built
+// once from the configured windows' canonical names, never request input.
 type store struct {
 	r, w    *pgxpool.Pool
 	timeout time.Duration
+	// metricQ holds the query variants of each configured window's table.
+	metricQ map[string][8]string
 }
 
-func newStore(r, w *pgxpool.Pool, timeout time.Duration) *store {
-	return &store{r: r, w: w, timeout: timeout}
+func newStore(r, w *pgxpool.Pool, timeout time.Duration, windows []window.Window) *store {
+	m := make(map[string][8]string, len(windows))
+	for _, win := range windows {
+		m[win.Name] = metricsSQL(metricsTable(win))
+	}
+	return &store{r: r, w: w, timeout: timeout, metricQ: m}
 }
 
 // ctx bounds one request's database work: the statement timeout plus a
@@ -144,7 +152,7 @@ func filterArgs(limit int, vals ...any) (int, []any) {
 var metricConds = []string{"service = $%d", "timestamp >= $%d", "timestamp < $%d"}
 
 // metricsSQL returns the newest-first query variants of one metrics table.
-// table is one of the fixed names in metricTables, never request input.
+// table comes from metricsTable, never from request input.
 func metricsSQL(table string) [8]string {
 	var out [8]string
 	for mask := range out {
@@ -154,21 +162,11 @@ func metricsSQL(table string) [8]string {
 	return out
 }
 
-// metricTables maps window names to their tables (docs/ARCHITECTURE.md §2.3); a
-// configured window outside this map has no table and is refused.
-var metricTables = map[string]string{
-	"1min":  "analytics_metrics_1min",
-	"5min":  "analytics_metrics_5min",
-	"1hour": "analytics_metrics_1hour",
-}
-
-var metricQueries = func() map[string][8]string {
-	m := map[string][8]string{}
-	for w, t := range metricTables {
-		m[w] = metricsSQL(t)
-	}
-	return m
-}()
+// metricsTable is the table of a window's aggregates (docs/SCHEMA.md):
+// `stacklens migrate` creates one for every configured window. Window names
+// are canonical (window.Parse: digits and min, hour or day), so the name is
+// a plain identifier.
+func metricsTable(w window.Window) string { return "analytics_metrics_" + w.Name }
 
 func nullable[T any](p *T) any {
 	if p == nil {
@@ -185,9 +183,9 @@ func nullString(s string) any {
 }
 
 func (st *store) metrics(ctx context.Context, win, service string, from, to *time.Time, limit int) ([]MetricRow, error) {
-	variants, ok := metricQueries[win]
-	if !ok {
-		return nil, badParam("window", "window %s is not stored in PostgreSQL (stored: 1min, 5min, 1hour)", win)
+	variants, ok := st.metricQ[win]
+	if !ok { // unreachable: windowParam only returns configured windows
+		return nil, badParam("window", "window %s is not configured", win)
 	}
 	mask, args := filterArgs(limit, nullString(service), nullable(from), nullable(to))
 	ctx, cancel := st.ctx(ctx)
@@ -239,12 +237,8 @@ func (st *store) serviceHealth(ctx context.Context) ([]ServiceHealth, error) {
 
 // newestMetric returns the start and last update of the newest row of a
 // metrics table (ok=false when it is empty).
-func (st *store) newestMetric(ctx context.Context, win string) (ts, updated time.Time, ok bool, err error) {
-	table, found := metricTables[win]
-	if !found {
-		table = metricTables["1min"]
-	}
-	err = st.r.QueryRow(ctx, `SELECT timestamp, updated_at FROM `+table+` ORDER BY timestamp DESC LIMIT 1`).Scan(&ts, &updated)
+func (st *store) newestMetric(ctx context.Context, win window.Window) (ts, updated time.Time, ok bool, err error) {
+	err = st.r.QueryRow(ctx, `SELECT timestamp, updated_at FROM `+metricsTable(win)+` ORDER BY timestamp DESC LIMIT 1`).Scan(&ts, &updated)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return ts, updated, false, nil
 	}

@@ -120,7 +120,7 @@ func newHarness(t testing.TB, env map[string]string) *harness {
 		t.Fatal(err)
 	}
 	var err error
-	if h.windows, err = h.cfg.Pipeline.ParsedWindows(); err != nil {
+	if h.windows, err = h.cfg.Pipeline.ValidWindows(); err != nil {
 		t.Fatal(err)
 	}
 	return h

@@ -170,7 +170,7 @@ func setup(ctx context.Context, nc *nats.Conn, cfg *config.Config, log *slog.Log
 	if err != nil {
 		return nil, err
 	}
-	windows, err := cfg.Pipeline.ParsedWindows()
+	windows, err := cfg.Pipeline.ValidWindows()
 	if err != nil {
 		return nil, err
 	}
@@ -222,13 +222,11 @@ func limitsOf(cfg *config.Config) event.Limits {
 }
 
 // AggBucketConfig is the KV configuration of a window's aggregate bucket:
-// history 1, TTL from retention (1min: RETENTION_WARM days, longer windows:
-// RETENTION_COLD days), replicas from NATS_REPLICAS.
+// history 1, TTL from the window's retention tier (windows under
+// config.WarmWindowLimit: RETENTION_WARM days, longer ones: RETENTION_COLD
+// days, as their tables), replicas from NATS_REPLICAS.
 func AggBucketConfig(cfg *config.Config, w window.Window, name string) jetstream.KeyValueConfig {
-	days := cfg.Retention.ColdDays
-	if w.Size <= time.Minute {
-		days = cfg.Retention.WarmDays
-	}
+	days := cfg.Retention.WindowDays(w)
 	return jetstream.KeyValueConfig{
 		Bucket:      name,
 		Description: "StackLens " + w.Name + " aggregates (key <service-token>.<bucket-start-unix>)",

@@ -90,7 +90,7 @@ func Replay(ctx context.Context, cfg *config.Config, nc *nats.Conn, log *slog.Lo
 	if err != nil {
 		return res, fmt.Errorf("stream %s: %w", natsutil.StreamEvents, err)
 	}
-	windows, err := cfg.Pipeline.ParsedWindows()
+	windows, err := cfg.Pipeline.ValidWindows()
 	if err != nil {
 		return res, err
 	}

@@ -214,3 +214,17 @@ func TestShardsChanged(t *testing.T) {
 		t.Fatalf("Run: %v", err)
 	}
 }
+
+// TestAggBucketTTLByTier: a window's KV bucket keeps its aggregates as long
+// as its table keeps its rows — RETENTION_WARM days under 5 minutes,
+// RETENTION_COLD days otherwise — for any configured window.
+func TestAggBucketTTLByTier(t *testing.T) {
+	cfg := testenv.Config(t, map[string]string{"AGGREGATION_WINDOWS": "1min,2min,5min,15min,1day", "RETENTION_WARM": "3", "RETENTION_COLD": "11"})
+	want := map[string]int{"1min": 3, "2min": 3, "5min": 11, "15min": 11, "1day": 11}
+	for _, w := range cfg.Pipeline.WindowList {
+		kv := AggBucketConfig(cfg, w, natsutil.AggBucket(w.Name))
+		if kv.TTL != time.Duration(want[w.Name])*24*time.Hour || kv.Bucket != "stacklens_agg_"+w.Name {
+			t.Errorf("%s: bucket %s TTL %v, want %d days", w.Name, kv.Bucket, kv.TTL, want[w.Name])
+		}
+	}
+}

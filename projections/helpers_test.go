@@ -80,7 +80,7 @@ func newHarness(t testing.TB, dsn string, ns *testenv.NATSServer) *harness {
 		t.Fatal(err)
 	}
 	h.cfg = testenv.Config(t, map[string]string{"AGGREGATION_WINDOWS": "1min,5min,1hour", "DB_POOL_MIN": "1", "DB_POOL_MAX": "4"})
-	if h.wins, err = h.cfg.Pipeline.ParsedWindows(); err != nil {
+	if h.wins, err = h.cfg.Pipeline.ValidWindows(); err != nil {
 		t.Fatal(err)
 	}
 	for _, w := range h.wins {

@@ -130,7 +130,7 @@ func Run(ctx context.Context, d Deps) error {
 	if health == nil {
 		health = telemetry.NewHealth()
 	}
-	wins, err := d.Config.Pipeline.ParsedWindows()
+	wins, err := d.Config.Pipeline.ValidWindows()
 	if err != nil {
 		return err
 	}

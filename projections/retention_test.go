@@ -2,12 +2,14 @@ package projections
 
 import (
 	"context"
+	"errors"
 	"math/rand/v2"
 	"net/url"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/stacklens/stacklens/internal/config"
 	"github.com/stacklens/stacklens/internal/harness/testenv"
 	"github.com/stacklens/stacklens/internal/window"
 )
@@ -82,9 +84,9 @@ func TestRunErrors(t *testing.T) {
 		t.Error("no configuration: want an error")
 	}
 	cfg := testenv.Config(t, map[string]string{"AGGREGATION_WINDOWS": "1min"})
-	cfg.Pipeline.Windows = "bogus"
-	if err := Run(ctx, Deps{Config: cfg}); err == nil {
-		t.Error("bad windows: want an error")
+	cfg.Pipeline.WindowList = nil // as if Validate was never called
+	if err := Run(ctx, Deps{Config: cfg}); !errors.Is(err, config.ErrNotValidated) {
+		t.Errorf("unvalidated windows: %v, want ErrNotValidated", err)
 	}
 	cfg = testenv.Config(t, map[string]string{"NATS_URL": "nats://127.0.0.1:1"})
 	cctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)

@@ -86,6 +86,20 @@ type Options struct {
 	// Printable ASCII, or an existing "SCRAM-SHA-256$..." verifier. Empty
 	// leaves the role as it is (NOLOGIN when the migrations created it).
 	ReaderPassword, WriterPassword, AdminPassword string
+	// Windows get a metrics table each (analytics_metrics_<Name>, created
+	// like the default windows' tables when missing) and are recorded in
+	// analytics_windows with their retention tier, after the migrations.
+	// The default windows' tables exist regardless.
+	Windows []Window
+}
+
+// Window is one aggregation window to provide a table for.
+type Window struct {
+	// Name is the canonical window name (window.Window.Name: "15min",
+	// "1day"); anything else is refused by the database.
+	Name string
+	// Tier is "warm" (kept RetentionWarm days) or "cold" (RetentionCold).
+	Tier string
 }
 
 // Status is one migration's state in a database.
@@ -105,6 +119,7 @@ type settings struct {
 	hot, warm, cold int    // 0: keep
 	reader, writer  string // passwords
 	admin           string
+	windows         []Window
 }
 
 func (s settings) days(n int) string {
@@ -126,7 +141,7 @@ func (s settings) setGUCs(ctx context.Context, tx pgx.Tx) error {
 
 func resolve(ctx context.Context, db DB, o Options) (settings, error) {
 	s := settings{hot: o.RetentionHot, warm: o.RetentionWarm, cold: o.RetentionCold,
-		reader: o.ReaderPassword, writer: o.WriterPassword, admin: o.AdminPassword}
+		reader: o.ReaderPassword, writer: o.WriterPassword, admin: o.AdminPassword, windows: o.Windows}
 	for name, d := range map[string]int{"RetentionHot": s.hot, "RetentionWarm": s.warm, "RetentionCold": s.cold} {
 		if d < 0 || d > maxRetentionDays {
 			return s, fmt.Errorf("schema: %s = %d days: want 0 (keep) or 1..%d", name, d, maxRetentionDays)
@@ -342,7 +357,8 @@ func where(sql string, err error) string {
 }
 
 // configure stores the options: retention days into analytics_settings,
-// TimescaleDB conversion and policies (stacklens_configure), role passwords.
+// the windows' tables (stacklens_ensure_window), TimescaleDB conversion and
+// policies (stacklens_configure), role passwords.
 func configure(ctx context.Context, db DB, s settings) error {
 	return inTx(ctx, db, func(tx pgx.Tx) error {
 		if err := s.setGUCs(ctx, tx); err != nil {
@@ -357,6 +373,12 @@ func configure(ctx context.Context, db DB, s settings) error {
 		    WHERE analytics_settings.value IS DISTINCT FROM EXCLUDED.value`,
 			s.hot, s.warm, s.cold); err != nil {
 			return err
+		}
+		// Before stacklens_configure, which makes the new tables hypertables.
+		for _, w := range s.windows {
+			if _, err := tx.Exec(ctx, `SELECT stacklens_ensure_window($1, $2)`, w.Name, w.Tier); err != nil {
+				return fmt.Errorf("window %s: %w", w.Name, err)
+			}
 		}
 		if _, err := tx.Exec(ctx, `SELECT stacklens_configure()`); err != nil {
 			return err

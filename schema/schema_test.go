@@ -113,7 +113,7 @@ func TestMigrationsEmbedded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"core", "alerting", "views", "functions", "timescale", "roles", "alert_no_data"}
+	want := []string{"core", "alerting", "views", "functions", "timescale", "roles", "alert_no_data", "windows"}
 	if len(migs) != len(want) {
 		t.Fatalf("got %d migrations, want %d", len(migs), len(want))
 	}
@@ -528,7 +528,7 @@ func TestSeedSchemaValidation(t *testing.T) {
 	wantTables := []string{
 		"analytics_alert_outbox", "analytics_alert_rules", "analytics_alert_silences",
 		"analytics_alert_state", "analytics_alerts", "analytics_events", "analytics_metrics_1hour",
-		"analytics_metrics_1min", "analytics_metrics_5min", "analytics_settings", "schema_migrations",
+		"analytics_metrics_1min", "analytics_metrics_5min", "analytics_settings", "analytics_windows", "schema_migrations",
 	}
 	if strings.Join(tables, ",") != strings.Join(wantTables, ",") {
 		t.Errorf("tables = %v\nwant %v", tables, wantTables)
@@ -1138,6 +1138,81 @@ UNION ALL SELECT 'm:' || (SELECT count(*) FROM analytics_metrics_1min) || (SELEC
 	}
 	// The seed's cron form works too.
 	exec1(t, conn, `SELECT analytics_archive_old_data();`)
+}
+
+// TestEnsureWindows: every window of Options.Windows gets a metrics table
+// like the default ones (columns, primary key, indexes, grants), the archive
+// covers it with its tier's retention, and a second Up changes nothing.
+// Without stacklens_ensure_window a 15min window had no table at all.
+func TestEnsureWindows(t *testing.T) {
+	ctx := testCtx(t)
+	cfg, conn := newDB(t)
+	opts := Options{Timescale: "off", Windows: []Window{{"1min", "warm"}, {"2min", "warm"}, {"15min", "cold"}, {"1day", "cold"}}}
+	for range 2 { // idempotent
+		if _, err := Up(ctx, conn, opts, nil); err != nil {
+			t.Fatalf("Up: %v", err)
+		}
+	}
+	reg := strings1(t, conn, `SELECT name || ':' || minutes || ':' || tier || ':' || metrics_table FROM analytics_windows`)
+	if want := "15min:15:cold:analytics_metrics_15min,1day:1440:cold:analytics_metrics_1day,1hour:60:cold:analytics_metrics_1hour," +
+		"1min:1:warm:analytics_metrics_1min,2min:2:warm:analytics_metrics_2min,5min:5:cold:analytics_metrics_5min"; strings.Join(reg, ",") != want {
+		t.Errorf("analytics_windows = %v\nwant %s", reg, want)
+	}
+	// Same columns, constraints and indexes as the 5min table (LIKE 1min).
+	shape := func(table string) string {
+		cols := strings1(t, conn, `SELECT attname || ' ' || format_type(atttypid, atttypmod) || ' ' || attnotnull
+		    FROM pg_attribute WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped`, table)
+		idx := strings1(t, conn, `SELECT replace(pg_get_indexdef(indexrelid), $1, 'T') FROM pg_index WHERE indrelid = $1::regclass`, table)
+		return strings.Join(cols, ",") + "|" + strings.Join(idx, ",")
+	}
+	for _, tbl := range []string{"analytics_metrics_2min", "analytics_metrics_15min", "analytics_metrics_1day"} {
+		if got, want := shape(tbl), shape("analytics_metrics_5min"); got != want {
+			t.Errorf("%s:\n%s\nwant like analytics_metrics_5min:\n%s", tbl, got, want)
+		}
+	}
+	// Grants: the reader reads, the writer upserts, neither edits the registry.
+	as := func(role string) *pgx.Conn {
+		c := connect(t, cfg.Copy())
+		exec1(t, c, "SET ROLE "+role)
+		return c
+	}
+	reader, writer := as("stacklens_reader"), as("stacklens_writer")
+	exec1(t, writer, `INSERT INTO analytics_metrics_15min (service, timestamp, count, version) VALUES ('s', now(), 3, 1)
+	    ON CONFLICT (service, timestamp) DO UPDATE SET count = EXCLUDED.count WHERE analytics_metrics_15min.version < EXCLUDED.version`)
+	exec1(t, reader, `SELECT count FROM analytics_metrics_15min`)
+	exec1(t, reader, `SELECT * FROM analytics_windows`)
+	if _, err := reader.Exec(ctx, `INSERT INTO analytics_metrics_1day (service, timestamp) VALUES ('s', now())`); pgCode(err) != "42501" {
+		t.Errorf("reader insert into analytics_metrics_1day: %v, want permission denied", err)
+	}
+	if _, err := writer.Exec(ctx, `DELETE FROM analytics_windows`); pgCode(err) != "42501" {
+		t.Errorf("writer delete from analytics_windows: %v, want permission denied", err)
+	}
+	if _, err := writer.Exec(ctx, `SELECT stacklens_ensure_window('3min', 'warm')`); pgCode(err) != "42501" {
+		t.Errorf("writer calls stacklens_ensure_window: %v, want permission denied", err)
+	}
+
+	// Retention by tier: 2min is warm (7 days), 15min and 1day are cold (30 days).
+	exec1(t, conn, `
+INSERT INTO analytics_metrics_2min (service, timestamp) VALUES ('s', now() - interval '8 days'), ('s', now() - interval '6 days');
+INSERT INTO analytics_metrics_15min (service, timestamp) VALUES ('s', now() - interval '31 days'), ('s', now() - interval '8 days');
+INSERT INTO analytics_metrics_1day (service, timestamp) VALUES ('s', now() - interval '40 days'), ('s', now() - interval '31 days'), ('s', now() - interval '2 days');`)
+	got := archive(t, writer) // SECURITY DEFINER: the writer may run it
+	for tbl, n := range map[string]int64{"analytics_metrics_2min": 1, "analytics_metrics_15min": 1, "analytics_metrics_1day": 2, "analytics_metrics_1min": 0} {
+		if d, ok := got[tbl]; !ok || d != n {
+			t.Errorf("archive deleted %d (listed %v) from %s, want %d; all: %v", d, ok, tbl, n, got)
+		}
+	}
+
+	// Bad names never reach SQL text.
+	for _, w := range []Window{{"15 min", "cold"}, {"x; DROP TABLE analytics_events", "cold"}, {"0min", "cold"}, {"15min", "hot"}} {
+		_, err := Up(ctx, conn, Options{Timescale: "off", Windows: []Window{w}}, nil)
+		if pgCode(err) != "22023" || !strings.Contains(err.Error(), "window "+w.Name) {
+			t.Errorf("window %+v: %v, want 22023 naming the window", w, err)
+		}
+	}
+	if n := strings1(t, conn, `SELECT count(*)::text FROM analytics_windows`); n[0] != "6" {
+		t.Errorf("registry has %s windows after refused ones, want 6", n[0])
+	}
 }
 
 func TestEventsIdempotentInsert(t *testing.T) {

@@ -30,6 +30,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 
 	"github.com/stacklens/stacklens/api"
+	"github.com/stacklens/stacklens/internal/window"
 )
 
 //go:embed static
@@ -108,19 +109,42 @@ func FS() fs.FS {
 	return sub
 }
 
-// Mount registers the dashboard on the API server: GET / (the page) and
-// GET /dashboard/<file> for each of its scripts, styles and icon, all
-// public. Use it as api.Deps.Mount. Each file is its own route, so the
+// Mount registers the dashboard on the API server: GET / (the page),
+// GET /dashboard/<file> for each of its scripts, styles and icon, and
+// WindowsPath, all public. Use it as api.Deps.Mount. Each file is its own route, so the
 // OpenAPI document and /stats list them by name.
 func Mount(s *api.Server) error {
 	h := Handler()
 	s.Route(fiber.MethodGet, "/", api.AccessPublic, h)
+	s.Route(fiber.MethodGet, WindowsPath, api.AccessPublic, windowsHandler(s.Windows()))
 	for _, name := range Files() {
 		if name != "index.html" {
 			s.Route(fiber.MethodGet, Prefix+name, api.AccessPublic, h)
 		}
 	}
 	return nil
+}
+
+// WindowsPath serves the configured aggregation windows, which the page's
+// window selector offers: {"windows": [{"name": "1min", "seconds": 60}, …]},
+// smallest first. Public like the page: the windows are no secret.
+const WindowsPath = Prefix + "windows.json"
+
+// Window is one entry of WindowsPath.
+type Window struct {
+	Name    string `json:"name"`
+	Seconds int64  `json:"seconds"`
+}
+
+func windowsHandler(ws []window.Window) fiber.Handler {
+	list := make([]Window, 0, len(ws))
+	for _, w := range ws {
+		list = append(list, Window{Name: w.Name, Seconds: int64(w.Seconds())})
+	}
+	return func(c *fiber.Ctx) error {
+		c.Set(fiber.HeaderCacheControl, "no-cache")
+		return c.JSON(fiber.Map{"windows": list})
+	}
 }
 
 // Files lists the embedded asset names, sorted.

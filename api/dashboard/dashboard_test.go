@@ -32,6 +32,7 @@ import (
 	"github.com/stacklens/stacklens/internal/config"
 	"github.com/stacklens/stacklens/internal/harness/testenv"
 	"github.com/stacklens/stacklens/internal/natsutil"
+	"github.com/stacklens/stacklens/internal/window"
 	"github.com/stacklens/stacklens/schema"
 )
 
@@ -141,7 +142,7 @@ func TestAssets(t *testing.T) {
 	if err := json.Unmarshal(body, &doc); resp.StatusCode != 200 || err != nil {
 		t.Fatalf("GET /openapi.json: %d %v", resp.StatusCode, err)
 	}
-	for _, p := range []string{"/", dashboard.Prefix + "app.js", dashboard.Prefix + "style.css", "/metrics"} {
+	for _, p := range []string{"/", dashboard.Prefix + "app.js", dashboard.Prefix + "style.css", dashboard.WindowsPath, "/metrics"} {
 		if doc.Paths[p]["get"] == nil {
 			t.Errorf("OpenAPI document has no GET %s", p)
 		}
@@ -465,6 +466,34 @@ func checkKPIs(t *testing.T, ctx context.Context, base, key, win string) {
 type console struct {
 	mu   sync.Mutex
 	msgs []chromedp.ConsoleMessage
+}
+
+// TestWindowsJSON: the page learns the configured windows (any of
+// AGGREGATION_WINDOWS, not only the defaults) from WindowsPath, without
+// credentials.
+func TestWindowsJSON(t *testing.T) {
+	cfg := apiConfig("postgres://stacklens@127.0.0.1:1/none?sslmode=disable", true)
+	cfg.Windows = []window.Window{window.MustParse("1min"), window.MustParse("15min"), window.MustParse("1day")}
+	srv, err := api.New(cfg, api.Deps{Mount: dashboard.Mount})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := srv.App().Test(httptest.NewRequest("GET", dashboard.WindowsPath, nil), 5000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got struct{ Windows []dashboard.Window }
+	if err := json.NewDecoder(resp.Body).Decode(&got); resp.StatusCode != 200 || err != nil {
+		t.Fatalf("GET %s: %d %v", dashboard.WindowsPath, resp.StatusCode, err)
+	}
+	if want := "[{1min 60} {15min 900} {1day 86400}]"; fmt.Sprint(got.Windows) != want {
+		t.Errorf("windows %v, want %s", got.Windows, want)
+	}
+	// The page reads it and builds its selector from it.
+	js, _ := readAsset("app.js")
+	if !strings.Contains(string(js), "'"+dashboard.WindowsPath+"'") {
+		t.Errorf("app.js does not read %s", dashboard.WindowsPath)
+	}
 }
 
 func (c *console) problems(allow func(chromedp.ConsoleMessage) bool) []string {
@@ -911,4 +940,42 @@ func checkPipelinePanel(t *testing.T, ctx context.Context) {
 		!strings.Contains(got.DLQText, "1 / last 30.0 s") || !strings.Contains(got.DLQText, "4 kept") {
 		t.Errorf("dead letters shown %+v", got)
 	}
+}
+
+// TestWindowSelectorInBrowser: the window selector offers the configured
+// windows, whatever they are (before, it offered 1min, 5min and 1hour
+// whatever AGGREGATION_WINDOWS said), and picks a range per window.
+func TestWindowSelectorInBrowser(t *testing.T) {
+	ctx, _, ready, stopBrowser := browser(t)
+	t.Cleanup(stopBrowser)
+	// No database needed: the page's data calls fail, the selector does not.
+	cfg := apiConfig("postgres://stacklens@127.0.0.1:1/none?sslmode=disable", false)
+	cfg.Windows = []window.Window{window.MustParse("1min"), window.MustParse("15min"), window.MustParse("1day")}
+	base := serve(t, cfg)
+	ready()
+	if err := chromedp.Do(ctx, chromedp.Navigate(base+"/")); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, ctx, "the configured windows", `document.querySelectorAll('#window option').length === 3`)
+	opts, err := chromedp.Run(ctx, chromedp.Evaluate[string](`[...document.querySelectorAll('#window option')].map((o) => o.value + '=' + o.textContent).join(',')`))
+	if want := "1min=1 minute,15min=15 minutes,1day=1 day"; err != nil || opts != want {
+		t.Fatalf("window options %q (%v), want %q", opts, err, want)
+	}
+	for _, c := range []struct{ win, rng string }{{"15min", "86400"}, {"1day", "604800"}, {"1min", "3600"}} {
+		setSelect(t, ctx, "window", c.win)
+		if r, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.getElementById('range').value`)); r != c.rng {
+			t.Errorf("range for %s windows %q, want %s", c.win, r, c.rng)
+		}
+		if loc, _ := chromedp.Run(ctx, chromedp.Location()); !strings.Contains(loc, "window="+c.win) {
+			t.Errorf("location %q does not keep window %s", loc, c.win)
+		}
+	}
+	// A link to a configured window opens on it.
+	if err := chromedp.Do(ctx, chromedp.Navigate(base+"/#window=1day")); err != nil {
+		t.Fatal(err)
+	}
+	if err := chromedp.Do(ctx, chromedp.Reload()); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, ctx, "the 1day window from the address", `document.getElementById('window').value === '1day' && document.querySelectorAll('#window option').length === 3`)
 }

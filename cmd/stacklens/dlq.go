@@ -36,7 +36,7 @@ func cmdDLQ(ctx context.Context, c *cli) int {
 		fs.StringVar(&f.Stage, "stage", "", "only this stage (bridge, processor)")
 		fs.DurationVar(&since, "since", 0, "only dead letters younger than this (e.g. 1h)")
 		fs.IntVar(&f.Limit, "limit", 100, "at most this many (0: all)")
-		fs.Uint64Var(&seq, "seq", 0, "replay: the dead letter's stream sequence")
+		fs.Uint64Var(&seq, "seq", 0, "replay: the dead letter's sequence in STACKLENS_DLQ (SEQ of dlq list)")
 		fs.StringVar(&file, "file", "", "replay: the corrected event JSON (- for stdin; default: the original payload)")
 	})
 	if cfg == nil {
@@ -50,6 +50,13 @@ func cmdDLQ(ctx context.Context, c *cli) int {
 	}
 	defer nc.Close()
 	js, _ := jetstream.New(nc)
+	// The dead letters are read from STACKLENS_DLQ; provisioning it here
+	// too makes the command work before any role of this version ran (the
+	// source then copies the event stream's dead letters from its start).
+	if _, err := natsutil.EnsureDLQStream(ctx, js, cfg.NATS); err != nil {
+		e.log.Error("dlq", "err", err)
+		return exitFail
+	}
 
 	if c.args[0] == "list" {
 		if since > 0 {
@@ -61,9 +68,9 @@ func cmdDLQ(ctx context.Context, c *cli) int {
 			return exitFail
 		}
 		tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "SEQ\tTIME\tSTAGE\tREASON\tKAFKA\tREPLAYED\tERROR\tPAYLOAD")
+		fmt.Fprintln(tw, "SEQ\tEVENT_SEQ\tTIME\tSTAGE\tREASON\tKAFKA\tREPLAYED\tERROR\tPAYLOAD")
 		for _, l := range letters {
-			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s/%s@%s\t%v\t%s\t%s\n", l.Seq, l.Time.UTC().Format(time.RFC3339), l.Stage, l.Reason,
+			fmt.Fprintf(tw, "%d\t%d\t%s\t%s\t%s\t%s/%s@%s\t%v\t%s\t%s\n", l.Seq, l.EventSeq, l.Time.UTC().Format(time.RFC3339), l.Stage, l.Reason,
 				l.Topic, l.Partition, l.Offset, l.Replayed, l.Error, preview(l.Payload))
 		}
 		_ = tw.Flush()

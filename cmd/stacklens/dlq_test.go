@@ -19,7 +19,12 @@ func TestDLQListAndReplayCommands(t *testing.T) {
 	srv := testenv.NATS(t)
 	js := srv.JetStream(t)
 	ctx := testenv.Context(t)
-	if _, err := natsutil.EnsureEventsStream(ctx, js, config.NATS{Replicas: 1, Shards: 16, EventsMaxAge: 168 * time.Hour}); err != nil {
+	if _, err := natsutil.EnsureEventsStream(ctx, js, config.NATS{Replicas: 1, Shards: 16, EventsMaxAge: 168 * time.Hour, DLQMaxAge: 720 * time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	// An event first, so the dead letter's sequences differ between the
+	// streams: SEQ is STACKLENS_DLQ's, EVENT_SEQ STACKLENS_EVENTS'.
+	if _, err := js.Publish(ctx, natsutil.EventSubject(1, "checkout"), []byte(`{}`)); err != nil {
 		t.Fatal(err)
 	}
 	m := nats.NewMsg(natsutil.DLQSubject("bridge", "missing_field"))
@@ -37,9 +42,10 @@ func TestDLQListAndReplayCommands(t *testing.T) {
 	fixed := filepath.Join(t.TempDir(), "fixed.json")
 	ts := time.Now().UTC().Add(-time.Minute).Format(time.RFC3339)
 	_ = os.WriteFile(fixed, []byte(`{"timestamp":"`+ts+`","service":"checkout","level":"info","latency_ms":3}`), 0o600)
-	seq := strings.TrimSpace(strings.Fields(strings.Split(out, "\n")[1])[0])
-	if seq != strconv.FormatUint(ack.Sequence, 10) {
-		t.Fatalf("seq %q", seq)
+	row := strings.Fields(strings.Split(out, "\n")[1])
+	seq := row[0]
+	if seq != "1" || row[1] != strconv.FormatUint(ack.Sequence, 10) {
+		t.Fatalf("SEQ %q EVENT_SEQ %q, want 1 and %d:\n%s", seq, row[1], ack.Sequence, out)
 	}
 	if code, out, errs := runCLI(t, ctx, env, "dlq", "replay", "--seq", seq, "--file", fixed); code != exitOK || !strings.Contains(out, "replayed dead letter") {
 		t.Fatalf("replay: %d %q %s", code, out, errs)

@@ -106,6 +106,21 @@ func TestConfigCheck(t *testing.T) {
 	if code != exitConfig || out != "" || strings.Count(errs, "\n") != 1 || !strings.Contains(errs, "DB_PORT") {
 		t.Fatalf("bad DB_PORT: exit %d stdout %q stderr %q", code, out, errs)
 	}
+	// Windows: any whole number of minutes, hours or days shorter than its
+	// retention passes; anything else is one line naming AGGREGATION_WINDOWS.
+	delete(env, "DB_PORT")
+	env["AGGREGATION_WINDOWS"] = "1min,15min,1day"
+	if code, out, errs := runCLI(t, context.Background(), env, "config", "check"); code != exitOK || !strings.Contains(out, "AGGREGATION_WINDOWS=1min,15min,1day") {
+		t.Fatalf("windows 1min,15min,1day: exit %d %q %q", code, out, errs)
+	}
+	for _, bad := range []string{"90s", "1.5hour", "15min,900s", "1week", "30day", "15min,1d,24hour"} {
+		env["AGGREGATION_WINDOWS"] = bad
+		code, out, errs := runCLI(t, context.Background(), env, "config", "check")
+		if code != exitConfig || out != "" || strings.Count(errs, "\n") != 1 || !strings.Contains(errs, "AGGREGATION_WINDOWS") {
+			t.Errorf("AGGREGATION_WINDOWS=%s: exit %d stdout %q stderr %q", bad, code, out, errs)
+		}
+	}
+	delete(env, "AGGREGATION_WINDOWS")
 	if code, _, _ := runCLI(t, context.Background(), env, "config", "check", "-h"); code != exitOK {
 		t.Errorf("-h exit %d", code)
 	}

@@ -57,7 +57,7 @@ func cmdMigrate(ctx context.Context, c *cli) int {
 }
 
 // migrateUp applies the migrations with the configured retention and
-// TimescaleDB choice.
+// TimescaleDB choice, and provides a table for every configured window.
 func migrateUp(ctx context.Context, cfg *config.Config, log *slog.Logger) (int, error) {
 	conn, err := connectDB(ctx, cfg.DB.DSN())
 	if err != nil {
@@ -72,11 +72,22 @@ func migrateUp(ctx context.Context, cfg *config.Config, log *slog.Logger) (int, 
 		ReaderPassword: cfg.DB.ReaderPassword,
 		WriterPassword: cfg.DB.WriterPassword,
 		AdminPassword:  cfg.DB.AdminPassword,
+		Windows:        schemaWindows(cfg),
 	}, log.With("component", "migrate"))
 	if err != nil {
 		return n, fmt.Errorf("migrate: %w", err)
 	}
 	return n, nil
+}
+
+// schemaWindows lists the configured windows with their retention tier,
+// so every window gets its table.
+func schemaWindows(cfg *config.Config) []schema.Window {
+	out := make([]schema.Window, 0, len(cfg.Pipeline.WindowList))
+	for _, w := range cfg.Pipeline.WindowList {
+		out = append(out, schema.Window{Name: w.Name, Tier: cfg.Retention.WindowTier(w)})
+	}
+	return out
 }
 
 // connectDB connects once, retrying for up to 30 s while the server starts.

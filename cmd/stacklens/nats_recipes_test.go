@@ -114,6 +114,14 @@ func TestNATSCLIRecipes(t *testing.T) {
 		if err != nil || len(dlq.State.Subjects) == 0 {
 			return errors.New("no dead letter yet")
 		}
+		// The recipes read the dead letters where they are kept.
+		dst, err := js.Stream(ctx, natsutil.StreamDLQ)
+		if err != nil {
+			return err
+		}
+		if info, err := dst.Info(ctx); err != nil || info.State.Msgs == 0 {
+			return fmt.Errorf("no dead letter copied to %s yet (%v)", natsutil.StreamDLQ, err)
+		}
 		return nil
 	})
 

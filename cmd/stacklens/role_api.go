@@ -29,7 +29,7 @@ var apiRole = role{
 // runAPI serves the API and runs the alert engine next to it; the engine
 // takes part in the evaluator lease, so any number of API replicas can run.
 func runAPI(ctx context.Context, e *env) error {
-	windows, err := e.cfg.Pipeline.ParsedWindows()
+	windows, err := e.cfg.Pipeline.ValidWindows()
 	if err != nil {
 		return fmt.Errorf("aggregation windows: %w", err)
 	}

@@ -12,6 +12,8 @@ package config
 
 import (
 	"time"
+
+	"github.com/stacklens/stacklens/internal/window"
 )
 
 // Config is the whole configuration. Sections group the variables by the
@@ -85,14 +87,19 @@ type NATS struct {
 	Replicas     int           `env:"NATS_REPLICAS" default:"1" min:"1" max:"5" desc:"replicas of streams and KV buckets (3 in a cluster)"`
 	Shards       int           `env:"SHARDS" default:"16" min:"1" max:"1024" desc:"event shards (fixed when the stream is created)"`
 	EventsMaxAge time.Duration `env:"EVENTS_MAX_AGE" default:"168h" min:"1h" desc:"retention of the event stream = the replay horizon"`
-	DLQMaxAge    time.Duration `env:"DLQ_MAX_AGE" default:"720h" min:"1h" desc:"retention of dead letters"`
+	DLQMaxAge    time.Duration `env:"DLQ_MAX_AGE" default:"720h" min:"1h" desc:"retention of dead letters: max age of the stream STACKLENS_DLQ, which copies them from the event stream"`
 }
 
 // Pipeline holds the event contract shared by the bridge and processors.
 type Pipeline struct {
-	Windows       string        `env:"AGGREGATION_WINDOWS" default:"1min,5min,1hour" desc:"tumbling windows: whole minutes, hours or days"`
+	Windows       string        `env:"AGGREGATION_WINDOWS" default:"1min,5min,1hour" desc:"tumbling windows: whole minutes, hours or days, each (plus ALLOWED_LATENESS) shorter than its retention; each gets a KV bucket and a table"`
 	MaxEventBytes int           `env:"MAX_EVENT_BYTES" default:"65536" min:"64" max:"1048576" desc:"larger messages are dead-lettered too_large"`
 	MaxFutureSkew time.Duration `env:"MAX_FUTURE_SKEW" default:"5m" min:"0s" desc:"events further in the future are dead-lettered"`
+
+	// WindowList is Windows parsed, smallest first, filled by Validate:
+	// every component reads the windows from here, so they are parsed once
+	// and judged once. Empty on a Config that was not validated.
+	WindowList []window.Window
 }
 
 // Processor configures the aggregation workers.
@@ -107,8 +114,30 @@ type Processor struct {
 // Retention maps the seed's three tiers, in days, onto the stored data.
 type Retention struct {
 	HotDays  int `env:"RETENTION_HOT" default:"1" min:"1" desc:"days of raw events (analytics_events)"`
-	WarmDays int `env:"RETENTION_WARM" default:"7" min:"1" desc:"days of 1min metrics"`
-	ColdDays int `env:"RETENTION_COLD" default:"30" min:"1" desc:"days of 5min/1hour metrics and resolved alerts"`
+	WarmDays int `env:"RETENTION_WARM" default:"7" min:"1" desc:"days of the metrics of windows under 5min (1min)"`
+	ColdDays int `env:"RETENTION_COLD" default:"30" min:"1" desc:"days of the metrics of windows of 5min and longer (5min, 1hour, …) and of resolved alerts"`
+}
+
+// WarmWindowLimit divides the windows between the retention tiers:
+// windows shorter than it keep RETENTION_WARM days (their rows are many),
+// the others RETENTION_COLD days. It holds for the KV buckets and the
+// PostgreSQL tables alike (docs/SCHEMA.md).
+const WarmWindowLimit = 5 * time.Minute
+
+// WindowTier is "warm" or "cold", the retention tier of w's aggregates.
+func (r Retention) WindowTier(w window.Window) string {
+	if w.Size < WarmWindowLimit {
+		return "warm"
+	}
+	return "cold"
+}
+
+// WindowDays is how many days w's aggregates are kept.
+func (r Retention) WindowDays(w window.Window) int {
+	if r.WindowTier(w) == "warm" {
+		return r.WarmDays
+	}
+	return r.ColdDays
 }
 
 // API configures the dashboard API.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -56,7 +57,7 @@ func TestDefaults(t *testing.T) {
 	if c.API.Port != 8005 || c.Telemetry.MetricsPort != 8004 || !c.Telemetry.EnableMetrics {
 		t.Errorf("ports api=%d metrics=%d", c.API.Port, c.Telemetry.MetricsPort)
 	}
-	ws, err := c.Pipeline.ParsedWindows()
+	ws, err := c.Pipeline.ValidWindows()
 	if err != nil || len(ws) != 3 || ws[0].Name != "1min" || ws[2].Name != "1hour" {
 		t.Errorf("windows %v %v", ws, err)
 	}
@@ -326,5 +327,30 @@ func TestMetricsAndAPIPortsMayShareOnlyWithoutOverlap(t *testing.T) {
 		if _, err := load(t, env); err != nil {
 			t.Errorf("%v: %v", env, err)
 		}
+	}
+}
+
+// TestWindowsParsedOnceAndTiered: Validate fills WindowList (every
+// component reads the windows from there), windows under 5min keep
+// RETENTION_WARM days and the others RETENTION_COLD, and a window that
+// would be archived while open is refused naming AGGREGATION_WINDOWS.
+func TestWindowsParsedOnceAndTiered(t *testing.T) {
+	c := mustLoad(t, map[string]string{"AGGREGATION_WINDOWS": "1day,2min,15min", "RETENTION_WARM": "3", "RETENTION_COLD": "9"}).Config
+	if got := fmt.Sprint(c.Pipeline.WindowList); got != "[2min 15min 1day]" {
+		t.Fatalf("WindowList %s", got)
+	}
+	for _, w := range c.Pipeline.WindowList {
+		tier, days := c.Retention.WindowTier(w), c.Retention.WindowDays(w)
+		if want := map[string]string{"2min": "warm 3", "15min": "cold 9", "1day": "cold 9"}[w.Name]; fmt.Sprint(tier, " ", days) != want {
+			t.Errorf("%s: %s %d, want %s", w.Name, tier, days, want)
+		}
+	}
+	c.Pipeline.Windows = "1min,9day"
+	var ce *Error
+	if err := c.Validate(); !errors.As(err, &ce) || ce.Var != "AGGREGATION_WINDOWS" || !strings.Contains(ce.Msg, "RETENTION_COLD=9") {
+		t.Errorf("9day window with RETENTION_COLD=9: %v", err)
+	}
+	if _, err := (Pipeline{Windows: "1min"}).ValidWindows(); !errors.Is(err, ErrNotValidated) {
+		t.Errorf("unvalidated pipeline: %v, want ErrNotValidated", err)
 	}
 }

@@ -1,11 +1,13 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/stacklens/stacklens/internal/window"
 )
@@ -14,9 +16,11 @@ import (
 // beyond a single value. Load calls it; tests that build a Config by hand
 // should too.
 func (c *Config) Validate() error {
-	if _, err := c.Pipeline.ParsedWindows(); err != nil {
+	ws, err := window.ParseList(c.Pipeline.Windows)
+	if err != nil {
 		return &Error{Var: "AGGREGATION_WINDOWS", Msg: err.Error()}
 	}
+	c.Pipeline.WindowList = ws
 	if len(c.Kafka.BootstrapServers) == 0 {
 		return &Error{Var: "KAFKA_BOOTSTRAP_SERVERS", Msg: "at least one broker is required"}
 	}
@@ -77,6 +81,15 @@ func (c *Config) Validate() error {
 	if c.Retention.ColdDays < c.Retention.WarmDays {
 		return &Error{Var: "RETENTION_COLD", Msg: "must be at least RETENTION_WARM"}
 	}
+	// A window's row is keyed by its start and archived by that start, so a
+	// window still open when its start passes the retention would be
+	// deleted while it is being written.
+	for _, w := range c.Pipeline.WindowList {
+		if days := c.Retention.WindowDays(w); w.Size+c.Processor.AllowedLateness >= time.Duration(days)*24*time.Hour {
+			return &Error{Var: "AGGREGATION_WINDOWS", Msg: fmt.Sprintf("window %s plus ALLOWED_LATENESS is not shorter than its retention (RETENTION_%s=%d days): its rows would be archived while the window is open",
+				w.Name, strings.ToUpper(c.Retention.WindowTier(w)), days)}
+		}
+	}
 	if c.NATS.EventsMaxAge < c.Processor.AllowedLateness {
 		return &Error{Var: "EVENTS_MAX_AGE", Msg: "must exceed ALLOWED_LATENESS"}
 	}
@@ -129,9 +142,17 @@ func hostsOverlap(a, b string) bool {
 	return strings.EqualFold(strings.TrimSpace(a), strings.TrimSpace(b))
 }
 
-// ParsedWindows returns the configured aggregation windows, smallest first.
-func (p Pipeline) ParsedWindows() ([]window.Window, error) {
-	return window.ParseList(p.Windows)
+// ErrNotValidated is returned by components given a Config whose Validate
+// was never called (no parsed windows): a programming error, not a setting.
+var ErrNotValidated = errors.New("config: AGGREGATION_WINDOWS: configuration not validated (call Config.Validate)")
+
+// ValidWindows returns the validated aggregation windows, smallest first, or
+// ErrNotValidated.
+func (p Pipeline) ValidWindows() ([]window.Window, error) {
+	if len(p.WindowList) == 0 {
+		return nil, ErrNotValidated
+	}
+	return p.WindowList, nil
 }
 
 // Role of an API credential.

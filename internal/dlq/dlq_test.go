@@ -61,7 +61,7 @@ func TestListFiltersAndDecodesDeadLetters(t *testing.T) {
 		t.Fatalf("list: %d letters, %v", len(all), err)
 	}
 	l := all[1]
-	if l.Seq != seqs[1] || l.Stage != "bridge" || l.Reason != "missing_field" || l.Error != "bad missing_field" ||
+	if l.EventSeq != seqs[1] || l.Seq == 0 || l.Stage != "bridge" || l.Reason != "missing_field" || l.Error != "bad missing_field" ||
 		l.Topic != "stacklens-analytics" || l.Partition != "3" || l.Offset != "101" || l.Replayed || l.Time.IsZero() {
 		t.Errorf("letter %+v", l)
 	}
@@ -74,7 +74,7 @@ func TestListFiltersAndDecodesDeadLetters(t *testing.T) {
 		{Filter{Stage: "bridge", Reason: "invalid_json"}, 1},
 		{Filter{Stage: "processor"}, 0},
 		{Filter{Limit: 2}, 2},
-		{Filter{FromSeq: seqs[2]}, 1},
+		{Filter{FromSeq: all[2].Seq}, 1},
 		{Filter{Since: time.Now().Add(time.Hour)}, 0},
 	} {
 		got, err := List(ctx, js, tc.f)
@@ -89,13 +89,18 @@ func TestReplayIsAtMostOnceAndValidated(t *testing.T) {
 	ctx := testenv.Context(t)
 	now := time.Date(2026, 11, 29, 1, 1, 0, 0, time.UTC)
 	lim := event.Limits{}
+	letters, err := List(ctx, js, Filter{})
+	if err != nil || len(letters) != 3 {
+		t.Fatalf("list: %v %v", letters, err)
+	}
+	dseq := letters[1].Seq // Replay takes the STACKLENS_DLQ sequence
 
 	// Replaying the broken original is refused with the reason.
-	if _, err := Replay(ctx, js, seqs[1], nil, 4, lim, now); err == nil {
+	if _, err := Replay(ctx, js, dseq, nil, 4, lim, now); err == nil {
 		t.Fatal("an invalid payload was replayed")
 	}
 	fixed := []byte(`{"timestamp":"2026-11-29T01:00:00Z","service":"checkout","level":"info","latency_ms":12.5}`)
-	evSeq, err := Replay(ctx, js, seqs[1], fixed, 4, lim, now)
+	evSeq, err := Replay(ctx, js, dseq, fixed, 4, lim, now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,7 +113,7 @@ func TestReplayIsAtMostOnceAndValidated(t *testing.T) {
 	// A second replay — a retry, or an operator running it twice — is refused
 	// and appends nothing.
 	before, _ := st.Info(ctx)
-	if _, err := Replay(ctx, js, seqs[1], fixed, 4, lim, now); !errors.Is(err, ErrAlreadyReplayed) {
+	if _, err := Replay(ctx, js, dseq, fixed, 4, lim, now); !errors.Is(err, ErrAlreadyReplayed) {
 		t.Fatalf("second replay: %v", err)
 	}
 	after, _ := st.Info(ctx)
@@ -119,8 +124,13 @@ func TestReplayIsAtMostOnceAndValidated(t *testing.T) {
 	if len(got) != 3 || !got[1].Replayed || got[0].Replayed {
 		t.Errorf("replayed flags: %+v", got)
 	}
-	if _, err := Replay(ctx, js, evSeq, nil, 4, lim, now); !errors.Is(err, ErrNotDeadLetter) {
-		t.Errorf("replay of an event: %v", err)
+	dst, _ := js.Stream(ctx, natsutil.StreamDLQ)
+	marker, err := dst.GetLastMsgForSubject(ctx, markerPrefix+">")
+	if err != nil || marker.Subject != markerPrefix+strconv.FormatUint(seqs[1], 10) {
+		t.Fatalf("marker copy in %s: %+v %v", natsutil.StreamDLQ, marker, err)
+	}
+	if _, err := Replay(ctx, js, marker.Sequence, nil, 4, lim, now); !errors.Is(err, ErrNotDeadLetter) {
+		t.Errorf("replay of a marker: %v", err)
 	}
 	if _, err := Replay(ctx, js, 999999, nil, 4, lim, now); err == nil {
 		t.Error("replay of a missing sequence")

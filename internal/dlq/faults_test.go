@@ -3,6 +3,7 @@ package dlq
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -137,11 +138,13 @@ func TestReplayReportsPublishFailure(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ack, err := js.Publish(ctx, natsutil.DLQSubject("bridge", event.ReasonMissingField), []byte(`{"service":"checkout"}`))
-	if err != nil {
+	if _, err := natsutil.EnsureDLQStream(ctx, js, config.NATS{Replicas: 1, DLQMaxAge: time.Hour}); err != nil {
 		t.Fatal(err)
 	}
-	_, err = Replay(ctx, js, ack.Sequence, []byte(fixedEvent), 4, event.Limits{}, testNow)
+	if _, err := js.Publish(ctx, natsutil.DLQSubject("bridge", event.ReasonMissingField), []byte(`{"service":"checkout"}`)); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Replay(ctx, js, 1, []byte(fixedEvent), 4, event.Limits{}, testNow)
 	if err == nil || errors.Is(err, ErrAlreadyReplayed) || !strings.HasPrefix(err.Error(), "dlq: replay ") {
 		t.Fatalf("replay into a stream without atomic publish: %v", err)
 	}
@@ -156,4 +159,75 @@ func TestReplayReportsPublishFailure(t *testing.T) {
 	if err != nil || len(letters) != 1 || letters[0].Replayed {
 		t.Errorf("after the failed replay: %+v, %v", letters, err)
 	}
+}
+
+// TestDeadLetterOutlivesEventStream: dead letters live for DLQ_MAX_AGE in
+// STACKLENS_DLQ, not for the event stream's max age. The event stream here
+// keeps messages for one second (below the configuration minimum, built by
+// hand); after they expired there, the dead letter is still listed and
+// replayable, a second replay is still refused although the replay marker
+// expired from the event stream too, and the copy goes at DLQ_MAX_AGE.
+// Before STACKLENS_DLQ, List and Replay read the event stream and found
+// nothing once it expired.
+func TestDeadLetterOutlivesEventStream(t *testing.T) {
+	js := testenv.NATS(t).JetStream(t)
+	ctx := testenv.Context(t)
+	nc := config.NATS{Replicas: 1, Shards: 4, EventsMaxAge: time.Second, DLQMaxAge: 6 * time.Second}
+	cfg := natsutil.EventsStreamConfig(nc)
+	cfg.Duplicates = 500 * time.Millisecond // must not exceed MaxAge
+	est, err := js.CreateStream(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst, err := natsutil.EnsureDLQStream(ctx, js, nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := dst.CachedInfo().Config; got.MaxAge != nc.DLQMaxAge || len(got.Sources) != 1 ||
+		got.Sources[0].Name != natsutil.StreamEvents || got.Sources[0].FilterSubject != natsutil.DLQPrefix+">" || len(got.Subjects) != 0 {
+		t.Fatalf("%s config: %+v", natsutil.StreamDLQ, got)
+	}
+	m := nats.NewMsg(natsutil.DLQSubject("bridge", event.ReasonMissingField))
+	m.Data = []byte(`{"service":"checkout"}`)
+	m.Header.Set(natsutil.HdrKafkaOffset, "42")
+	ack, err := js.PublishMsg(ctx, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	expired := func() error {
+		info, err := est.Info(ctx)
+		if err != nil {
+			return err
+		}
+		if info.State.Msgs != 0 {
+			return fmt.Errorf("%d messages still in the event stream", info.State.Msgs)
+		}
+		return nil
+	}
+	testenv.Eventually(t, 10*time.Second, expired)
+	letters, err := List(ctx, js, Filter{})
+	if err != nil || len(letters) != 1 || letters[0].EventSeq != ack.Sequence || letters[0].Offset != "42" || letters[0].Replayed {
+		t.Fatalf("after the event stream expired: %+v %v", letters, err)
+	}
+	if _, err := Replay(ctx, js, letters[0].Seq, []byte(fixedEvent), 4, event.Limits{}, testNow); err != nil {
+		t.Fatalf("replay after the event stream expired: %v", err)
+	}
+	testenv.Eventually(t, 10*time.Second, expired) // the replay and its marker expire there too
+	if _, err := Replay(ctx, js, letters[0].Seq, []byte(fixedEvent), 4, event.Limits{}, testNow); !errors.Is(err, ErrAlreadyReplayed) {
+		t.Fatalf("second replay after the marker expired from the event stream: %v", err)
+	}
+	if letters, err := List(ctx, js, Filter{}); err != nil || len(letters) != 1 || !letters[0].Replayed {
+		t.Fatalf("after the replay: %+v %v", letters, err)
+	}
+	// DLQ_MAX_AGE still ends it.
+	testenv.Eventually(t, 15*time.Second, func() error {
+		info, err := dst.Info(ctx)
+		if err != nil {
+			return err
+		}
+		if info.State.Msgs != 0 {
+			return fmt.Errorf("%d messages still in %s", info.State.Msgs, natsutil.StreamDLQ)
+		}
+		return nil
+	})
 }

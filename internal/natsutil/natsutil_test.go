@@ -35,6 +35,53 @@ func TestSubjects(t *testing.T) {
 	}
 }
 
+// TestDLQStreamProvisioned: provisioning the event stream provisions
+// STACKLENS_DLQ with max age DLQ_MAX_AGE and the event stream's dead
+// letters as its only source; a changed DLQ_MAX_AGE is applied and the
+// copies already made are kept. Before, DLQ_MAX_AGE was read by nothing.
+func TestDLQStreamProvisioned(t *testing.T) {
+	js := testenv.NATS(t).JetStream(t)
+	ctx := testenv.Context(t)
+	c := config.NATS{Replicas: 1, Shards: 4, EventsMaxAge: 2 * time.Hour, DLQMaxAge: 720 * time.Hour}
+	if _, err := EnsureEventsStream(ctx, js, c); err != nil {
+		t.Fatal(err)
+	}
+	dst, err := js.Stream(ctx, StreamDLQ)
+	if err != nil {
+		t.Fatalf("%s not provisioned with %s: %v", StreamDLQ, StreamEvents, err)
+	}
+	cfg := dst.CachedInfo().Config
+	if cfg.MaxAge != 720*time.Hour || len(cfg.Subjects) != 0 || len(cfg.Sources) != 1 ||
+		cfg.Sources[0].Name != StreamEvents || cfg.Sources[0].FilterSubject != DLQPrefix+">" || cfg.Storage != jetstream.FileStorage {
+		t.Fatalf("%s config %+v", StreamDLQ, cfg)
+	}
+	if _, err := js.Publish(ctx, DLQSubject("bridge", "invalid_json"), []byte("{")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish(ctx, EventSubject(1, "x"), []byte("{}")); err != nil { // not copied
+		t.Fatal(err)
+	}
+	copied := func() error {
+		info, err := dst.Info(ctx)
+		if err != nil {
+			return err
+		}
+		if info.State.Msgs != 1 {
+			return fmt.Errorf("%s holds %d messages, want the dead letter only", StreamDLQ, info.State.Msgs)
+		}
+		return nil
+	}
+	testenv.Eventually(t, 10*time.Second, copied)
+	c.DLQMaxAge = 48 * time.Hour
+	if dst, err = EnsureDLQStream(ctx, js, c); err != nil {
+		t.Fatal(err)
+	}
+	if got := dst.CachedInfo().Config.MaxAge; got != 48*time.Hour {
+		t.Errorf("DLQ_MAX_AGE change not applied: %v", got)
+	}
+	testenv.Eventually(t, 10*time.Second, copied)
+}
+
 func TestEnsureEventsStreamIsIdempotentAndGuardsShards(t *testing.T) {
 	srv := testenv.NATS(t)
 	js := srv.JetStream(t)

@@ -37,9 +37,25 @@ func EventsStreamConfig(c config.NATS) jetstream.StreamConfig {
 // shards are fixed at stream creation because they name its subjects.
 var ErrShardsChanged = errors.New("SHARDS differs from the value the event stream was created with")
 
-// EnsureEventsStream creates or updates STACKLENS_EVENTS. Updating keeps
-// the stream's data; the shard count must not change.
+// EnsureEventsStream creates or updates STACKLENS_EVENTS, and then
+// STACKLENS_DLQ (EnsureDLQStream). Updating keeps the streams' data; the
+// shard count must not change.
 func EnsureEventsStream(ctx context.Context, js jetstream.JetStream, c config.NATS) (jetstream.Stream, error) {
+	st, err := ensureEvents(ctx, js, c)
+	if err != nil {
+		return nil, err
+	}
+	// Every role that writes or reads the event stream provisions the
+	// dead-letter stream with it, so no dead letter is written while
+	// nothing keeps it past EVENTS_MAX_AGE (the source copies from the
+	// beginning of the event stream anyway).
+	if _, err := EnsureDLQStream(ctx, js, c); err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
+func ensureEvents(ctx context.Context, js jetstream.JetStream, c config.NATS) (jetstream.Stream, error) {
 	want := EventsStreamConfig(c)
 	st, err := js.Stream(ctx, StreamEvents)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
@@ -62,6 +78,54 @@ func EnsureEventsStream(ctx context.Context, js jetstream.JetStream, c config.NA
 	if have.MaxAge != want.MaxAge || have.Replicas != want.Replicas || !have.AllowAtomicPublish || !have.AllowRollup {
 		if st, err = js.UpdateStream(ctx, want); err != nil {
 			return nil, fmt.Errorf("update stream %s: %w", StreamEvents, err)
+		}
+	}
+	return st, nil
+}
+
+// DLQStreamConfig is the configuration of STACKLENS_DLQ: no subjects of
+// its own, one source — the dead letters of STACKLENS_EVENTS — and max age
+// DLQ_MAX_AGE. The server copies each sourced message once, in order, and
+// resumes after a restart from the last sequence it copied (recorded in the
+// copies' Nats-Stream-Source header), so a dead letter is there exactly
+// once. Replay markers (stacklens.dlq.replayed.<seq>) are copied too.
+func DLQStreamConfig(c config.NATS) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:        StreamDLQ,
+		Description: "StackLens dead letters: copies of the stacklens.dlq.> messages of " + StreamEvents + ", kept DLQ_MAX_AGE",
+		Sources:     []*jetstream.StreamSource{{Name: StreamEvents, FilterSubject: DLQPrefix + ">"}},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    c.Replicas,
+		MaxAge:      c.DLQMaxAge,
+		Discard:     jetstream.DiscardOld,
+		AllowDirect: true,
+	}
+}
+
+// EnsureDLQStream creates or updates STACKLENS_DLQ. Updating keeps the
+// copies already made.
+func EnsureDLQStream(ctx context.Context, js jetstream.JetStream, c config.NATS) (jetstream.Stream, error) {
+	want := DLQStreamConfig(c)
+	st, err := js.Stream(ctx, StreamDLQ)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		st, err = js.CreateStream(ctx, want)
+		if err == nil {
+			return st, nil
+		}
+		if !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			return nil, fmt.Errorf("create stream %s: %w", StreamDLQ, err)
+		}
+		st, err = js.Stream(ctx, StreamDLQ)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("stream %s: %w", StreamDLQ, err)
+	}
+	have := st.CachedInfo().Config
+	if have.MaxAge != want.MaxAge || have.Replicas != want.Replicas || len(have.Sources) != 1 ||
+		have.Sources[0].Name != StreamEvents || have.Sources[0].FilterSubject != want.Sources[0].FilterSubject {
+		if st, err = js.UpdateStream(ctx, want); err != nil {
+			return nil, fmt.Errorf("update stream %s: %w", StreamDLQ, err)
 		}
 	}
 	return st, nil

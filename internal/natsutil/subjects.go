@@ -15,6 +15,11 @@ const (
 	// per-partition checkpoints and the dead letters, so one atomic batch
 	// can carry events, dead letters and the checkpoint together.
 	StreamEvents = "STACKLENS_EVENTS"
+	// StreamDLQ keeps the dead letters for DLQ_MAX_AGE: the server copies
+	// every stacklens.dlq.> message of StreamEvents into it (a stream
+	// source), so the writers keep their one atomic batch while the dead
+	// letters outlive the events' EVENTS_MAX_AGE.
+	StreamDLQ = "STACKLENS_DLQ"
 
 	EventsPrefix  = "stacklens.events."
 	OffsetsPrefix = "stacklens.offsets."

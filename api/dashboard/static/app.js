@@ -5,9 +5,13 @@ import { LineChart, fmtClock } from './chart.js';
 const REFRESH_MS = 5000;
 const KEY_STORE = 'stacklens.apiKey';
 const ROLE_STORE = 'stacklens.role';
+// The configured windows (AGGREGATION_WINDOWS) come from
+// /dashboard/windows.json at start (loadWindows); these are the defaults
+// until then, or when it cannot be read.
 const WINDOW_MS = { '1min': 60e3, '5min': 300e3, '1hour': 3600e3 };
 const WINDOW_NAME = { '1min': '1-minute', '5min': '5-minute', '1hour': '1-hour' };
 const DEFAULT_RANGE = { '1min': 3600, '5min': 21600, '1hour': 604800 };
+const UNIT_WORD = { min: 'minute', hour: 'hour', day: 'day' };
 const PAGE = 1000; // the API's largest limit
 const MAX_PAGES = 5;
 
@@ -724,7 +728,34 @@ function setScope(s) {
   renderMetrics();
 }
 
-function init() {
+// loadWindows fills the window selector with the configured windows. The
+// default range of a window is the shortest offered range that shows about
+// 60 of its windows (at most the longest range).
+async function loadWindows() {
+  let list;
+  try {
+    const res = await fetch('/dashboard/windows.json', { cache: 'no-store', credentials: 'omit' });
+    list = (await res.json()).windows;
+  } catch { return; } // keep the defaults in the page
+  if (!Array.isArray(list) || list.length === 0) return;
+  const ranges = [...$('range').options].map((o) => Number(o.value)).sort((a, b) => a - b);
+  const sel = $('window');
+  sel.replaceChildren();
+  for (const k of Object.keys(WINDOW_MS)) { delete WINDOW_MS[k]; delete WINDOW_NAME[k]; delete DEFAULT_RANGE[k]; }
+  for (const w of list) {
+    const m = /^(\d+)(min|hour|day)$/.exec(w.name);
+    if (!m || !(w.seconds > 0)) continue;
+    const n = Number(m[1]), word = UNIT_WORD[m[2]];
+    WINDOW_MS[w.name] = w.seconds * 1000;
+    WINDOW_NAME[w.name] = `${n}-${word}`;
+    DEFAULT_RANGE[w.name] = ranges.find((r) => r >= 60 * w.seconds) ?? ranges[ranges.length - 1];
+    sel.append(h('option', { value: w.name, text: `${n} ${word}${n === 1 ? '' : 's'}` }));
+  }
+  if (!WINDOW_MS[state.win]) state.win = sel.options[0].value;
+}
+
+async function init() {
+  await loadWindows();
   loadHash();
   initCharts();
   updateSession();

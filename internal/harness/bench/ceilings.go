@@ -349,7 +349,7 @@ func copyFrom(ctx context.Context, dsn string, n int) Ceiling {
 // staticApp is the StackLens API app (api.New, the API's middleware
 // chain) with one extra static JSON route, StaticPath.
 func staticApp(cfg *config.Loaded, log *slog.Logger) (*api.Server, error) {
-	windows, err := cfg.Pipeline.ParsedWindows()
+	windows, err := cfg.Pipeline.ValidWindows()
 	if err != nil {
 		return nil, err
 	}
