@@ -10,7 +10,6 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -35,20 +34,10 @@ func TestHelperBridgeProcess(t *testing.T) {
 	cfg := testenv.Config(t, env)
 	fault := env["BRIDGE_FAULT"]
 	after, _ := strconv.ParseInt(env["BRIDGE_FAULT_AFTER"], 10, 64)
-	var hits, commits atomic.Int64
 	if fault != "" {
-		faultpoint.Set(func(p string) {
-			if p == hookAfterCommit {
-				commits.Add(1)
-			}
-			// Count only once a Kafka commit was made, so the group's
-			// committed offsets exist and lag behind the stream.
-			if p == fault && commits.Load() > 0 && hits.Add(1) >= after {
-				fmt.Fprintf(os.Stderr, "FAULT %s #%d: kill -9 self\n", p, after)
-				_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
-				select {}
-			}
-		})
+		// Count only once a Kafka commit was made, so the group's
+		// committed offsets exist and lag behind the stream.
+		faultpoint.KillAt(fault, after, hookAfterCommit)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()

@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"os/signal"
 	"strconv"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -31,15 +30,8 @@ func TestHelperProcessorProcess(t *testing.T) {
 	cfg := testenv.Config(t, env)
 	fault := env["PROC_FAULT"]
 	after, _ := strconv.ParseInt(env["PROC_FAULT_AFTER"], 10, 64)
-	var hits atomic.Int64
 	if fault != "" {
-		faultpoint.Set(func(p string) {
-			if p == fault && hits.Add(1) >= after {
-				fmt.Fprintf(os.Stderr, "FAULT %s #%d: kill -9 self\n", p, after)
-				_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
-				select {}
-			}
-		})
+		faultpoint.KillAt(fault, after, "")
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()

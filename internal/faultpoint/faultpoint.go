@@ -5,7 +5,12 @@
 // costs one atomic load, so the points stay in production code.
 package faultpoint
 
-import "sync/atomic"
+import (
+	"fmt"
+	"os"
+	"sync/atomic"
+	"syscall"
+)
 
 var handler atomic.Pointer[func(point string)]
 
@@ -28,4 +33,24 @@ func Hit(point string) {
 	if f := handler.Load(); f != nil {
 		(*f)(point)
 	}
+}
+
+// KillAt installs a handler that kills this process with SIGKILL — a crash,
+// with no deferred work run — the after-th time it reaches point, counting
+// only hits that come once armedBy was reached ("": from the start). Crash
+// tests run it in a child process.
+func KillAt(point string, after int64, armedBy string) {
+	var hits atomic.Int64
+	armed := atomic.Bool{}
+	armed.Store(armedBy == "")
+	Set(func(p string) {
+		if p == armedBy {
+			armed.Store(true)
+		}
+		if p == point && armed.Load() && hits.Add(1) >= after {
+			fmt.Fprintf(os.Stderr, "FAULT %s #%d: kill -9 self\n", p, after)
+			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			select {} // never return into the stage
+		}
+	})
 }

@@ -1,6 +1,14 @@
 package faultpoint
 
-import "testing"
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+)
 
 func TestHitCallsTheHandlerUntilRemoved(t *testing.T) {
 	Hit("nothing installed") // must not panic
@@ -18,5 +26,30 @@ func TestHitCallsTheHandlerUntilRemoved(t *testing.T) {
 	Hit("c")
 	if Enabled() || len(got) != 2 || got[0] != "a" || got[1] != "b" {
 		t.Fatalf("handler saw %q, Enabled %v; want [a b], false", got, Enabled())
+	}
+}
+
+// TestKillAt re-runs this test binary as a child that hits points and
+// must die by SIGKILL at the third "b" after the first "arm", not before.
+func TestKillAt(t *testing.T) {
+	if os.Getenv("FAULTPOINT_CHILD") == "1" {
+		KillAt("b", 3, "arm")
+		for _, p := range []string{"b", "b", "arm", "b", "b"} {
+			Hit(p)
+			fmt.Println("survived", p)
+		}
+		Hit("b")
+		fmt.Println("survived the kill point")
+		return
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestKillAt$")
+	cmd.Env = append(os.Environ(), "FAULTPOINT_CHILD=1")
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+		t.Fatalf("child ended with %v, want SIGKILL\n%s", err, out)
+	}
+	if n := strings.Count(string(out), "survived "); n != 5 || strings.Contains(string(out), "kill point") {
+		t.Fatalf("child output:\n%s", out)
 	}
 }
