@@ -195,7 +195,7 @@ func binaryCommands(t *testing.T) (map[string]bool, map[string][]string) {
 		regexp.MustCompile(`(?m)^\s*\{"([a-z][a-z0-9-]*)",\s*"`),
 		regexp.MustCompile(`command\{\s*"([a-z][a-z0-9-]*)"`),
 		regexp.MustCompile(`command\{\s*name:\s*"([a-z][a-z0-9-]*)"`),
-		regexp.MustCompile(`(?s)registerRole\(role\{\s*name:\s*"([a-z][a-z0-9-]*)"`),
+		regexp.MustCompile(`(?s)= role\{\s*name:\s*"([a-z][a-z0-9-]*)"`),
 	}
 	usageRE := regexp.MustCompile(`usage: stacklens ([a-z][a-z0-9-]*) ([a-z|-]+)`)
 	cmds := map[string]bool{}
