@@ -6,6 +6,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/stacklens/stacklens/internal/event"
 )
 
 // injection strings every parameter is tried with.
@@ -34,7 +36,7 @@ var garbageByParam = map[string][]string{
 	"state":          {"", "ACTIVE", "now"},
 	"latency_slo_ms": {"", "NaN", "Inf", "-1", "1e400", "abc", "3600001"},
 	"error_slo_pct":  {"", "NaN", "0", "101", "-5", "1%"},
-	"service":        {"", " ", strings.Repeat("s", 129), "a\x00b", "tab\there", "\xff\xfe", "line\nbreak"},
+	"service":        {"", " ", strings.Repeat("s", 129), "a\x00b", "tab\there", "\xff\xfe", "line\nbreak", "a\u0085b", "\u009f", " checkout", "checkout\u00a0", "a\u2028b"},
 }
 
 // TestGarbageCorpus sends injection strings and garbage to every query
@@ -61,7 +63,7 @@ func TestGarbageCorpus(t *testing.T) {
 				target := spec.path + "?" + p.name + "=" + url.QueryEscape(val)
 				resp, b := f.request("GET", target, "", ad)
 				tried++
-				if p.name == "service" && validName(val, maxServiceBytes) == nil {
+				if p.name == "service" && event.ValidService(val) == nil {
 					if resp.StatusCode != 200 {
 						t.Errorf("%s: %d %s", target, resp.StatusCode, b)
 						continue

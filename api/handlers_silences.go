@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/gofiber/fiber/v2"
+
+	"github.com/stacklens/stacklens/internal/event"
 )
 
 // Silence is one row of analytics_alert_silences.
@@ -77,7 +79,7 @@ func (s *Server) handleCreateSilence(c *fiber.Ctx) error {
 		}
 	}
 	if in.Service != nil {
-		if err := validName(*in.Service, maxServiceBytes); err != nil {
+		if err := event.ValidService(*in.Service); err != nil {
 			return badParam("service", "%s", err)
 		}
 	}

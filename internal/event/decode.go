@@ -245,18 +245,15 @@ func decodeService(d []byte, m member, badUTF8 bool) (string, *DecodeError) {
 		var buf [MaxServiceBytes]byte
 		raw = unescape(buf[:0], raw)
 	}
-	switch {
-	case len(raw) == 0:
-		return "", fieldErr(ReasonBadService, fieldService, "empty")
-	case len(raw) > MaxServiceBytes:
+	switch msg := serviceProblem(raw); msg {
+	case "":
+	case svcEmpty:
+		return "", fieldErr(ReasonBadService, fieldService, msg)
+	case svcTooLong:
 		return "", fieldErr(ReasonBadService, fieldService,
 			fmt.Sprintf("%d bytes, longer than %d", len(raw), MaxServiceBytes))
-	}
-	for _, c := range raw {
-		if c < 0x20 || c == 0x7f {
-			return "", fieldErr(ReasonBadService, fieldService,
-				"contains a control character: "+quoteShort(raw))
-		}
+	default:
+		return "", fieldErr(ReasonBadService, fieldService, msg+": "+quoteShort(raw))
 	}
 	return string(raw), nil
 }

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -109,8 +110,7 @@ func refDecode(data []byte, now time.Time, lim Limits) (Event, Reason, string) {
 		return Event{}, ReasonBadService, "service"
 	}
 	ev.Service = str(raw)
-	if ev.Service == "" || len(ev.Service) > 128 ||
-		strings.ContainsFunc(ev.Service, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+	if !refValidService(ev.Service) {
 		return Event{}, ReasonBadService, "service"
 	}
 
@@ -194,6 +194,15 @@ func refParseFloat(lit string) float64 {
 	}
 	f, _ := r.Float64()
 	return math.Copysign(f, sign)
+}
+
+// refValidService is the service-name rule of ValidService written with the
+// unicode package: 1–128 bytes of UTF-8, no Cc (C0, DEL, C1) or Zl/Zp rune,
+// no whitespace at either end.
+func refValidService(s string) bool {
+	return s != "" && len(s) <= 128 && utf8.ValidString(s) &&
+		!strings.ContainsFunc(s, func(r rune) bool { return unicode.IsControl(r) || unicode.In(r, unicode.Zl, unicode.Zp) }) &&
+		strings.TrimSpace(s) == s
 }
 
 var refLevels = map[string]Level{
