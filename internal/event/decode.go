@@ -12,6 +12,11 @@ const (
 	DefaultMaxBytes      = 64 << 10        // MAX_EVENT_BYTES
 	DefaultMaxFutureSkew = 5 * time.Minute // MAX_FUTURE_SKEW
 	MaxServiceBytes      = 128             // longest service name, in bytes
+	// MaxLatencyMS is the largest latency_ms accepted (10^15 ms, about
+	// 31 700 years); larger values are out_of_range. It is also the
+	// aggregation kernel's clamp (agg.MaxLatencyMS, which keeps Σx² finite),
+	// so no accepted event is ever altered by aggregation.
+	MaxLatencyMS = 1e15
 )
 
 // Limits bounds what Decode accepts. The zero value means the defaults, with
@@ -64,6 +69,10 @@ func Decode(data []byte, now time.Time, lim Limits) (Event, error) {
 	}
 	if ev.LatencyMS < 0 {
 		return Event{}, fieldErr(ReasonOutOfRange, fieldLatency, "negative: "+fmtFloat(ev.LatencyMS))
+	}
+	if ev.LatencyMS > MaxLatencyMS {
+		return Event{}, fieldErr(ReasonOutOfRange, fieldLatency,
+			fmtFloat(ev.LatencyMS)+" exceeds the maximum "+fmtFloat(MaxLatencyMS))
 	}
 	if ev.Risk, ev.HasRisk, err = decodeNumber(data, ms[fieldRisk], fieldRisk); err != nil {
 		return Event{}, err

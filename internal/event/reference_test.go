@@ -133,7 +133,7 @@ func refDecode(data []byte, now time.Time, lim Limits) (Event, Reason, string) {
 		return Event{}, ReasonBadType, "latency_ms"
 	}
 	ev.LatencyMS = refParseFloat(string(raw))
-	if math.IsInf(ev.LatencyMS, 0) || ev.LatencyMS < 0 {
+	if math.IsInf(ev.LatencyMS, 0) || ev.LatencyMS < 0 || ev.LatencyMS > 1e15 {
 		return Event{}, ReasonOutOfRange, "latency_ms"
 	}
 
