@@ -133,6 +133,10 @@ func newBridge(d Deps) (*bridge, error) {
 	if log == nil {
 		log = slog.Default()
 	}
+	loc, err := d.Config.Pipeline.EventLocation()
+	if err != nil {
+		return nil, err
+	}
 	b := &bridge{
 		cfg:    d.Config,
 		opts:   d.Options.withDefaults(d.Config.Kafka, d.Config.NATS.EventsMaxAge),
@@ -142,6 +146,7 @@ func newBridge(d Deps) (*bridge, error) {
 			MaxBytes:      d.Config.Pipeline.MaxEventBytes,
 			MaxFutureSkew: d.Config.Pipeline.MaxFutureSkew,
 			Horizon:       d.Config.NATS.EventsMaxAge,
+			Location:      loc,
 		},
 	}
 	dialer, err := newDialer(d.Config.Kafka)

@@ -90,6 +90,7 @@ type Pipeline struct {
 	Windows       string        `env:"AGGREGATION_WINDOWS" default:"1min,5min,1hour" desc:"tumbling windows: whole minutes, hours or days"`
 	MaxEventBytes int           `env:"MAX_EVENT_BYTES" default:"65536" min:"64" max:"1048576" desc:"larger messages are dead-lettered too_large"`
 	MaxFutureSkew time.Duration `env:"MAX_FUTURE_SKEW" default:"5m" min:"0s" desc:"events further in the future are dead-lettered"`
+	EventTimezone string        `env:"EVENT_TIMEZONE" default:"UTC" desc:"zone of event timestamps written without an offset (Python's datetime.now().isoformat()): UTC, Local or an IANA name such as Asia/Tokyo; every role must use the same"`
 }
 
 // Processor configures the aggregation workers.

@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/stacklens/stacklens/internal/window"
 )
@@ -16,6 +17,9 @@ import (
 func (c *Config) Validate() error {
 	if _, err := c.Pipeline.ParsedWindows(); err != nil {
 		return &Error{Var: "AGGREGATION_WINDOWS", Msg: err.Error()}
+	}
+	if _, err := c.Pipeline.EventLocation(); err != nil {
+		return err
 	}
 	if len(c.Kafka.BootstrapServers) == 0 {
 		return &Error{Var: "KAFKA_BOOTSTRAP_SERVERS", Msg: "at least one broker is required"}
@@ -81,6 +85,22 @@ func (c *Config) Validate() error {
 		return &Error{Var: "SMTP_TO", Msg: "SMTP_HOST is set but no recipient is"}
 	}
 	return nil
+}
+
+// EventLocation returns the zone of naive event timestamps
+// (EVENT_TIMEZONE): "UTC" (or empty), "Local", or an IANA zone name, read
+// from the system's zoneinfo or the copy embedded in the binary. Errors are
+// *Error naming EVENT_TIMEZONE.
+func (p Pipeline) EventLocation() (*time.Location, error) {
+	name := p.EventTimezone
+	if name == "" || name == "UTC" {
+		return time.UTC, nil
+	}
+	loc, err := time.LoadLocation(name)
+	if err != nil {
+		return nil, &Error{Var: "EVENT_TIMEZONE", Msg: fmt.Sprintf("%q is not a known time zone: want UTC, Local or an IANA name such as Europe/Berlin", name)}
+	}
+	return loc, nil
 }
 
 // ParsedWindows returns the configured aggregation windows, smallest first.

@@ -30,6 +30,10 @@ type Limits struct {
 	// Horizon is the retention horizon: events older than now−Horizon are
 	// too_late. ≤ 0 disables the check.
 	Horizon time.Duration
+	// Location is the zone of timestamps written without an offset
+	// (EVENT_TIMEZONE); nil means UTC. Every role that decodes events must
+	// use the same zone, or the raw rows and the aggregates disagree.
+	Location *time.Location
 }
 
 // Decode validates one raw input message and returns its event, with Time in
@@ -55,7 +59,7 @@ func Decode(data []byte, now time.Time, lim Limits) (Event, error) {
 		return Event{}, err
 	}
 	var ev Event
-	if ev.Time, err = decodeTime(data, ms[fieldTimestamp]); err != nil {
+	if ev.Time, err = decodeTime(data, ms[fieldTimestamp], lim.Location); err != nil {
 		return Event{}, err
 	}
 	if ev.Service, err = decodeService(data, ms[fieldService], svcBad); err != nil {
@@ -211,7 +215,7 @@ func badType(d []byte, m member, field int, want string) *DecodeError {
 // contents returns the raw bytes between a string value's quotes.
 func (m member) contents(d []byte) []byte { return d[m.start+1 : m.end-1] }
 
-func decodeTime(d []byte, m member) (time.Time, *DecodeError) {
+func decodeTime(d []byte, m member, loc *time.Location) (time.Time, *DecodeError) {
 	if !m.present(d) {
 		return time.Time{}, missing(fieldTimestamp)
 	}
@@ -222,7 +226,7 @@ func decodeTime(d []byte, m member) (time.Time, *DecodeError) {
 			var buf [64]byte
 			raw = unescape(buf[:0], raw)
 		}
-		t, ok := parseTimestamp(raw)
+		t, ok := parseTimestamp(raw, loc)
 		if !ok {
 			return time.Time{}, fieldErr(ReasonBadTimestamp, fieldTimestamp,
 				"not an RFC 3339 or ISO 8601 date-time: "+quoteShort(raw))

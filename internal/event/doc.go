@@ -27,7 +27,11 @@
 //   - timestamp (required): a string, either RFC 3339 with a zone
 //     ("2026-11-29T01:00:00.123Z", "…+05:30", "-00:00" is UTC) or ISO 8601
 //     without a zone as written by Python's datetime.isoformat()
-//     ("2026-11-29T01:00:00.123456", "2026-11-29T01:00:00"), taken as UTC.
+//     ("2026-11-29T01:00:00.123456", "2026-11-29T01:00:00"), a wall-clock
+//     time in [Limits].Location (EVENT_TIMEZONE, default UTC); at a
+//     daylight-saving change a repeated wall time is the earlier instant and
+//     a skipped one is read with the offset before the change (as PostgreSQL
+//     and Python's zoneinfo, fold=0).
 //     The separator may be 'T', 't' or a space; the fraction may have any
 //     number of digits (truncated to nanoseconds); 'Z' may be lower case;
 //     offsets are ±hh:mm. Seconds must be 00–59 (no leap seconds). Or a JSON
