@@ -20,8 +20,8 @@ import (
 	"github.com/stacklens/stacklens/internal/agg"
 	"github.com/stacklens/stacklens/internal/config"
 	"github.com/stacklens/stacklens/internal/event"
-	"github.com/stacklens/stacklens/internal/natsutil"
 	"github.com/stacklens/stacklens/internal/harness/testenv"
+	"github.com/stacklens/stacklens/internal/natsutil"
 	"github.com/stacklens/stacklens/internal/window"
 )
 

@@ -12,8 +12,8 @@ import (
 	"github.com/VictoriaMetrics/metrics"
 
 	"github.com/stacklens/stacklens/internal/agg"
-	"github.com/stacklens/stacklens/internal/natsutil"
 	"github.com/stacklens/stacklens/internal/harness/testenv"
+	"github.com/stacklens/stacklens/internal/natsutil"
 )
 
 func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }

@@ -11,8 +11,8 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/stacklens/stacklens/internal/config"
-	"github.com/stacklens/stacklens/internal/natsutil"
 	"github.com/stacklens/stacklens/internal/harness/testenv"
+	"github.com/stacklens/stacklens/internal/natsutil"
 )
 
 func TestDLQListAndReplayCommands(t *testing.T) {
