@@ -263,6 +263,12 @@ func refNaive(wall int64, loc *time.Location) int64 {
 	var ps []period
 	for p := time.Unix(wall-3*86400, 0).In(loc); p.Unix() <= wall+3*86400; {
 		start, end := p.ZoneBounds()
+		if !end.IsZero() && !end.After(p) {
+			// ZoneBounds reports a pseudo-boundary at New Year where the
+			// zone's rule string takes over (Go 1.26); step over it.
+			p = p.Add(time.Second)
+			continue
+		}
 		_, off := p.Zone()
 		pr := period{math.MinInt64, math.MaxInt64, int64(off)}
 		if !start.IsZero() {

@@ -86,7 +86,7 @@ func FuzzNaiveInstant(f *testing.F) {
 	f.Fuzz(func(t *testing.T, wall int64, zone uint8) {
 		const lo, hi = -62135596800, 253402300799 // years 0001–9999
 		if wall < lo || wall > hi {
-			return
+			wall = lo + int64(uint64(wall)%uint64(hi-lo))
 		}
 		loc := locs[int(zone)%len(locs)]
 		if got, want := naiveInstant(wall, loc), refNaive(wall, loc); got != want {
@@ -94,4 +94,40 @@ func FuzzNaiveInstant(f *testing.F) {
 				time.Unix(got, 0).UTC(), time.Unix(want, 0).UTC())
 		}
 	})
+}
+
+// TestNaiveInstantAtEveryTransition compares naiveInstant with refNaive at
+// wall times around every offset change of the fuzz zones from 1970 to
+// 2040 (random wall times rarely hit one).
+func TestNaiveInstantAtEveryTransition(t *testing.T) {
+	n := 0
+	for _, z := range fuzzZones {
+		loc := mustZone(t, z)
+		at := time.Date(1970, 1, 1, 0, 0, 0, 0, time.UTC).In(loc)
+		stop := time.Date(2040, 1, 1, 0, 0, 0, 0, time.UTC)
+		for at.Before(stop) {
+			_, end := at.ZoneBounds()
+			if end.IsZero() {
+				break
+			}
+			if !end.After(at) { // a pseudo-boundary, see refNaive
+				at = at.Add(time.Second)
+				continue
+			}
+			tr := end.Unix()
+			_, before := at.Zone()
+			_, after := end.In(loc).Zone()
+			// Wall times from an hour before the change (old offset) to an
+			// hour after it (new offset), every 15 minutes.
+			for wall := tr + int64(min(before, after)) - 3600; wall <= tr+int64(max(before, after))+3600; wall += 900 {
+				n++
+				if got, want := naiveInstant(wall, loc), refNaive(wall, loc); got != want {
+					t.Fatalf("%s: wall %s: got %s, reference %s", z, time.Unix(wall, 0).UTC().Format(time.DateTime),
+						time.Unix(got, 0).UTC(), time.Unix(want, 0).UTC())
+				}
+			}
+			at = end.In(loc)
+		}
+	}
+	t.Logf("%d wall times around transitions checked", n)
 }
