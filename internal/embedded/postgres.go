@@ -128,7 +128,7 @@ func StartPostgres(ctx context.Context, o PostgresOptions) (*Postgres, error) {
 		if p.cred, err = postgresCredential(); err != nil {
 			return nil, err
 		}
-		if err := checkTraversable(dir); err != nil {
+		if why := checkTraversable(dir); why != nil {
 			base := o.ShadowBase
 			if base == "" {
 				base = DefaultShadowBase
@@ -138,7 +138,7 @@ func StartPostgres(ctx context.Context, o PostgresOptions) (*Postgres, error) {
 			}
 			p.work = filepath.Dir(p.data)
 			o.Log.Info("the postgres user cannot reach the cluster directory; keeping its data in a shadow directory",
-				"dir", dir, "data", p.data, "why", err)
+				"dir", dir, "data", p.data, "why", why)
 		}
 	}
 	data := p.data
