@@ -42,8 +42,8 @@ var garbageByParam = map[string][]string{
 // TestGarbageCorpus sends injection strings and garbage to every query
 // parameter of every route, repeated and unknown parameters, and bad path
 // ids. Everything but valid-but-odd service names is a 400 naming the
-// parameter; service names are data (any UTF-8 name is legal, DESIGN §3.1)
-// and only ever bound, so they return 200 with no rows. Afterwards every
+// parameter; service names valid by event.ValidService (the decoder's
+// rule) are data and only ever bound, so they return 200 with no rows. Afterwards every
 // table has the same row count and the schema the same relations.
 func TestGarbageCorpus(t *testing.T) {
 	f := newFixture(t, withCreds)
