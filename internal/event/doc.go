@@ -30,8 +30,8 @@
 //     ("2026-11-29T01:00:00.123456", "2026-11-29T01:00:00"), a wall-clock
 //     time in [Limits].Location (EVENT_TIMEZONE, default UTC); at a
 //     daylight-saving change a repeated wall time is the earlier instant and
-//     a skipped one is read with the offset before the change (as PostgreSQL
-//     and Python's zoneinfo, fold=0).
+//     a skipped one is read with the offset before the change (as Python's
+//     zoneinfo with fold=0, the producer's own reading).
 //     The separator may be 'T', 't' or a space; the fraction may have any
 //     number of digits (truncated to nanoseconds); 'Z' may be lower case;
 //     offsets are ±hh:mm. Seconds must be 00–59 (no leap seconds). Or a JSON

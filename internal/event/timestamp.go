@@ -92,11 +92,13 @@ func parseTimestamp(b []byte, loc *time.Location) (time.Time, bool) {
 
 // naiveInstant returns the instant (Unix seconds) at which the clocks of
 // loc read the wall time wall (seconds since 1970-01-01 00:00 of that wall
-// clock). At a daylight-saving change it follows PostgreSQL and Python's
-// zoneinfo (fold=0): a wall time that occurs twice (clocks go back) is the
-// earlier instant; one that never occurs (clocks go forward) is read with
-// the offset in effect before the change, so 02:30 in a 02:00→03:00 gap is
-// 03:30 new time. (time.Date would give 01:30 old time.)
+// clock). At a daylight-saving change it follows Python's zoneinfo with
+// fold=0, the reading of the producer that writes such timestamps: a wall
+// time that occurs twice (clocks go back) is the earlier instant; one that
+// never occurs (clocks go forward) is read with the offset in effect before
+// the change, so 02:30 in a 02:00→03:00 gap is 03:30 new time. (time.Date
+// would give 01:30 old time for the gap; PostgreSQL agrees on the gap but
+// takes the later, standard-time instant for a repeated wall time.)
 func naiveInstant(wall int64, loc *time.Location) int64 {
 	// A day either side of wall is outside every candidate instant
 	// (offsets are within ±14 h), so these are the offsets before and

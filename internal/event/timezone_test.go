@@ -40,12 +40,13 @@ func TestNaiveTimestampZone(t *testing.T) {
 		{"summer, Los Angeles (PDT -07:00)", withTS(`"2026-07-01 12:00:00"`), la, utc(2026, 7, 1, 19, 0, 0, 0)},
 		// 2026-03-08 02:00 PST the clocks jump to 03:00 PDT: 02:30 never
 		// happens; it is read with the offset before the jump (-08:00),
-		// i.e. 03:30 PDT, as PostgreSQL and Python's zoneinfo do.
+		// i.e. 03:30 PDT, as Python's zoneinfo (fold=0) and PostgreSQL do.
 		{"gap, Los Angeles", withTS(`"2026-03-08T02:30:00"`), la, utc(2026, 3, 8, 10, 30, 0, 0)},
 		{"before the gap", withTS(`"2026-03-08T01:59:59"`), la, utc(2026, 3, 8, 9, 59, 59, 0)},
 		{"after the gap", withTS(`"2026-03-08T03:00:00"`), la, utc(2026, 3, 8, 10, 0, 0, 0)},
 		// 2026-11-01 02:00 PDT the clocks go back to 01:00 PST: 01:30
-		// happens twice; the earlier instant (PDT) is taken.
+		// happens twice; the earlier instant (PDT) is taken, as Python's
+		// zoneinfo with fold=0 (PostgreSQL would take the PST one).
 		{"ambiguous, Los Angeles", withTS(`"2026-11-01T01:30:00"`), la, utc(2026, 11, 1, 8, 30, 0, 0)},
 		{"after the fold", withTS(`"2026-11-01T02:00:00"`), la, utc(2026, 11, 1, 10, 0, 0, 0)},
 		{"offset unaffected, Tokyo", withTS(`"2026-11-29T01:00:00.123456+00:00"`), tokyo, utc(2026, 11, 29, 1, 0, 0, 123456000)},
