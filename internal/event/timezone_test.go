@@ -76,7 +76,7 @@ var fuzzZones = []string{"UTC", "Asia/Tokyo", "America/Los_Angeles", "Europe/Lon
 // FuzzNaiveInstant checks naiveInstant against refNaive, which reads the
 // zone's periods with time.ZoneBounds.
 func FuzzNaiveInstant(f *testing.F) {
-	for i, ts := range []string{"2026-03-08T02:30:00", "2026-11-01T01:30:00", "2011-12-30T12:00:00", "2026-04-05T01:45:00", "1970-01-01T00:00:00"} {
+	for i, ts := range []string{"2026-03-08T02:30:00", "2026-11-01T01:30:00", "2011-12-30T12:00:00", "2026-04-05T01:45:00", "1970-01-01T00:00:00", "2040-12-31T16:30:00"} {
 		w, _ := time.Parse("2006-01-02T15:04:05", ts)
 		f.Add(w.Unix(), uint8(i))
 	}
@@ -128,6 +128,16 @@ func TestNaiveInstantAtEveryTransition(t *testing.T) {
 				}
 			}
 			at = end.In(loc)
+		}
+	}
+	// Where the zone's rule string takes over from its table (ZoneBounds
+	// reports a pseudo-boundary at New Year there).
+	la := mustZone(t, "America/Los_Angeles")
+	for wall := time.Date(2040, 12, 31, 12, 0, 0, 0, time.UTC).Unix(); wall < time.Date(2041, 1, 1, 12, 0, 0, 0, time.UTC).Unix(); wall += 900 {
+		n++
+		if got, want := naiveInstant(wall, la), refNaive(wall, la); got != want || got != wall+8*3600 {
+			t.Fatalf("wall %s: got %s, reference %s, want PST", time.Unix(wall, 0).UTC().Format(time.DateTime),
+				time.Unix(got, 0).UTC(), time.Unix(want, 0).UTC())
 		}
 	}
 	t.Logf("%d wall times around transitions checked", n)
