@@ -561,6 +561,8 @@ func TestSilences(t *testing.T) {
 	for _, c := range []struct{ body, field string }{
 		{`{"duration":"1h"}`, "rule_name"},
 		{`{"service":"","duration":"1h"}`, "service"},
+		{`{"service":"a\u0085b","duration":"1h"}`, "service"}, // C1: the decoder would refuse it too
+		{`{"service":" a","duration":"1h"}`, "service"},
 		{`{"rule_name":"\u0007","duration":"1h"}`, "rule_name"},
 		{`{"severity":"fatal","duration":"1h"}`, "severity"},
 		{`{"service":"a"}`, "ends_at"},

@@ -6,6 +6,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/stacklens/stacklens/internal/event"
 )
 
 // injection strings every parameter is tried with.
@@ -34,14 +36,14 @@ var garbageByParam = map[string][]string{
 	"state":          {"", "ACTIVE", "now"},
 	"latency_slo_ms": {"", "NaN", "Inf", "-1", "1e400", "abc", "3600001"},
 	"error_slo_pct":  {"", "NaN", "0", "101", "-5", "1%"},
-	"service":        {"", " ", strings.Repeat("s", 129), "a\x00b", "tab\there", "\xff\xfe", "line\nbreak"},
+	"service":        {"", " ", strings.Repeat("s", 129), "a\x00b", "tab\there", "\xff\xfe", "line\nbreak", "a\u0085b", "\u009f", " checkout", "checkout\u00a0", "a\u2028b"},
 }
 
 // TestGarbageCorpus sends injection strings and garbage to every query
 // parameter of every route, repeated and unknown parameters, and bad path
 // ids. Everything but valid-but-odd service names is a 400 naming the
-// parameter; service names are data (any UTF-8 name is legal, docs/ARCHITECTURE.md §2.1)
-// and only ever bound, so they return 200 with no rows. Afterwards every
+// parameter; service names valid by event.ValidService (the decoder's
+// rule) are data and only ever bound, so they return 200 with no rows. Afterwards every
 // table has the same row count and the schema the same relations.
 func TestGarbageCorpus(t *testing.T) {
 	f := newFixture(t, withCreds)
@@ -61,7 +63,7 @@ func TestGarbageCorpus(t *testing.T) {
 				target := spec.path + "?" + p.name + "=" + url.QueryEscape(val)
 				resp, b := f.request("GET", target, "", ad)
 				tried++
-				if p.name == "service" && validName(val, maxServiceBytes) == nil {
+				if p.name == "service" && event.ValidService(val) == nil {
 					if resp.StatusCode != 200 {
 						t.Errorf("%s: %d %s", target, resp.StatusCode, b)
 						continue

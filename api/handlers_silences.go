@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/gofiber/fiber/v2"
+
+	"github.com/stacklens/stacklens/internal/event"
 )
 
 // Silence is one row of analytics_alert_silences.
@@ -98,7 +100,7 @@ func (s *Server) validateSilence(in *SilenceInput, endsInFuture bool) (start, en
 		}
 	}
 	if in.Service != nil {
-		if err := validName(*in.Service, maxServiceBytes); err != nil {
+		if err := event.ValidService(*in.Service); err != nil {
 			return start, end, badParam("service", "%s", err)
 		}
 	}

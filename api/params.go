@@ -14,11 +14,12 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 
+	"github.com/stacklens/stacklens/internal/event"
 	"github.com/stacklens/stacklens/internal/window"
 )
 
 const (
-	maxServiceBytes = 128 // as the event contract (docs/ARCHITECTURE.md §2.1)
+	maxServiceBytes = event.MaxServiceBytes
 	maxParamBytes   = 256
 	defaultLimit    = 100
 	maxLimit        = 1000
@@ -140,15 +141,15 @@ func (q query) limit(def int) (int, error) {
 	return n, nil
 }
 
-// service returns the service filter ("" when absent). Any name the event
-// contract accepts is valid: 1..128 bytes of UTF-8 without control
-// characters. It is only ever a bound query parameter.
+// service returns the service filter ("" when absent). Exactly the names
+// the event decoder accepts are valid (event.ValidService), so every stored
+// service can be asked for. It is only ever a bound query parameter.
 func (q query) service() (string, error) {
 	v, ok := q.raw("service")
 	if !ok {
 		return "", nil
 	}
-	if err := validName(v, maxServiceBytes); err != nil {
+	if err := event.ValidService(v); err != nil {
 		return "", badParam("service", "%s", err)
 	}
 	return v, nil

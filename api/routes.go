@@ -47,7 +47,7 @@ func enumSchema(def string, values ...string) map[string]any {
 }
 
 var (
-	pService = paramSpec{"service", "exact service name (1-128 bytes of UTF-8, no control characters)",
+	pService = paramSpec{"service", "exact service name, valid by the event contract's rule: 1-128 bytes of UTF-8, no control characters (C0, DEL, C1) or line separators, no whitespace at either end",
 		map[string]any{"type": "string", "minLength": 1, "maxLength": maxServiceBytes}}
 	pFrom = paramSpec{"from", "inclusive start: RFC 3339 with zone (2026-11-29T01:00:00Z) or whole epoch seconds",
 		map[string]any{"type": "string"}}

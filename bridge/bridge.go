@@ -140,6 +140,10 @@ func newBridge(d Deps) (*bridge, error) {
 		log = slog.Default()
 	}
 	log = log.With("component", "bridge")
+	loc, err := d.Config.Pipeline.EventLocation()
+	if err != nil {
+		return nil, err
+	}
 	b := &bridge{
 		cfg:    d.Config,
 		opts:   d.Options.withDefaults(d.Config.Kafka, d.Config.NATS.EventsMaxAge),
@@ -149,6 +153,7 @@ func newBridge(d Deps) (*bridge, error) {
 			MaxBytes:      d.Config.Pipeline.MaxEventBytes,
 			MaxFutureSkew: d.Config.Pipeline.MaxFutureSkew,
 			Horizon:       d.Config.NATS.EventsMaxAge,
+			Location:      loc,
 		},
 	}
 	dialer, err := newDialer(d.Config.Kafka)

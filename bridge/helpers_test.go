@@ -168,6 +168,15 @@ var badKinds = []struct {
 	{event.ReasonTooLate, func(id string, now time.Time) string {
 		return fmt.Sprintf(`{"timestamp":%d,"service":"s","level":"info","latency_ms":1,"id":%q}`, now.Add(-30*24*time.Hour).UnixMilli(), id)
 	}},
+	{event.ReasonBadService, func(id string, now time.Time) string { // a C1 control (NEL)
+		return fmt.Sprintf(`{"timestamp":%q,"service":"a\u0085b","level":"info","latency_ms":1,"id":%q}`, now.Format(time.RFC3339Nano), id)
+	}},
+	{event.ReasonBadService, func(id string, now time.Time) string {
+		return fmt.Sprintf(`{"timestamp":%q,"service":" s","level":"info","latency_ms":1,"id":%q}`, now.Format(time.RFC3339Nano), id)
+	}},
+	{event.ReasonOutOfRange, func(id string, now time.Time) string { // above event.MaxLatencyMS
+		return fmt.Sprintf(`{"timestamp":%q,"service":"s","level":"info","latency_ms":1e300,"id":%q}`, now.Format(time.RFC3339Nano), id)
+	}},
 	{event.ReasonBadLevel, func(id string, now time.Time) string {
 		return fmt.Sprintf(`{"timestamp":%q,"service":"s","level":"loud","latency_ms":1,"id":%q}`, now.Format("2006-01-02T15:04:05.000000"), id)
 	}},

@@ -3,7 +3,6 @@ package processor
 import (
 	"context"
 	"encoding/json"
-	"github.com/stacklens/stacklens/internal/harness/procstat"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -16,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/stacklens/stacklens/internal/harness/procstat"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"

@@ -55,11 +55,16 @@ type testEvent struct {
 	Latency float64 // a multiple of 1/4 below 2^16: sums are exact
 	Level   string
 	Risk    float64 // a multiple of 1/4 in [0, 1]; < 0: absent
+	Stamp   string  // the timestamp as written, if not Time in RFC 3339
 }
 
 func (e testEvent) JSON() []byte {
+	stamp := e.Stamp
+	if stamp == "" {
+		stamp = e.Time.UTC().Format(time.RFC3339Nano)
+	}
 	s := fmt.Sprintf(`{"timestamp":%q,"service":%q,"level":%q,"latency_ms":%v`,
-		e.Time.UTC().Format(time.RFC3339Nano), e.Service, e.Level, e.Latency)
+		stamp, e.Service, e.Level, e.Latency)
 	if e.Risk >= 0 {
 		s += fmt.Sprintf(`,"risk_score":%v`, e.Risk)
 	}

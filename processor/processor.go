@@ -206,19 +206,29 @@ func provision(ctx context.Context, js jetstream.JetStream, cfg *config.Config, 
 	if err != nil {
 		return nil, err
 	}
-	return &shared{cfg: cfg, js: js, stream: st, coord: coord, buckets: bs, limits: limitsOf(cfg)}, nil
+	lim, err := limitsOf(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &shared{cfg: cfg, js: js, stream: st, coord: coord, buckets: bs, limits: lim}, nil
 }
 
 // limitsOf returns the decode limits of the processor: the events were
 // validated by the bridge, so size and future skew are not re-judged (a
 // configuration change must not dead-letter what the stream already
-// holds); only the retention horizon is the processor's to check.
-func limitsOf(cfg *config.Config) event.Limits {
+// holds); only the retention horizon is the processor's to check. Naive
+// timestamps are read in EVENT_TIMEZONE, as the bridge read them.
+func limitsOf(cfg *config.Config) (event.Limits, error) {
+	loc, err := cfg.Pipeline.EventLocation()
+	if err != nil {
+		return event.Limits{}, err
+	}
 	return event.Limits{
 		MaxBytes:      max(cfg.Pipeline.MaxEventBytes, 16<<20),
 		MaxFutureSkew: 100 * 365 * 24 * time.Hour,
 		Horizon:       cfg.NATS.EventsMaxAge,
-	}
+		Location:      loc,
+	}, nil
 }
 
 // AggBucketConfig is the KV configuration of a window's aggregate bucket:

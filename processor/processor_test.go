@@ -31,6 +31,29 @@ func TestSingleWorkerExact(t *testing.T) {
 	h.waitExact(30 * time.Second)
 }
 
+// TestNaiveTimestampsInEventTimezone: with EVENT_TIMEZONE set, the
+// processor reads naive timestamps (Python's datetime.now().isoformat())
+// in that zone, as the bridge did, so they land in the windows of their
+// true instant; timestamps with an offset are unaffected.
+func TestNaiveTimestampsInEventTimezone(t *testing.T) {
+	h := newHarness(t, map[string]string{"EVENT_TIMEZONE": "America/Los_Angeles"})
+	la, err := time.LoadLocation("America/Los_Angeles")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rand.New(rand.NewPCG(3, 4))
+	base := time.Now().Add(-10 * time.Minute).Truncate(time.Minute)
+	evs := genEvents(r, 400, 5, base, 5*time.Minute)
+	for i := range evs {
+		if i%2 == 0 {
+			evs[i].Stamp = evs[i].Time.In(la).Format("2006-01-02T15:04:05.999999999")
+		}
+	}
+	h.publish(evs...)
+	h.startWorker("w1", nil)
+	h.waitExact(30 * time.Second)
+}
+
 func TestParseAckReply(t *testing.T) {
 	for _, c := range []struct {
 		s            string

@@ -125,7 +125,11 @@ func Replay(ctx context.Context, cfg *config.Config, nc *nats.Conn, log *slog.Lo
 		}
 	}
 	res.Buckets = bs.names
-	sh := &shared{cfg: cfg, log: log, clock: o.Clock, js: js, stream: st, buckets: bs, limits: limitsOf(cfg), id: "replay"}
+	lim, err := limitsOf(cfg)
+	if err != nil {
+		return res, err
+	}
+	sh := &shared{cfg: cfg, log: log, clock: o.Clock, js: js, stream: st, buckets: bs, limits: lim, id: "replay"}
 
 	// Progress: the total grows as each shard reports its backlog.
 	var total, done atomic.Int64

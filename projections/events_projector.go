@@ -26,14 +26,18 @@ type eventsProjector struct {
 	opts Options
 	hot  time.Duration
 	now  func() time.Time
+	lim  event.Limits
 }
 
-func newEventsProjector(js jetstream.JetStream, wr *Writer, cfg *config.Config, o Options, st *status, log *slog.Logger, now func() time.Time) *eventsProjector {
+// loc is the zone of naive timestamps (EVENT_TIMEZONE).
+func newEventsProjector(js jetstream.JetStream, wr *Writer, cfg *config.Config, loc *time.Location, o Options, st *status, log *slog.Logger, now func() time.Time) *eventsProjector {
 	p := &eventsProjector{
 		js: js, wr: wr, st: st, opts: o, now: now,
 		log: log.With("projection", "events"),
 		hot: time.Duration(max(cfg.Retention.HotDays, 1)) * 24 * time.Hour,
+		lim: decodeLimits,
 	}
+	p.lim.Location = loc
 	p.spec = consumerSpec{
 		stream: natsutil.StreamEvents,
 		cfg: jetstream.ConsumerConfig{
@@ -78,7 +82,9 @@ func (p *eventsProjector) run(ctx context.Context) {
 }
 
 // decodeLimits accepts every event the bridge accepted, whenever it is
-// projected: no size, skew or horizon limits beyond the bridge's own.
+// projected: no size, skew or horizon limits beyond the bridge's own. The
+// zone of naive timestamps is EVENT_TIMEZONE, as for the bridge and the
+// processors, so raw rows and aggregates agree.
 var decodeLimits = event.Limits{MaxBytes: math.MaxInt, MaxFutureSkew: 100 * 365 * 24 * time.Hour}
 
 func (p *eventsProjector) handle(ctx context.Context, msgs []jetstream.Msg) error {
@@ -91,7 +97,7 @@ func (p *eventsProjector) handle(ctx context.Context, msgs []jetstream.Msg) erro
 			badMessages.Inc()
 			continue
 		}
-		ev, err := event.Decode(m.Data(), now, decodeLimits)
+		ev, err := event.Decode(m.Data(), now, p.lim)
 		if err != nil {
 			badMessages.Inc()
 			p.log.Error("skipping undecodable event", "seq", md.Sequence.Stream, "subject", m.Subject(), "err", err)

@@ -24,7 +24,9 @@ type pubEvent struct {
 // TestEventsProjector: valid events reach analytics_events with their Kafka
 // coordinates and the payload as jsonb equal to the original; old and
 // undecodable ones are skipped; redelivery (a second consumer reading the
-// whole stream again) does not duplicate anything.
+// whole stream again) does not duplicate anything. Naive timestamps are
+// read in EVENT_TIMEZONE (Asia/Tokyo here), as the bridge and processors
+// read them.
 func TestEventsProjector(t *testing.T) {
 	ns := testenv.NATS(t)
 	h := newHarness(t, "", ns)
@@ -70,7 +72,13 @@ func TestEventsProjector(t *testing.T) {
 	}
 
 	// Run from configuration alone (it connects to NATS and PostgreSQL).
-	cfg := testenv.Config(t, map[string]string{"NATS_URL": ns.URL, "DATABASE_URL": h.dsn, "DB_POOL_MIN": "1", "DB_POOL_MAX": "3"})
+	cfg := testenv.Config(t, map[string]string{"NATS_URL": ns.URL, "DATABASE_URL": h.dsn, "DB_POOL_MIN": "1", "DB_POOL_MAX": "3", "EVENT_TIMEZONE": "Asia/Tokyo"})
+	tokyo, err := time.LoadLocation("Asia/Tokyo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lim := decodeLimits
+	lim.Location = tokyo
 	health := telemetry.NewHealth()
 	ctx, cancel := context.WithCancel(h.ctx)
 	done := make(chan error, 1)
@@ -119,7 +127,7 @@ func TestEventsProjector(t *testing.T) {
 		if err != nil {
 			t.Fatalf("event %d: %v", i, err)
 		}
-		ev, derr := event.Decode([]byte(e.payload), now, decodeLimits)
+		ev, derr := event.Decode([]byte(e.payload), now, lim)
 		if derr != nil {
 			t.Fatal(derr)
 		}
@@ -133,9 +141,15 @@ func TestEventsProjector(t *testing.T) {
 			topic != "stacklens-analytics" || part != int32(i%12) || off != int64(1000+i) {
 			t.Errorf("event %d: got %s %s %v %v %v %s %d %d", i, service, level, lat, risk, evTime, topic, part, off)
 		}
+		if i == 0 && !evTime.Equal(now.Add(-time.Minute-9*time.Hour).Truncate(time.Microsecond)) {
+			t.Errorf("naive timestamp %s stored as %v, want it read as Tokyo time", ts, evTime)
+		}
 	}
 
-	// Redelivery of everything (a new consumer) adds nothing.
+	// Redelivery of everything (a new consumer) adds nothing. (With another
+	// EVENT_TIMEZONE it would: the naive rows' timestamps, part of the key,
+	// would differ.)
+	h.cfg.Pipeline.EventTimezone = "Asia/Tokyo"
 	h.start(Options{DisableMetrics: true, ConsumerPrefix: "again", RetentionInterval: -1})
 	testenv.Eventually(t, 20*time.Second, func() error {
 		return h.drained(natsutil.StreamEvents, "again_events")

@@ -134,6 +134,10 @@ func Run(ctx context.Context, d Deps) error {
 	if err != nil {
 		return err
 	}
+	loc, err := d.Config.Pipeline.EventLocation()
+	if err != nil {
+		return err
+	}
 	st := newStatus(health)
 	defer health.Remove(HealthName)
 
@@ -177,7 +181,7 @@ func Run(ctx context.Context, d Deps) error {
 		spawn(func() { mp.run(ctx) })
 	}
 	if !o.DisableEvents {
-		ep := newEventsProjector(js, wr, d.Config, o, st, log, now)
+		ep := newEventsProjector(js, wr, d.Config, loc, o, st, log, now)
 		spawn(func() { ep.run(ctx) })
 	}
 	if o.RetentionInterval > 0 {

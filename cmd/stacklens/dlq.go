@@ -93,7 +93,12 @@ func cmdDLQ(ctx context.Context, c *cli) int {
 		e.log.Error("dlq replay", "err", err)
 		return exitFail
 	}
-	lim := event.Limits{MaxBytes: cfg.Pipeline.MaxEventBytes, MaxFutureSkew: cfg.Pipeline.MaxFutureSkew, Horizon: cfg.NATS.EventsMaxAge}
+	loc, err := cfg.Pipeline.EventLocation()
+	if err != nil {
+		e.log.Error("dlq replay", "err", err)
+		return exitConfig
+	}
+	lim := event.Limits{MaxBytes: cfg.Pipeline.MaxEventBytes, MaxFutureSkew: cfg.Pipeline.MaxFutureSkew, Horizon: cfg.NATS.EventsMaxAge, Location: loc}
 	evSeq, err := dlq.Replay(ctx, js, seq, payload, cfg.NATS.Shards, lim, time.Now())
 	if err != nil {
 		e.log.Error("dlq replay", "err", err)

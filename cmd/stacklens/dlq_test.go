@@ -34,13 +34,19 @@ func TestDLQListAndReplayCommands(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	env := map[string]string{"ENV_FILE": writeEmpty(t), "NATS_URL": srv.URL}
+	// The corrected event carries a naive Tokyo wall time, read in
+	// EVENT_TIMEZONE (as UTC it would be 9 h in the future).
+	env := map[string]string{"ENV_FILE": writeEmpty(t), "NATS_URL": srv.URL, "EVENT_TIMEZONE": "Asia/Tokyo"}
 	code, out, errs := runCLI(t, ctx, env, "dlq", "list")
 	if code != exitOK || !strings.Contains(out, "missing_field") || !strings.Contains(out, "false") {
 		t.Fatalf("list: %d %q %s", code, out, errs)
 	}
 	fixed := filepath.Join(t.TempDir(), "fixed.json")
-	ts := time.Now().UTC().Add(-time.Minute).Format(time.RFC3339)
+	tokyo, err := time.LoadLocation("Asia/Tokyo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := time.Now().In(tokyo).Add(-time.Minute).Format("2006-01-02T15:04:05")
 	_ = os.WriteFile(fixed, []byte(`{"timestamp":"`+ts+`","service":"checkout","level":"info","latency_ms":3}`), 0o600)
 	row := strings.Fields(strings.Split(out, "\n")[1])
 	seq := row[0]

@@ -11,6 +11,10 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+
+	// EVENT_TIMEZONE names IANA zones; embed the zone database so a host or
+	// image without /usr/share/zoneinfo (distroless, scratch) still knows them.
+	_ "time/tzdata"
 )
 
 func main() { os.Exit(run()) }

@@ -2,8 +2,10 @@ package agg
 
 import (
 	"encoding/json"
+	"fmt"
 	"math"
 	"math/rand/v2"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -294,5 +296,32 @@ func TestAggregateAddAllocs(t *testing.T) {
 	})
 	if allocs != 0 {
 		t.Fatalf("Add allocates %v per call", allocs)
+	}
+}
+
+// TestDecoderBoundIsClamp checks that the decoder's latency bound and the
+// kernel's clamp are the same value: an event the decoder accepts is
+// aggregated unaltered, and the first value above the clamp is refused at
+// ingest (out_of_range) instead of being silently clamped.
+func TestDecoderBoundIsClamp(t *testing.T) {
+	now := time.Date(2026, 11, 29, 1, 0, 0, 0, time.UTC)
+	for _, lat := range []float64{MaxLatencyMS, math.Nextafter(MaxLatencyMS, 0), math.Nextafter(MaxLatencyMS, math.Inf(1)), 1e300} {
+		in := fmt.Sprintf(`{"timestamp":"2026-11-29T00:59:00Z","service":"s","level":"info","latency_ms":%s}`,
+			strconv.FormatFloat(lat, 'g', -1, 64))
+		e, err := event.Decode([]byte(in), now, event.Limits{})
+		if lat > MaxLatencyMS {
+			if event.ReasonOf(err) != event.ReasonOutOfRange {
+				t.Errorf("latency %v: decoder says %v, want out_of_range (the kernel would clamp it)", lat, err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("latency %v: %v", lat, err)
+		}
+		var a Aggregate
+		a.Add(e)
+		if a.LatencyMax != lat || a.LatencySum != lat {
+			t.Errorf("latency %v aggregated as max %v sum %v", lat, a.LatencyMax, a.LatencySum)
+		}
 	}
 }

@@ -51,5 +51,6 @@
 // aggregate encodable whatever it is given: a latency that is NaN or
 // negative counts as 0, one above [MaxLatencyMS] counts as MaxLatencyMS
 // (so Σx² stays finite), and a risk outside [0, 1] is clamped (NaN risk is
-// ignored). Valid events are never altered.
+// ignored). Valid events are never altered: MaxLatencyMS is the decoder's
+// own bound (event.MaxLatencyMS), above which latency_ms is out_of_range.
 package agg

@@ -8,6 +8,8 @@ import (
 	"github.com/DataDog/sketches-go/ddsketch"
 	"github.com/DataDog/sketches-go/ddsketch/mapping"
 	"github.com/DataDog/sketches-go/ddsketch/store"
+
+	"github.com/stacklens/stacklens/internal/event"
 )
 
 const (
@@ -17,8 +19,10 @@ const (
 	// documentation for why 2048 and why the lowest bins collapse.
 	SketchMaxBins = 2048
 	// MaxLatencyMS is the largest latency the kernel records (about 31 700
-	// years); larger values are clamped so that Σx² cannot overflow.
-	MaxLatencyMS = 1e15
+	// years); larger values are clamped so that Σx² cannot overflow. It is
+	// the decoder's bound, so only events that bypassed validation (none in
+	// the pipeline) are ever clamped.
+	MaxLatencyMS = event.MaxLatencyMS
 )
 
 // sketchMapping is shared by every sketch: it is immutable, and sharing it

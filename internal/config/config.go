@@ -95,6 +95,7 @@ type Pipeline struct {
 	Windows       string        `env:"AGGREGATION_WINDOWS" default:"1min,5min,1hour" desc:"tumbling windows: whole minutes, hours or days, each (plus ALLOWED_LATENESS) shorter than its retention; each gets a KV bucket and a table"`
 	MaxEventBytes int           `env:"MAX_EVENT_BYTES" default:"65536" min:"64" max:"1048576" desc:"larger messages are dead-lettered too_large"`
 	MaxFutureSkew time.Duration `env:"MAX_FUTURE_SKEW" default:"5m" min:"0s" desc:"events further in the future are dead-lettered"`
+	EventTimezone string        `env:"EVENT_TIMEZONE" default:"UTC" desc:"zone of event timestamps written without an offset (Python's datetime.now().isoformat()): UTC, Local or an IANA name such as Asia/Tokyo; every role must use the same"`
 
 	// WindowList is Windows parsed, smallest first, filled by Validate:
 	// every component reads the windows from here, so they are parsed once

@@ -143,6 +143,9 @@ func TestBadValuesNameTheVariable(t *testing.T) {
 		{map[string]string{"FLUSH_INTERVAL": ""}, nil, "FLUSH_INTERVAL"},
 		{map[string]string{"LOG_FORMAT": "xml"}, nil, "LOG_FORMAT"},
 		{map[string]string{"AGGREGATION_WINDOWS": "1min,7sec"}, nil, "AGGREGATION_WINDOWS"},
+		{map[string]string{"EVENT_TIMEZONE": "Mars/Olympus_Mons"}, nil, "EVENT_TIMEZONE"},
+		{map[string]string{"EVENT_TIMEZONE": "+09:00"}, nil, "EVENT_TIMEZONE"},
+		{map[string]string{"EVENT_TIMEZONE": "../../etc/passwd"}, nil, "EVENT_TIMEZONE"},
 		{map[string]string{"KAFKA_BOOTSTRAP_SERVERS": "kafka"}, nil, "KAFKA_BOOTSTRAP_SERVERS"},
 		{map[string]string{"KAFKA_BOOTSTRAP_SERVERS": ","}, nil, "KAFKA_BOOTSTRAP_SERVERS"},
 		{map[string]string{"KAFKA_INPUT_TOPIC": ""}, nil, "KAFKA_INPUT_TOPIC"},
@@ -188,6 +191,32 @@ func TestBadValuesNameTheVariable(t *testing.T) {
 		if strings.Contains(msg, "\n") || !strings.HasPrefix(msg, "config: "+tc.want+": ") {
 			t.Errorf("message %q is not one line naming %s", msg, tc.want)
 		}
+	}
+}
+
+func TestEventTimezone(t *testing.T) {
+	for _, tc := range []struct{ value, want string }{
+		{"", "UTC"}, // unset in .env: the default
+		{"UTC", "UTC"},
+		{"Local", "Local"},
+		{"Asia/Tokyo", "Asia/Tokyo"},
+		{"America/Los_Angeles", "America/Los_Angeles"},
+	} {
+		l, err := load(t, map[string]string{"EVENT_TIMEZONE": tc.value})
+		if err != nil {
+			t.Fatalf("EVENT_TIMEZONE=%q: %v", tc.value, err)
+		}
+		loc, err := l.Pipeline.EventLocation()
+		if err != nil || loc.String() != tc.want {
+			t.Errorf("EVENT_TIMEZONE=%q: location %v %v, want %s", tc.value, loc, err, tc.want)
+		}
+	}
+	l, err := load(t, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if loc, _ := l.Pipeline.EventLocation(); loc != time.UTC {
+		t.Errorf("default location %v, want UTC", loc)
 	}
 }
 

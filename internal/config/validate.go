@@ -21,6 +21,9 @@ func (c *Config) Validate() error {
 		return &Error{Var: "AGGREGATION_WINDOWS", Msg: err.Error()}
 	}
 	c.Pipeline.WindowList = ws
+	if _, err := c.Pipeline.EventLocation(); err != nil {
+		return err
+	}
 	if len(c.Kafka.BootstrapServers) == 0 {
 		return &Error{Var: "KAFKA_BOOTSTRAP_SERVERS", Msg: "at least one broker is required"}
 	}
@@ -153,6 +156,22 @@ func (p Pipeline) ValidWindows() ([]window.Window, error) {
 		return nil, ErrNotValidated
 	}
 	return p.WindowList, nil
+}
+
+// EventLocation returns the zone of naive event timestamps
+// (EVENT_TIMEZONE): "UTC" (or empty), "Local", or an IANA zone name, read
+// from the system's zoneinfo or the copy embedded in the binary. Errors are
+// *Error naming EVENT_TIMEZONE.
+func (p Pipeline) EventLocation() (*time.Location, error) {
+	name := p.EventTimezone
+	if name == "" || name == "UTC" {
+		return time.UTC, nil
+	}
+	loc, err := time.LoadLocation(name)
+	if err != nil {
+		return nil, &Error{Var: "EVENT_TIMEZONE", Msg: fmt.Sprintf("%q is not a known time zone: want UTC, Local or an IANA name such as Europe/Berlin", name)}
+	}
+	return loc, nil
 }
 
 // Role of an API credential.

@@ -3,6 +3,8 @@ package embedded
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -35,13 +37,25 @@ type PostgresOptions struct {
 	// HBA lines put before the default trust rules of pg_hba.conf at
 	// initialisation, e.g. to make some roles log in with a password.
 	HBA []string
-	Log *slog.Logger
+	// ShadowBase is where the data directory goes when running as root and
+	// the "postgres" user cannot reach Dir (a clone under /root, mode
+	// 0700); "" means DefaultShadowBase. See StartPostgres.
+	ShadowBase string
+	Log        *slog.Logger
 }
+
+// DefaultShadowBase holds the data directories of clusters whose Dir the
+// postgres user cannot reach. It is persistent storage (not /tmp or
+// /var/tmp, whose old files systemd-tmpfiles deletes), so a dev stack keeps
+// its data across restarts and reboots.
+const DefaultShadowBase = "/var/lib/stacklens/postgres"
 
 // Postgres is a running private cluster. Its superuser is "postgres" and
 // authentication is trust on loopback only.
 type Postgres struct {
 	dir, bin, host string
+	data           string // the data directory: dir/data, or its shadow
+	work           string // the server's working and home directory
 	port           int
 	fsync          bool
 	cred           *syscall.Credential
@@ -79,7 +93,12 @@ func pgVersion(binDir string) int {
 
 // StartPostgres initialises (first time) and starts a cluster in o.Dir.
 // PostgreSQL refuses to run as root, so when root the cluster is owned by
-// and run as the "postgres" OS user.
+// and run as the "postgres" OS user. If that user cannot reach o.Dir (a
+// parent is not searchable by others, such as /root), the data directory
+// lives under o.ShadowBase instead, in a directory named after o.Dir, and
+// o.Dir/data is a symbolic link to it: a restart from o.Dir finds the same
+// data, and removing o.Dir orphans the shadow, which the next such start
+// deletes (see sweepShadows). The log stays in o.Dir.
 func StartPostgres(ctx context.Context, o PostgresOptions) (*Postgres, error) {
 	bin, err := FindPostgresBin()
 	if err != nil {
@@ -100,20 +119,33 @@ func StartPostgres(ctx context.Context, o PostgresOptions) (*Postgres, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Postgres{dir: dir, bin: bin, host: o.Host, port: o.Port, fsync: o.Fsync, log: o.Log}
+	p := &Postgres{dir: dir, bin: bin, host: o.Host, port: o.Port, fsync: o.Fsync, log: o.Log,
+		data: filepath.Join(dir, "data"), work: dir}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("embedded postgres: %w", err)
+	}
 	if os.Geteuid() == 0 {
 		if p.cred, err = postgresCredential(); err != nil {
 			return nil, err
 		}
-		if err := checkTraversable(dir); err != nil {
-			return nil, err
+		if why := checkTraversable(dir); why != nil {
+			base := o.ShadowBase
+			if base == "" {
+				base = DefaultShadowBase
+			}
+			if p.data, err = p.shadowData(base); err != nil {
+				return nil, err
+			}
+			p.work = filepath.Dir(p.data)
+			o.Log.Info("the postgres user cannot reach the cluster directory; keeping its data in a shadow directory",
+				"dir", dir, "data", p.data, "why", why)
 		}
 	}
-	data := filepath.Join(dir, "data")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("embedded postgres: %w", err)
-	}
+	data := p.data
 	if err := p.chown(dir); err != nil {
+		return nil, err
+	}
+	if err := p.chown(p.work); err != nil {
 		return nil, err
 	}
 	if _, err := os.Stat(filepath.Join(data, "PG_VERSION")); err != nil {
@@ -145,7 +177,7 @@ func StartPostgres(ctx context.Context, o PostgresOptions) (*Postgres, error) {
 // terminal's Ctrl-C reaches it only through Stop, in order) that gets
 // SIGQUIT if this process dies, so no cluster outlives its owner.
 func (p *Postgres) start(ctx context.Context) error {
-	data := filepath.Join(p.dir, "data")
+	data := p.data
 	logf, err := os.OpenFile(filepath.Join(p.dir, "postgres.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return fmt.Errorf("embedded postgres: %w", err)
@@ -156,11 +188,11 @@ func (p *Postgres) start(ctx context.Context) error {
 		"-c", "unix_socket_directories=", "-c", "max_connections=200",
 		"-c", "fsync="+onOff(p.fsync),
 		"-c", "full_page_writes="+onOff(p.fsync))
-	cmd.Dir = p.dir
+	cmd.Dir = p.work
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGQUIT, Credential: p.cred}
 	if p.cred != nil {
-		cmd.Env = append(os.Environ(), "HOME="+p.dir)
+		cmd.Env = append(os.Environ(), "HOME="+p.work)
 	}
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("embedded postgres: %w", err)
@@ -220,6 +252,10 @@ func (p *Postgres) Port() int { return p.port }
 // Dir is the cluster directory.
 func (p *Postgres) Dir() string { return p.dir }
 
+// DataDir is the data directory: Dir()/data, or the shadow directory it
+// links to (see StartPostgres).
+func (p *Postgres) DataDir() string { return p.data }
+
 // DSN returns a connection string for user on database db.
 func (p *Postgres) DSN(userName, db string) string {
 	u := url.URL{Scheme: "postgres", User: url.User(userName), Host: net.JoinHostPort(p.host, strconv.Itoa(p.port)), Path: "/" + db, RawQuery: "sslmode=disable"}
@@ -261,13 +297,13 @@ func (p *Postgres) Restart(ctx context.Context) error { return p.start(ctx) }
 
 func (p *Postgres) run(ctx context.Context, name string, args ...string) error {
 	cmd := exec.CommandContext(ctx, filepath.Join(p.bin, name), args...)
-	cmd.Dir = p.dir
+	cmd.Dir = p.work
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if p.cred != nil {
 		cmd.SysProcAttr.Credential = p.cred
-		cmd.Env = append(os.Environ(), "HOME="+p.dir)
+		cmd.Env = append(os.Environ(), "HOME="+p.work)
 	}
 	if err := cmd.Run(); err != nil {
 		return fmt.Errorf("embedded postgres: %s: %w: %s", name, err, strings.TrimSpace(out.String()))
@@ -297,12 +333,117 @@ func postgresCredential() (*syscall.Credential, error) {
 	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
 }
 
+// shadowOwnerFile, in a shadow directory, names the link that uses it.
+const shadowOwnerFile = "stacklens-owner"
+
+// shadowData returns the data directory of a cluster whose directory the
+// postgres user cannot reach: the target of p.dir/data when that is already
+// a link (a restart), else a new directory under base, named after p.dir,
+// that p.dir/data is made to link to. Orphaned shadows are swept first.
+func (p *Postgres) shadowData(base string) (string, error) {
+	link := filepath.Join(p.dir, "data")
+	if st, err := os.Lstat(link); err == nil {
+		if st.Mode()&os.ModeSymlink == 0 {
+			return "", fmt.Errorf("embedded postgres: %s is a directory the postgres user cannot reach; move the cluster directory elsewhere or remove it to start afresh", link)
+		}
+		target, err := os.Readlink(link)
+		if err != nil {
+			return "", fmt.Errorf("embedded postgres: %w", err)
+		}
+		// The shadow itself is the postgres user's; its parents must be
+		// searchable.
+		if err := checkTraversable(filepath.Dir(target)); err != nil {
+			return "", err
+		}
+		// A missing target (deleted by hand) is initialised afresh.
+		if err := p.makeShadow(filepath.Dir(target), link); err != nil {
+			return "", err
+		}
+		return target, nil
+	}
+	if err := os.MkdirAll(base, 0o711); err != nil {
+		return "", fmt.Errorf("embedded postgres: shadow directory: %w", err)
+	}
+	if err := checkTraversable(filepath.Join(base, "x")); err != nil {
+		return "", err
+	}
+	sweepShadows(base, p.log)
+	// Named after the path, readable for an operator, unique by the hash.
+	name := strings.ReplaceAll(strings.Trim(p.dir, "/"), "/", "_")
+	if len(name) > 64 {
+		name = name[len(name)-64:]
+	}
+	sum := sha256.Sum256([]byte(p.dir))
+	shadow := filepath.Join(base, name+"-"+hex.EncodeToString(sum[:6]))
+	target := filepath.Join(shadow, "data")
+	// The link comes first, so a concurrent sweep never sees the shadow
+	// without its owner.
+	if err := os.Symlink(target, link); err != nil {
+		return "", fmt.Errorf("embedded postgres: %w", err)
+	}
+	if err := p.makeShadow(shadow, link); err != nil {
+		return "", err
+	}
+	return target, nil
+}
+
+// makeShadow creates the shadow directory (0700, owned by postgres) and
+// records the link that owns it.
+func (p *Postgres) makeShadow(shadow, link string) error {
+	if err := os.MkdirAll(shadow, 0o700); err != nil {
+		return fmt.Errorf("embedded postgres: shadow directory: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(shadow, shadowOwnerFile), []byte(link+"\n"), 0o600); err != nil {
+		return fmt.Errorf("embedded postgres: shadow directory: %w", err)
+	}
+	return nil
+}
+
+// sweepShadows deletes the shadow directories under base whose owning link
+// is gone or points elsewhere (the cluster directory was removed, e.g.
+// rm -rf .data), unless their server is still running.
+func sweepShadows(base string, log *slog.Logger) {
+	entries, err := os.ReadDir(base)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		shadow := filepath.Join(base, e.Name())
+		owner, err := os.ReadFile(filepath.Join(shadow, shadowOwnerFile))
+		if err != nil {
+			continue // not ours
+		}
+		link := strings.TrimSpace(string(owner))
+		if target, err := os.Readlink(link); err == nil && target == filepath.Join(shadow, "data") {
+			continue
+		}
+		if serverRunning(filepath.Join(shadow, "data")) {
+			continue
+		}
+		log.Info("removing the orphaned shadow data directory of a deleted cluster", "shadow", shadow, "link", link)
+		if err := os.RemoveAll(shadow); err != nil {
+			log.Warn("cannot remove an orphaned shadow data directory", "shadow", shadow, "err", err)
+		}
+	}
+}
+
+// serverRunning reports whether postmaster.pid in data names a live process.
+func serverRunning(data string) bool {
+	b, err := os.ReadFile(filepath.Join(data, "postmaster.pid"))
+	if err != nil {
+		return false
+	}
+	first, _, _ := strings.Cut(string(b), "\n")
+	pid, err := strconv.Atoi(strings.TrimSpace(first))
+	return err == nil && pid > 0 && syscall.Kill(pid, 0) == nil
+}
+
 // checkTraversable makes sure the postgres user can reach dir: every
 // existing parent must be searchable by others.
 func checkTraversable(dir string) error {
 	for d := filepath.Dir(dir); ; d = filepath.Dir(d) {
 		if st, err := os.Stat(d); err == nil && st.Mode().Perm()&0o001 == 0 {
-			return fmt.Errorf("embedded postgres: %s is not searchable by the postgres user (mode %v); choose a data directory elsewhere", d, st.Mode().Perm())
+			return fmt.Errorf("embedded postgres: %s is not searchable by the postgres user (mode %v)", d, st.Mode().Perm())
 		}
 		if d == "/" || d == "." {
 			return nil

@@ -12,6 +12,11 @@ const (
 	DefaultMaxBytes      = 64 << 10        // MAX_EVENT_BYTES
 	DefaultMaxFutureSkew = 5 * time.Minute // MAX_FUTURE_SKEW
 	MaxServiceBytes      = 128             // longest service name, in bytes
+	// MaxLatencyMS is the largest latency_ms accepted (10^15 ms, about
+	// 31 700 years); larger values are out_of_range. It is also the
+	// aggregation kernel's clamp (agg.MaxLatencyMS, which keeps Σx² finite),
+	// so no accepted event is ever altered by aggregation.
+	MaxLatencyMS = 1e15
 )
 
 // Limits bounds what Decode accepts. The zero value means the defaults, with
@@ -25,6 +30,10 @@ type Limits struct {
 	// Horizon is the retention horizon: events older than now−Horizon are
 	// too_late. ≤ 0 disables the check.
 	Horizon time.Duration
+	// Location is the zone of timestamps written without an offset
+	// (EVENT_TIMEZONE); nil means UTC. Every role that decodes events must
+	// use the same zone, or the raw rows and the aggregates disagree.
+	Location *time.Location
 }
 
 // Decode validates one raw input message and returns its event, with Time in
@@ -50,7 +59,7 @@ func Decode(data []byte, now time.Time, lim Limits) (Event, error) {
 		return Event{}, err
 	}
 	var ev Event
-	if ev.Time, err = decodeTime(data, ms[fieldTimestamp]); err != nil {
+	if ev.Time, err = decodeTime(data, ms[fieldTimestamp], lim.Location); err != nil {
 		return Event{}, err
 	}
 	if ev.Service, err = decodeService(data, ms[fieldService], svcBad); err != nil {
@@ -64,6 +73,10 @@ func Decode(data []byte, now time.Time, lim Limits) (Event, error) {
 	}
 	if ev.LatencyMS < 0 {
 		return Event{}, fieldErr(ReasonOutOfRange, fieldLatency, "negative: "+fmtFloat(ev.LatencyMS))
+	}
+	if ev.LatencyMS > MaxLatencyMS {
+		return Event{}, fieldErr(ReasonOutOfRange, fieldLatency,
+			fmtFloat(ev.LatencyMS)+" exceeds the maximum "+fmtFloat(MaxLatencyMS))
 	}
 	if ev.Risk, ev.HasRisk, err = decodeNumber(data, ms[fieldRisk], fieldRisk); err != nil {
 		return Event{}, err
@@ -202,7 +215,7 @@ func badType(d []byte, m member, field int, want string) *DecodeError {
 // contents returns the raw bytes between a string value's quotes.
 func (m member) contents(d []byte) []byte { return d[m.start+1 : m.end-1] }
 
-func decodeTime(d []byte, m member) (time.Time, *DecodeError) {
+func decodeTime(d []byte, m member, loc *time.Location) (time.Time, *DecodeError) {
 	if !m.present(d) {
 		return time.Time{}, missing(fieldTimestamp)
 	}
@@ -213,7 +226,7 @@ func decodeTime(d []byte, m member) (time.Time, *DecodeError) {
 			var buf [64]byte
 			raw = unescape(buf[:0], raw)
 		}
-		t, ok := parseTimestamp(raw)
+		t, ok := parseTimestamp(raw, loc)
 		if !ok {
 			return time.Time{}, fieldErr(ReasonBadTimestamp, fieldTimestamp,
 				"not an RFC 3339 or ISO 8601 date-time: "+quoteShort(raw))
@@ -245,18 +258,15 @@ func decodeService(d []byte, m member, badUTF8 bool) (string, *DecodeError) {
 		var buf [MaxServiceBytes]byte
 		raw = unescape(buf[:0], raw)
 	}
-	switch {
-	case len(raw) == 0:
-		return "", fieldErr(ReasonBadService, fieldService, "empty")
-	case len(raw) > MaxServiceBytes:
+	switch msg := serviceProblem(raw); msg {
+	case "":
+	case svcEmpty:
+		return "", fieldErr(ReasonBadService, fieldService, msg)
+	case svcTooLong:
 		return "", fieldErr(ReasonBadService, fieldService,
 			fmt.Sprintf("%d bytes, longer than %d", len(raw), MaxServiceBytes))
-	}
-	for _, c := range raw {
-		if c < 0x20 || c == 0x7f {
-			return "", fieldErr(ReasonBadService, fieldService,
-				"contains a control character: "+quoteShort(raw))
-		}
+	default:
+		return "", fieldErr(ReasonBadService, fieldService, msg+": "+quoteShort(raw))
 	}
 	return string(raw), nil
 }

@@ -181,7 +181,21 @@ var decodeCases = []decodeCase{
 	{"service formfeed escape", ev(`"service":"\f"`), nil, ReasonBadService, "service"},
 	{"service CR escape", ev(`"service":"\r"`), nil, ReasonBadService, "service"},
 	{"service US escape", ev(`"service":"\u001f"`), nil, ReasonBadService, "service"},
-	{"service space ok", ev(`"service":"\u0020"`), want(func(e *Event) { e.Service = " " }), "", ""},
+	{"service blank", ev(`"service":"\u0020"`), nil, ReasonBadService, "service"},
+	{"service blank spaces", ev(`"service":"   "`), nil, ReasonBadService, "service"},
+	{"service blank NBSP", ev(`"service":"\u00a0\u3000"`), nil, ReasonBadService, "service"},
+	{"service leading space", ev(`"service":" checkout"`), nil, ReasonBadService, "service"},
+	{"service trailing space", ev(`"service":"checkout "`), nil, ReasonBadService, "service"},
+	{"service trailing ideographic space", ev(`"service":"checkout　"`), nil, ReasonBadService, "service"},
+	{"service leading NBSP", ev("\"service\":\"\u00a0x\""), nil, ReasonBadService, "service"},
+	{"service inner spaces ok", ev(`"service":"check out\u00a0now"`), want(func(e *Event) { e.Service = "check out\u00a0now" }), "", ""},
+	{"service C1 raw", ev("\"service\":\"a\u0085b\""), nil, ReasonBadService, "service"},
+	{"service C1 escape first", ev(`"service":"a\u0080b"`), nil, ReasonBadService, "service"},
+	{"service C1 escape last", ev(`"service":"a\u009fb"`), nil, ReasonBadService, "service"},
+	{"service after C1 ok", ev(`"service":"a\u00a1b"`), want(func(e *Event) { e.Service = "a\u00a1b" }), "", ""},
+	{"service line separator", ev("\"service\":\"a\u2028b\""), nil, ReasonBadService, "service"},
+	{"service paragraph separator", ev(`"service":"a\u2029b"`), nil, ReasonBadService, "service"},
+	{"service zero-width joiner ok", ev(`"service":"a\u200db"`), want(func(e *Event) { e.Service = "a\u200db" }), "", ""},
 	{"service DEL", ev("\"service\":\"a\x7fb\""), nil, ReasonBadService, "service"},
 	{"service missing", ev(`-service`), nil, ReasonMissingField, "service"},
 	{"service null", ev(`"service":null`), nil, ReasonMissingField, "service"},
@@ -227,7 +241,12 @@ var decodeCases = []decodeCase{
 	{"latency fraction", ev(`"latency_ms":12.75`), want(func(e *Event) { e.LatencyMS = 12.75 }), "", ""},
 	{"latency exponent", ev(`"latency_ms":1.5E+3`), want(func(e *Event) { e.LatencyMS = 1500 }), "", ""},
 	{"latency small exponent", ev(`"latency_ms":25e-1`), want(func(e *Event) { e.LatencyMS = 2.5 }), "", ""},
-	{"latency max float", ev(`"latency_ms":1.7976931348623157e308`), want(func(e *Event) { e.LatencyMS = math.MaxFloat64 }), "", ""},
+	{"latency maximum", ev(`"latency_ms":1e15`), want(func(e *Event) { e.LatencyMS = MaxLatencyMS }), "", ""},
+	{"latency maximum long", ev(`"latency_ms":1000000000000000.0`), want(func(e *Event) { e.LatencyMS = MaxLatencyMS }), "", ""},
+	{"latency rounds to maximum", ev(`"latency_ms":1000000000000000.06`), want(func(e *Event) { e.LatencyMS = MaxLatencyMS }), "", ""},
+	{"latency above maximum", ev(`"latency_ms":1000000000000000.125`), nil, ReasonOutOfRange, "latency_ms"},
+	{"latency absurd", ev(`"latency_ms":1e300`), nil, ReasonOutOfRange, "latency_ms"},
+	{"latency max float", ev(`"latency_ms":1.7976931348623157e308`), nil, ReasonOutOfRange, "latency_ms"},
 	{"latency 801 integer digits", ev(`"latency_ms":1` + strings.Repeat("0", 800) + `e-800`), want(func(e *Event) { e.LatencyMS = 1 }), "", ""},
 	{"latency long fraction", ev(`"latency_ms":2.` + strings.Repeat("0", 900) + `1`), want(func(e *Event) { e.LatencyMS = 2 }), "", ""},
 	{"latency long overflow", ev(`"latency_ms":` + strings.Repeat("9", 400)), nil, ReasonOutOfRange, "latency_ms"},
@@ -612,8 +631,13 @@ func TestDecodeErrorMessages(t *testing.T) {
 		{ev(`"service":""`), `event: bad_service "service": empty`},
 		{ev(`"service":"` + strings.Repeat("x", 129) + `"`), `event: bad_service "service": 129 bytes, longer than 128`},
 		{ev("\"service\":\"\xff\""), `event: bad_service "service": not valid UTF-8`},
+		{ev(`"service":"  "`), `event: bad_service "service": blank (only whitespace): "  "`},
+		{ev(`"service":" x"`), `event: bad_service "service": starts or ends with whitespace: " x"`},
+		{ev(`"service":"a\u0085"`), `event: bad_service "service": contains a control character: "a\u0085"`},
+		{ev(`"service":"a\u2028"`), `event: bad_service "service": contains a line or paragraph separator: "a\u2028"`},
 		{ev(`"latency_ms":-2.5`), `event: out_of_range "latency_ms": negative: -2.5`},
 		{ev(`"latency_ms":1e999`), `event: out_of_range "latency_ms": not finite: "1e999"`},
+		{ev(`"latency_ms":1e300`), `event: out_of_range "latency_ms": 1e+300 exceeds the maximum 1e+15`},
 		{ev(`"risk_score":1.5`), `event: out_of_range "risk_score": outside [0, 1]: 1.5`},
 		{ev(`"timestamp":"yesterday"`), `event: bad_timestamp "timestamp": not an RFC 3339 or ISO 8601 date-time: "yesterday"`},
 		{ev(`"timestamp":1e20`), `event: bad_timestamp "timestamp": epoch milliseconds outside years 0000-9999: "1e20"`},
@@ -678,13 +702,17 @@ func TestDecodeAllocs(t *testing.T) {
 		ev(`"timestamp":1795913940000`, `"service":"caf\u00e9"`, `"meta":{"a":[1,2,{"b":"c"}]}`),
 	} {
 		data := []byte(in)
-		allocs := testing.AllocsPerRun(200, func() {
-			if _, err := Decode(data, fuzzNow, fuzzLim); err != nil {
-				t.Fatal(err)
+		for _, loc := range []*time.Location{nil, mustZone(t, "Asia/Tokyo")} {
+			lim := fuzzLim
+			lim.Location = loc
+			allocs := testing.AllocsPerRun(200, func() {
+				if _, err := Decode(data, fuzzNow.Add(12*time.Hour), lim); err != nil {
+					t.Fatal(err)
+				}
+			})
+			if allocs > 1 {
+				t.Errorf("Decode(%q) in %v: %.1f allocs, want ≤ 1", in, loc, allocs)
 			}
-		})
-		if allocs > 1 {
-			t.Errorf("Decode(%q): %.1f allocs, want ≤ 1", in, allocs)
 		}
 	}
 }

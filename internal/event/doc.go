@@ -27,18 +27,28 @@
 //   - timestamp (required): a string, either RFC 3339 with a zone
 //     ("2026-11-29T01:00:00.123Z", "…+05:30", "-00:00" is UTC) or ISO 8601
 //     without a zone as written by Python's datetime.isoformat()
-//     ("2026-11-29T01:00:00.123456", "2026-11-29T01:00:00"), taken as UTC.
+//     ("2026-11-29T01:00:00.123456", "2026-11-29T01:00:00"), a wall-clock
+//     time in [Limits].Location (EVENT_TIMEZONE, default UTC); at a
+//     daylight-saving change a repeated wall time is the earlier instant and
+//     a skipped one is read with the offset before the change (as Python's
+//     zoneinfo with fold=0, the producer's own reading).
 //     The separator may be 'T', 't' or a space; the fraction may have any
 //     number of digits (truncated to nanoseconds); 'Z' may be lower case;
 //     offsets are ±hh:mm. Seconds must be 00–59 (no leap seconds). Or a JSON
 //     number of milliseconds since the Unix epoch (fractions allowed,
 //     years 0000–9999). A numeric string is not an epoch: it is bad_timestamp.
-//   - service (required): a non-empty string of at most 128 bytes of valid
-//     UTF-8 after unescaping, without control characters (U+0000–U+001F,
-//     U+007F: they break PostgreSQL text, logs and headers) → else bad_service.
+//   - service (required): a string valid by [ValidService] after unescaping
+//     → else bad_service: 1–128 bytes of valid UTF-8, no control character
+//     (C0 U+0000–U+001F, DEL U+007F, C1 U+0080–U+009F: they break PostgreSQL
+//     text, logs, headers and terminals), no line or paragraph separator
+//     (U+2028, U+2029), no whitespace (unicode.IsSpace) at either end, so
+//     never blank. The API's service parameter and silence matcher apply the
+//     same rule, so every stored name can be queried.
 //   - level (required): a string, ASCII case-insensitive, one of debug, info,
 //     notice, warning (or warn), error, critical, fatal → else bad_level.
-//   - latency_ms (required): a JSON number, finite (1e400 is out_of_range), ≥ 0.
+//   - latency_ms (required): a JSON number, ≥ 0 and ≤ [MaxLatencyMS] (10^15
+//     ms; 1e300 and 1e400 are out_of_range). The bound is the aggregation
+//     kernel's clamp, so an accepted latency is never altered.
 //   - risk_score (optional, null means absent): a JSON number, finite, in [0, 1].
 //     Numbers are rounded to the nearest float64 first (correctly, for any
 //     length), and the range checks apply to that value; -0 becomes 0.

@@ -106,7 +106,7 @@ func parseLevel[S string | []byte](s S) (Level, bool) {
 // rest of the input message is kept, if at all, by the caller as raw bytes.
 type Event struct {
 	Time      time.Time // event time, in UTC (Location is time.UTC)
-	Service   string    // non-empty, ≤ 128 bytes, valid UTF-8, no control characters
+	Service   string    // valid by ValidService
 	Level     Level
 	LatencyMS float64 // finite, ≥ 0 (never -0)
 	Risk      float64 // finite, in [0, 1]; valid only if HasRisk

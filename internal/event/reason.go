@@ -23,8 +23,8 @@ const (
 	// ReasonBadType: a known field has the wrong JSON type (e.g. latency_ms
 	// is a string, level is a number).
 	ReasonBadType Reason = "bad_type"
-	// ReasonOutOfRange: latency_ms is negative or not finite, or risk_score
-	// is outside [0, 1] or not finite.
+	// ReasonOutOfRange: latency_ms is negative, not finite or above
+	// MaxLatencyMS, or risk_score is outside [0, 1] or not finite.
 	ReasonOutOfRange Reason = "out_of_range"
 	// ReasonTooLarge: the message is longer than Limits.MaxBytes.
 	ReasonTooLarge Reason = "too_large"
@@ -36,8 +36,10 @@ const (
 	// ReasonBadTimestamp: timestamp is a string in no accepted format, names
 	// an invalid date or time, or is an epoch number outside years 0000–9999.
 	ReasonBadTimestamp Reason = "bad_timestamp"
-	// ReasonBadService: service is empty, longer than 128 bytes, not valid
-	// UTF-8, or contains a control character.
+	// ReasonBadService: service breaks the service-name rule of
+	// ValidService (empty or blank, longer than 128 bytes, not valid UTF-8,
+	// a C0/DEL/C1 control character or line separator, whitespace at
+	// either end).
 	ReasonBadService Reason = "bad_service"
 	// ReasonBadLevel: level is a string that names no known level.
 	ReasonBadLevel Reason = "bad_level"

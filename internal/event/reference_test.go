@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -88,7 +89,7 @@ func refDecode(data []byte, now time.Time, lim Limits) (Event, Reason, string) {
 	case !ok:
 		return Event{}, ReasonMissingField, "timestamp"
 	case raw[0] == '"':
-		if ev.Time, ok = refParseTime(str(raw)); !ok {
+		if ev.Time, ok = refParseTime(str(raw), lim.Location); !ok {
 			return Event{}, ReasonBadTimestamp, "timestamp"
 		}
 	case isNum(raw):
@@ -109,8 +110,7 @@ func refDecode(data []byte, now time.Time, lim Limits) (Event, Reason, string) {
 		return Event{}, ReasonBadService, "service"
 	}
 	ev.Service = str(raw)
-	if ev.Service == "" || len(ev.Service) > 128 ||
-		strings.ContainsFunc(ev.Service, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+	if !refValidService(ev.Service) {
 		return Event{}, ReasonBadService, "service"
 	}
 
@@ -133,7 +133,7 @@ func refDecode(data []byte, now time.Time, lim Limits) (Event, Reason, string) {
 		return Event{}, ReasonBadType, "latency_ms"
 	}
 	ev.LatencyMS = refParseFloat(string(raw))
-	if math.IsInf(ev.LatencyMS, 0) || ev.LatencyMS < 0 {
+	if math.IsInf(ev.LatencyMS, 0) || ev.LatencyMS < 0 || ev.LatencyMS > 1e15 {
 		return Event{}, ReasonOutOfRange, "latency_ms"
 	}
 
@@ -196,6 +196,15 @@ func refParseFloat(lit string) float64 {
 	return math.Copysign(f, sign)
 }
 
+// refValidService is the service-name rule of ValidService written with the
+// unicode package: 1–128 bytes of UTF-8, no Cc (C0, DEL, C1) or Zl/Zp rune,
+// no whitespace at either end.
+func refValidService(s string) bool {
+	return s != "" && len(s) <= 128 && utf8.ValidString(s) &&
+		!strings.ContainsFunc(s, func(r rune) bool { return unicode.IsControl(r) || unicode.In(r, unicode.Zl, unicode.Zp) }) &&
+		strings.TrimSpace(s) == s
+}
+
 var refLevels = map[string]Level{
 	"debug": LevelDebug, "info": LevelInfo, "notice": LevelNotice,
 	"warning": LevelWarning, "warn": LevelWarning, "error": LevelError,
@@ -214,7 +223,7 @@ func refASCIILower(s string) string {
 var refTimeRE = regexp.MustCompile(
 	`^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?(?:([Zz])|([+-])(\d{2}):(\d{2}))?$`)
 
-func refParseTime(s string) (time.Time, bool) {
+func refParseTime(s string, loc *time.Location) (time.Time, bool) {
 	m := refTimeRE.FindStringSubmatch(s)
 	if m == nil {
 		return time.Time{}, false
@@ -239,7 +248,57 @@ func refParseTime(s string) (time.Time, bool) {
 		}
 		t = t.Add(off)
 	}
+	if m[8] == "" && m[9] == "" && loc != nil {
+		t = time.Unix(refNaive(t.Unix(), loc), int64(t.Nanosecond())).UTC()
+	}
 	return t, true
+}
+
+// refNaive reads the wall time wall (Unix seconds of that wall clock) in
+// loc from the zone periods around it (time.ZoneBounds): the earliest
+// instant whose period's offset gives that wall time; in a gap, the wall
+// time read with the offset of the last period that ended before it.
+func refNaive(wall int64, loc *time.Location) int64 {
+	type period struct{ start, end, off int64 } // [start, end) in Unix seconds
+	var ps []period
+	for p := time.Unix(wall-3*86400, 0).In(loc); p.Unix() <= wall+3*86400; {
+		start, end := p.ZoneBounds()
+		if !end.IsZero() && !end.After(p) {
+			// ZoneBounds reports a pseudo-boundary at New Year where the
+			// zone's rule string takes over (Go 1.26); step over it.
+			p = p.Add(time.Second)
+			continue
+		}
+		_, off := p.Zone()
+		pr := period{math.MinInt64, math.MaxInt64, int64(off)}
+		if !start.IsZero() {
+			pr.start = start.Unix()
+		}
+		if !end.IsZero() {
+			pr.end = end.Unix()
+		}
+		ps = append(ps, pr)
+		if end.IsZero() {
+			break
+		}
+		p = end.In(loc)
+	}
+	best, found := int64(0), false
+	for _, p := range ps {
+		if t := wall - p.off; p.start <= t && t < p.end && (!found || t < best) {
+			best, found = t, true
+		}
+	}
+	if found {
+		return best
+	}
+	before := ps[0].off
+	for _, p := range ps {
+		if p.end != math.MaxInt64 && p.end+p.off <= wall {
+			before = p.off
+		}
+	}
+	return wall - before
 }
 
 // refEpochMillis converts with exact rational arithmetic and floors to the
@@ -309,6 +368,15 @@ func TestReferenceConstants(t *testing.T) {
 var (
 	fuzzNow = time.Date(2026, 11, 29, 1, 0, 0, 0, time.UTC)
 	fuzzLim = Limits{MaxBytes: 4096, MaxFutureSkew: 5 * time.Minute, Horizon: 7 * 24 * time.Hour}
+	// fuzzLimLA reads naive timestamps in a zone west of UTC with DST.
+	fuzzLimLA = func() Limits {
+		l := fuzzLim
+		var err error
+		if l.Location, err = time.LoadLocation("America/Los_Angeles"); err != nil {
+			panic(err)
+		}
+		return l
+	}()
 )
 
 // checkAgainstReference fails t unless Decode and refDecode agree on data.
@@ -367,6 +435,8 @@ func FuzzDecodeMembers(f *testing.F) {
 		{`1795913940000.000001`, `"s"`, `"debug"`, `12.5E-1`, ``, `"level":"x"`},
 		{`-62167219200000`, `""`, `"notice"`, `1`, `1.5`, ``},
 		{`"2026-11-29T01:05:00Z"`, `"\ud800"`, `"error"`, `"1"`, `-0`, ``},
+		{`"2026-11-28T17:00:00"`, `" x"`, `"info"`, `1e15`, ``, ``},
+		{`"2026-11-01T01:30:00"`, `"a\u0085"`, `"info"`, `1000000000000000.125`, ``, ``},
 		{`"2026-11-22T01:00:00Z"`, `"x\u0000"`, `"Info"`, `null`, `[]`, `"":""`},
 		{`"2026-02-29T00:00:00Z"`, `1`, `3`, `{}`, `true`, `"k":"\ud83d\ude00"`},
 		{`2.5e14`, `"` + strings.Repeat("x", 128) + `"`, `"warning"`, `1e400`, `1e-400`, ``},
@@ -384,5 +454,6 @@ func FuzzDecodeMembers(f *testing.F) {
 		}
 		b.WriteString("}")
 		checkAgainstReference(t, []byte(b.String()), fuzzNow, fuzzLim)
+		checkAgainstReference(t, []byte(b.String()), fuzzNow, fuzzLimLA)
 	})
 }

@@ -13,9 +13,10 @@ const (
 //
 //	YYYY-MM-DD{T|t| }hh:mm:ss[.f…][Z|z|±hh:mm]
 //
-// Without a zone the time is UTC. Fraction digits beyond nanoseconds are
-// truncated. The result is in UTC.
-func parseTimestamp(b []byte) (time.Time, bool) {
+// Without a zone the time is a wall-clock time in loc (nil: UTC), see
+// naiveInstant. Fraction digits beyond nanoseconds are truncated. The
+// result is in UTC.
+func parseTimestamp(b []byte, loc *time.Location) (time.Time, bool) {
 	if len(b) < len("2006-01-02T15:04:05") ||
 		b[4] != '-' || b[7] != '-' || b[13] != ':' || b[16] != ':' {
 		return time.Time{}, false
@@ -56,6 +57,7 @@ func parseTimestamp(b []byte) (time.Time, bool) {
 		}
 	}
 	offset := 0 // seconds east of UTC
+	naive := i == len(b)
 	if i < len(b) {
 		switch b[i] {
 		case 'Z', 'z':
@@ -82,7 +84,45 @@ func parseTimestamp(b []byte) (time.Time, bool) {
 		return time.Time{}, false
 	}
 	unix := daysFromCivil(year, month, day)*86400 + int64(hour*3600+minute*60+sec-offset)
+	if naive && loc != nil && loc != time.UTC {
+		unix = naiveInstant(unix, loc)
+	}
 	return time.Unix(unix, int64(nsec)).UTC(), true
+}
+
+// naiveInstant returns the instant (Unix seconds) at which the clocks of
+// loc read the wall time wall (seconds since 1970-01-01 00:00 of that wall
+// clock). At a daylight-saving change it follows Python's zoneinfo with
+// fold=0, the reading of the producer that writes such timestamps: a wall
+// time that occurs twice (clocks go back) is the earlier instant; one that
+// never occurs (clocks go forward) is read with the offset in effect before
+// the change, so 02:30 in a 02:00→03:00 gap is 03:30 new time. (time.Date
+// would give 01:30 old time for the gap; PostgreSQL agrees on the gap but
+// takes the later, standard-time instant for a repeated wall time.)
+func naiveInstant(wall int64, loc *time.Location) int64 {
+	// A day either side of wall is outside every candidate instant
+	// (offsets are within ±14 h), so these are the offsets before and
+	// after any change near wall; the middle one covers a zone with two
+	// changes within two days.
+	before := offsetAt(wall-86400, loc)
+	after := offsetAt(wall+86400, loc)
+	best, found := int64(0), false
+	for _, off := range [3]int64{before, offsetAt(wall, loc), after} {
+		t := wall - off
+		if offsetAt(t, loc) == off && (!found || t < best) {
+			best, found = t, true
+		}
+	}
+	if !found { // in a gap
+		return wall - before
+	}
+	return best
+}
+
+// offsetAt is loc's offset from UTC, in seconds, at Unix time t.
+func offsetAt(t int64, loc *time.Location) int64 {
+	_, off := time.Unix(t, 0).In(loc).Zone()
+	return int64(off)
 }
 
 // daysFromCivil returns the number of days from 1970-01-01 to the given
