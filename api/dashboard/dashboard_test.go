@@ -956,7 +956,9 @@ func TestWindowSelectorInBrowser(t *testing.T) {
 	if err := chromedp.Do(ctx, chromedp.Navigate(base+"/")); err != nil {
 		t.Fatal(err)
 	}
-	poll(t, ctx, "the configured windows", `document.querySelectorAll('#window option').length === 3`)
+	// The page starts with the default windows (also three): wait for the
+	// configured ones to replace them.
+	poll(t, ctx, "the configured windows", `[...document.querySelectorAll('#window option')].map((o) => o.value).join() === '1min,15min,1day'`)
 	opts, err := chromedp.Run(ctx, chromedp.Evaluate[string](`[...document.querySelectorAll('#window option')].map((o) => o.value + '=' + o.textContent).join(',')`))
 	if want := "1min=1 minute,15min=15 minutes,1day=1 day"; err != nil || opts != want {
 		t.Fatalf("window options %q (%v), want %q", opts, err, want)

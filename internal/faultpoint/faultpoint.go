@@ -49,8 +49,14 @@ func KillAt(point string, after int64, armedBy string) {
 		}
 		if p == point && armed.Load() && hits.Add(1) >= after {
 			fmt.Fprintf(os.Stderr, "FAULT %s #%d: kill -9 self\n", p, after)
-			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
-			select {} // never return into the stage
+			kill()
 		}
 	})
+}
+
+// kill ends the process as a crash would; a variable so that the counting
+// can be tested in-process.
+var kill = func() {
+	_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+	select {} // never return into the stage
 }

@@ -53,3 +53,27 @@ func TestKillAt(t *testing.T) {
 		t.Fatalf("child output:\n%s", out)
 	}
 }
+
+// TestKillAtCounts: in-process, with the kill recorded instead: only hits
+// of the point after the arming point count, and the kill comes at the
+// after-th.
+func TestKillAtCounts(t *testing.T) {
+	defer func(k func()) { kill = k; Set(nil) }(kill)
+	var at []int
+	step := 0
+	kill = func() { at = append(at, step) }
+	KillAt("p", 2, "arm")
+	for i, p := range []string{"p", "x", "arm", "p", "x", "p", "p"} {
+		step = i
+		Hit(p)
+	}
+	if len(at) != 2 || at[0] != 5 || at[1] != 6 {
+		t.Fatalf("killed at steps %v, want [5 6] (the 2nd armed hit, and every one after)", at)
+	}
+	KillAt("q", 1, "")
+	step = 99
+	Hit("q")
+	if len(at) != 3 || at[2] != 99 {
+		t.Fatalf("unarmed KillAt: killed at %v", at)
+	}
+}

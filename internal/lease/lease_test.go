@@ -1,6 +1,7 @@
 package lease
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -140,5 +141,35 @@ func TestLeaseRaces(t *testing.T) {
 		if n != 1 {
 			t.Fatalf("round %d: %d winners, want 1", round, n)
 		}
+	}
+}
+
+// TestLeaseWithNATSDown: a holder that cannot reach NATS gets errors, not
+// ErrLost — it has not lost the lease, it cannot tell — and a candidate
+// gets an error, not a lease.
+func TestLeaseWithNATSDown(t *testing.T) {
+	ns := testenv.NATS(t)
+	js := ns.JetStream(t)
+	ctx := testenv.Context(t)
+	kv, err := natsutil.EnsureKV(ctx, js, jetstream.KeyValueConfig{Bucket: "lease_down", History: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Unix(1_800_000_000, 0)
+	l, err := TryAcquire(ctx, kv, "k", "a", time.Minute, now)
+	if err != nil || l == nil {
+		t.Fatalf("acquire: %v %v", l, err)
+	}
+	ns.Shutdown()
+	sctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	if err := l.Renew(sctx, now); err == nil || errors.Is(err, ErrLost) {
+		t.Fatalf("renew with NATS down: %v, want an error that is not ErrLost", err)
+	}
+	if got, err := TryAcquire(sctx, kv, "k2", "b", time.Minute, now); err == nil || got != nil {
+		t.Fatalf("acquire with NATS down: %v %v, want an error", got, err)
+	}
+	if err := l.Release(sctx); err == nil {
+		t.Fatal("release with NATS down succeeded")
 	}
 }
