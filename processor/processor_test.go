@@ -23,12 +23,28 @@ func TestSingleWorkerExact(t *testing.T) {
 	h := newHarness(t, nil)
 	r := rand.New(rand.NewPCG(1, 2))
 	base := time.Now().Add(-10 * time.Minute).Truncate(time.Minute)
+	before := progress()
 	h.publish(genEvents(r, 3000, 20, base, 5*time.Minute)...)
 	h.startWorker("w1", nil)
 	h.waitExact(30 * time.Second)
 	// More while running.
 	h.publish(genEvents(r, 2000, 20, base, 8*time.Minute)...)
 	h.waitExact(30 * time.Second)
+	// The progress line's figures moved with the work (other tests of the
+	// package may add to the same counters, never subtract).
+	after := progress()
+	if after["in"]-before["in"] < 5000 || after["out"] <= before["out"] || after["owned_shards"] < 1 {
+		t.Errorf("progress figures before %v, after %v: want in +5000 or more, out up, shards owned", before, after)
+	}
+}
+
+// progress reads ProgressFigures by name.
+func progress() map[string]float64 {
+	m := map[string]float64{}
+	for _, f := range ProgressFigures() {
+		m[f.Name] = f.Value
+	}
+	return m
 }
 
 // TestNaiveTimestampsInEventTimezone: with EVENT_TIMEZONE set, the

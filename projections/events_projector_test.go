@@ -80,6 +80,7 @@ func TestEventsProjector(t *testing.T) {
 	lim := decodeLimits
 	lim.Location = tokyo
 	health := telemetry.NewHealth()
+	before := progressFigures()
 	ctx, cancel := context.WithCancel(h.ctx)
 	done := make(chan error, 1)
 	go func() {
@@ -96,6 +97,13 @@ func TestEventsProjector(t *testing.T) {
 		}
 		return h.drained(natsutil.StreamEvents, "stacklens_projections_events")
 	})
+	// The progress line's figures moved with the work: every event was
+	// received and inserted; "not json" counts as a dead letter (other tests
+	// of the package may add to the same counters, never subtract).
+	after := progressFigures()
+	if after["in"]-before["in"] < float64(wantN) || after["out"]-before["out"] < float64(wantN) || after["dead_letters"]-before["dead_letters"] < 1 {
+		t.Errorf("progress figures before %v, after %v: want in and out +%d or more, dead_letters +1", before, after, wantN)
+	}
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
@@ -225,4 +233,13 @@ func TestInsertEventsDirect(t *testing.T) {
 			t.Errorf("sanitizeJSON(%s) = %s, want %s", in, got, want)
 		}
 	}
+}
+
+// progressFigures reads ProgressFigures by name.
+func progressFigures() map[string]float64 {
+	m := map[string]float64{}
+	for _, f := range ProgressFigures() {
+		m[f.Name] = f.Value
+	}
+	return m
 }
