@@ -2,12 +2,10 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"os"
 	"os/user"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -15,8 +13,6 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/stacklens/stacklens/internal/embedded"
-	"github.com/stacklens/stacklens/internal/harness/devstack"
-	"github.com/stacklens/stacklens/internal/harness/testenv"
 )
 
 // TestDevUnderPrivateDirectory runs `stacklens dev --infra-only` as root
@@ -58,34 +54,9 @@ func TestDevUnderPrivateDirectory(t *testing.T) {
 
 	run := func(sql string) string {
 		t.Helper()
-		dbPort, _ := embedded.FreePort()
-		env := map[string]string{
-			"DATA_DIR": dataDir, "METRICS_PORT": "0", "DB_PORT": strconv.Itoa(dbPort),
-			"ENV_FILE": writeEmpty(t), "LOG_LEVEL": "warn",
-		}
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
-		done := make(chan int, 1)
-		go func() {
-			code, _, errs := runCLI(t, ctx, env, "dev", "--infra-only", "--nats-port", "-1", "--kafka-port", "-1")
-			if code != exitOK {
-				t.Logf("dev stderr:\n%s", errs)
-			}
-			done <- code
-		}()
-		var ep devstack.Endpoints
-		testenv.Eventually(t, 2*time.Minute, func() error {
-			select {
-			case code := <-done:
-				t.Fatalf("dev exited early with %d", code)
-			default:
-			}
-			b, err := os.ReadFile(filepath.Join(dataDir, "endpoints.json"))
-			if err != nil {
-				return err
-			}
-			return json.Unmarshal(b, &ep)
-		})
+		ep, done := startDevInfra(t, ctx, dataDir)
 		conn, err := pgx.Connect(ctx, ep.Postgres)
 		if err != nil {
 			t.Fatal(err)

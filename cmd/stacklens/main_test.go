@@ -145,35 +145,9 @@ func TestDevInfraOnly(t *testing.T) {
 	}
 	_ = os.Chmod(dataDir, 0o755)
 	t.Cleanup(func() { _ = os.RemoveAll(dataDir) })
-	dbPort, _ := embedded.FreePort()
-	env := map[string]string{
-		"DATA_DIR": dataDir, "METRICS_PORT": "0", "DB_PORT": strconv.Itoa(dbPort),
-		"ENV_FILE": writeEmpty(t), "LOG_LEVEL": "warn",
-	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	done := make(chan int, 1)
-	go func() {
-		code, _, errs := runCLI(t, ctx, env, "dev", "--infra-only", "--nats-port", "-1", "--kafka-port", "-1")
-		if code != exitOK {
-			t.Logf("dev stderr:\n%s", errs)
-		}
-		done <- code
-	}()
-
-	var ep devstack.Endpoints
-	testenv.Eventually(t, 2*time.Minute, func() error {
-		select {
-		case code := <-done:
-			t.Fatalf("dev exited early with %d", code)
-		default:
-		}
-		b, err := os.ReadFile(filepath.Join(dataDir, "endpoints.json"))
-		if err != nil {
-			return err
-		}
-		return json.Unmarshal(b, &ep)
-	})
+	ep, done := startDevInfra(t, ctx, dataDir)
 
 	nc, err := nats.Connect(ep.NATS)
 	if err != nil {
@@ -464,4 +438,38 @@ func TestDevProgressLinesEveryRole(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// startDevInfra runs `stacklens dev --infra-only` on dataDir until ctx
+// ends; it returns the endpoints once they are written, and the channel the
+// command's exit code arrives on.
+func startDevInfra(t *testing.T, ctx context.Context, dataDir string) (devstack.Endpoints, <-chan int) {
+	t.Helper()
+	dbPort, _ := embedded.FreePort()
+	env := map[string]string{
+		"DATA_DIR": dataDir, "METRICS_PORT": "0", "DB_PORT": strconv.Itoa(dbPort),
+		"ENV_FILE": writeEmpty(t), "LOG_LEVEL": "warn",
+	}
+	done := make(chan int, 1)
+	go func() {
+		code, _, errs := runCLI(t, ctx, env, "dev", "--infra-only", "--nats-port", "-1", "--kafka-port", "-1")
+		if code != exitOK {
+			t.Logf("dev stderr:\n%s", errs)
+		}
+		done <- code
+	}()
+	var ep devstack.Endpoints
+	testenv.Eventually(t, 2*time.Minute, func() error {
+		select {
+		case code := <-done:
+			t.Fatalf("dev exited early with %d", code)
+		default:
+		}
+		b, err := os.ReadFile(filepath.Join(dataDir, "endpoints.json"))
+		if err != nil {
+			return err
+		}
+		return json.Unmarshal(b, &ep)
+	})
+	return ep, done
 }
