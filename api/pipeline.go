@@ -446,12 +446,12 @@ func (p *PipelineProbe) deadLetters(subjects map[string]uint64, now time.Time) *
 // setStreamGauges publishes u; every API replica publishes the same
 // figures, so alerts take the max by stream.
 func setStreamGauges(stream string, u StreamUsage) {
-	l := fmt.Sprintf(`{stream=%q}`, stream)
-	metrics.GetOrCreateGauge("stacklens_stream_bytes"+l, nil).Set(float64(u.Bytes))
-	metrics.GetOrCreateGauge("stacklens_stream_max_bytes"+l, nil).Set(float64(u.MaxBytes))
+	metrics.GetOrCreateGauge(fmt.Sprintf(`stacklens_stream_bytes{stream=%q}`, stream), nil).Set(float64(u.Bytes))
+	metrics.GetOrCreateGauge(fmt.Sprintf(`stacklens_stream_max_bytes{stream=%q}`, stream), nil).Set(float64(u.MaxBytes))
+	ratio := fmt.Sprintf(`stacklens_stream_bytes_used_ratio{stream=%q}`, stream)
 	if u.MaxBytes > 0 {
-		metrics.GetOrCreateGauge("stacklens_stream_bytes_used_ratio"+l, nil).Set(float64(u.Bytes) / float64(u.MaxBytes))
+		metrics.GetOrCreateGauge(ratio, nil).Set(float64(u.Bytes) / float64(u.MaxBytes))
 	} else {
-		metrics.UnregisterMetric("stacklens_stream_bytes_used_ratio" + l) // bound removed: no stale ratio
+		metrics.UnregisterMetric(ratio) // bound removed: no stale ratio
 	}
 }
