@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/VictoriaMetrics/metrics"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -22,13 +23,30 @@ import (
 // JetStream stage and the dead letters, as last sampled by a PipelineProbe
 // (docs/api.md, "GET /health").
 type PipelineStatus struct {
-	Status      string          `json:"status" enum:"ok,unavailable,disabled" doc:"disabled: this API samples nothing (no NATS); unavailable: the last sample failed (error), the numbers are from sampled_at"`
+	Status      string          `json:"status" enum:"ok,warning,unavailable,disabled" doc:"disabled: this API samples nothing (no NATS); unavailable: the last sample failed (error), the numbers are from sampled_at; warning: a stream holds 80 % or more of its byte bound (streams)"`
 	Error       string          `json:"error,omitempty"`
 	SampledAt   *time.Time      `json:"sampled_at,omitempty" doc:"when the numbers were read from JetStream (every few seconds, not per request)"`
 	Processor   *ProcessorLag   `json:"processor,omitempty"`
 	Projections []ConsumerLag   `json:"projections,omitempty" doc:"the projections' durable consumers"`
 	DeadLetters *DeadLetterInfo `json:"dead_letters,omitempty"`
+	Streams     []StreamUsage   `json:"streams,omitempty" doc:"disk use of STACKLENS_EVENTS and STACKLENS_DLQ against their byte bounds"`
 }
+
+// StreamUsage is a stream's size against its byte bound
+// (EVENTS_MAX_BYTES, DLQ_MAX_BYTES). At the bound JetStream drops the
+// oldest messages, consumed or not, so the warning comes before it.
+type StreamUsage struct {
+	Stream    string   `json:"stream"`
+	Status    string   `json:"status" enum:"ok,warning" doc:"warning: used_ratio ≥ 0.8 (docs/RUNBOOK.md, Stream near its byte bound)"`
+	Messages  uint64   `json:"messages"`
+	Bytes     uint64   `json:"bytes" doc:"bytes stored (after compression)"`
+	MaxBytes  int64    `json:"max_bytes" doc:"the byte bound; -1: none"`
+	UsedRatio *float64 `json:"used_ratio,omitempty" doc:"bytes / max_bytes; absent without a bound"`
+}
+
+// streamWarnRatio is the used ratio from which a stream's usage is a
+// warning: enough room left to act before the oldest unconsumed events go.
+const streamWarnRatio = 0.8
 
 // ProcessorLag is the processors' backlog on STACKLENS_EVENTS.
 type ProcessorLag struct {
@@ -227,6 +245,49 @@ func (p *PipelineProbe) sample(ctx context.Context) (*PipelineStatus, error) {
 	}
 	slices.SortFunc(out.Projections, func(a, b ConsumerLag) int { return strings.Compare(a.Consumer, b.Consumer) })
 	out.DeadLetters = p.deadLetters(info.State.Subjects, now)
+	if out.Streams, err = p.streamUsage(ctx); err != nil {
+		return nil, err
+	}
+	for _, u := range out.Streams {
+		if u.Status == "warning" {
+			out.Status = "warning"
+		}
+	}
+	return out, nil
+}
+
+// streamUsage reads the size and bound of the event and dead-letter
+// streams, and publishes them as stacklens_stream_bytes{stream},
+// stacklens_stream_max_bytes{stream} and
+// stacklens_stream_bytes_used_ratio{stream} (the ratio only when bounded).
+func (p *PipelineProbe) streamUsage(ctx context.Context) ([]StreamUsage, error) {
+	var out []StreamUsage
+	for _, name := range []string{natsutil.StreamEvents, natsutil.StreamDLQ} {
+		s, err := p.js.Stream(ctx, name)
+		if errors.Is(err, jetstream.ErrStreamNotFound) && name == natsutil.StreamDLQ {
+			continue // provisioned with the event stream; not yet
+		}
+		if err != nil {
+			return nil, fmt.Errorf("stream %s: %w", name, err)
+		}
+		info, err := s.Info(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("stream %s: %w", name, err)
+		}
+		u := StreamUsage{Stream: name, Status: "ok", Messages: info.State.Msgs, Bytes: info.State.Bytes, MaxBytes: info.Config.MaxBytes}
+		if u.MaxBytes <= 0 {
+			u.MaxBytes = -1
+		}
+		setStreamGauges(name, u)
+		if u.MaxBytes > 0 {
+			r := float64(u.Bytes) / float64(u.MaxBytes)
+			u.UsedRatio = &r
+			if r >= streamWarnRatio {
+				u.Status = "warning"
+			}
+		}
+		out = append(out, u)
+	}
 	return out, nil
 }
 
@@ -380,4 +441,17 @@ func (p *PipelineProbe) deadLetters(subjects map[string]uint64, now time.Time) *
 		return strings.Compare(a.Reason, b.Reason)
 	})
 	return out
+}
+
+// setStreamGauges publishes u; every API replica publishes the same
+// figures, so alerts take the max by stream.
+func setStreamGauges(stream string, u StreamUsage) {
+	metrics.GetOrCreateGauge(fmt.Sprintf(`stacklens_stream_bytes{stream=%q}`, stream), nil).Set(float64(u.Bytes))
+	metrics.GetOrCreateGauge(fmt.Sprintf(`stacklens_stream_max_bytes{stream=%q}`, stream), nil).Set(float64(u.MaxBytes))
+	ratio := fmt.Sprintf(`stacklens_stream_bytes_used_ratio{stream=%q}`, stream)
+	if u.MaxBytes > 0 {
+		metrics.GetOrCreateGauge(ratio, nil).Set(float64(u.Bytes) / float64(u.MaxBytes))
+	} else {
+		metrics.UnregisterMetric(ratio) // bound removed: no stale ratio
+	}
 }

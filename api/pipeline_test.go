@@ -1,13 +1,16 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/VictoriaMetrics/metrics"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/stacklens/stacklens/internal/config"
@@ -225,5 +228,71 @@ func fetch(t *testing.T, c jetstream.Consumer, n int, ack bool) {
 	}
 	if got != n {
 		t.Fatalf("fetched %d messages, want %d (%v)", got, n, b.Error())
+	}
+}
+
+// TestPipelineStreamNearByteBound: with EVENTS_MAX_BYTES set, the probe
+// reports each stream's bytes against its bound, turns "warning" from
+// 80 % — before DiscardOld drops the oldest, possibly unconsumed, events —
+// and exports stacklens_stream_bytes_used_ratio for the alert rule.
+func TestPipelineStreamNearByteBound(t *testing.T) {
+	ns := testenv.NATS(t)
+	nc := natsConnect(t, ns.URL)
+	ctx := testenv.Context(t)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const bound = 64 << 10
+	if _, err := natsutil.EnsureEventsStream(ctx, js, config.NATS{Shards: 2, Replicas: 1, EventsMaxAge: time.Hour,
+		EventsMaxBytes: bound, Compression: "none"}); err != nil {
+		t.Fatal(err)
+	}
+	probe, err := NewPipelineProbe(nc, PipelineProbeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	usage := func() (string, StreamUsage, StreamUsage) {
+		t.Helper()
+		if err := probe.Sample(ctx); err != nil {
+			t.Fatal(err)
+		}
+		p := probe.PipelineStatus()
+		if len(p.Streams) != 2 || p.Streams[0].Stream != natsutil.StreamEvents || p.Streams[1].Stream != natsutil.StreamDLQ {
+			t.Fatalf("streams %+v", p.Streams)
+		}
+		return p.Status, p.Streams[0], p.Streams[1]
+	}
+	payload := make([]byte, 1024)
+	for range 10 {
+		if _, err := js.Publish(ctx, natsutil.EventSubject(0, "checkout"), payload); err != nil {
+			t.Fatal(err)
+		}
+	}
+	status, ev, dlq := usage()
+	if status != "ok" || ev.Status != "ok" || ev.MaxBytes != bound || ev.Messages != 10 || ev.UsedRatio == nil ||
+		*ev.UsedRatio != float64(ev.Bytes)/bound || *ev.UsedRatio >= 0.8 {
+		t.Fatalf("below the bound: %s %+v", status, ev)
+	}
+	if dlq.MaxBytes != -1 || dlq.UsedRatio != nil || dlq.Status != "ok" {
+		t.Errorf("unbounded DLQ %+v", dlq)
+	}
+	for range 45 {
+		if _, err := js.Publish(ctx, natsutil.EventSubject(1, "search"), payload); err != nil {
+			t.Fatal(err)
+		}
+	}
+	status, ev, _ = usage()
+	if status != "warning" || ev.Status != "warning" || ev.UsedRatio == nil || *ev.UsedRatio < 0.8 {
+		t.Fatalf("at %d of %d bytes: %s %+v", ev.Bytes, bound, status, ev)
+	}
+	var prom bytes.Buffer
+	metrics.WritePrometheus(&prom, false)
+	want := fmt.Sprintf("stacklens_stream_bytes_used_ratio{stream=%q} %g", natsutil.StreamEvents, *ev.UsedRatio)
+	if !strings.Contains(prom.String(), want) {
+		t.Errorf("metrics lack %q", want)
+	}
+	if strings.Contains(prom.String(), `stacklens_stream_bytes_used_ratio{stream="`+natsutil.StreamDLQ) {
+		t.Error("a ratio for the unbounded DLQ")
 	}
 }

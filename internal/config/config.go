@@ -88,6 +88,11 @@ type NATS struct {
 	Shards       int           `env:"SHARDS" default:"16" min:"1" max:"1024" desc:"event shards (fixed when the stream is created)"`
 	EventsMaxAge time.Duration `env:"EVENTS_MAX_AGE" default:"168h" min:"1h" desc:"retention of the event stream = the replay horizon"`
 	DLQMaxAge    time.Duration `env:"DLQ_MAX_AGE" default:"720h" min:"1h" desc:"retention of dead letters: max age of the stream STACKLENS_DLQ, which copies them from the event stream"`
+	// Streams bounded by bytes drop their oldest messages at the bound
+	// (docs/RUNBOOK.md, "Stream near its byte bound").
+	EventsMaxBytes int    `env:"EVENTS_MAX_BYTES" default:"0" min:"0" desc:"byte bound of the event stream STACKLENS_EVENTS (0: none, only EVENTS_MAX_AGE); at the bound the oldest events are dropped, even unconsumed ones; /health and stacklens_stream_bytes_used_ratio warn from 80 %"`
+	DLQMaxBytes    int    `env:"DLQ_MAX_BYTES" default:"0" min:"0" desc:"byte bound of the dead-letter stream STACKLENS_DLQ (0: none, only DLQ_MAX_AGE); at the bound the oldest dead letters are dropped"`
+	Compression    string `env:"NATS_COMPRESSION" default:"s2" oneof:"s2,none" desc:"compression of the file streams STACKLENS_EVENTS and STACKLENS_DLQ: s2 or none; a change applies to data written after it"`
 }
 
 // Pipeline holds the event contract shared by the bridge and processors.

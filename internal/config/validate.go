@@ -96,6 +96,14 @@ func (c *Config) Validate() error {
 	if c.NATS.EventsMaxAge < c.Processor.AllowedLateness {
 		return &Error{Var: "EVENTS_MAX_AGE", Msg: "must exceed ALLOWED_LATENESS"}
 	}
+	// A bound of a few bytes is a unit mistake (MiB meant), and would drop
+	// events as soon as they are written.
+	if n := c.NATS.EventsMaxBytes; n != 0 && n < minStreamBytes {
+		return &Error{Var: "EVENTS_MAX_BYTES", Msg: fmt.Sprintf("must be 0 (no bound) or at least %d (1 MiB), in bytes", minStreamBytes)}
+	}
+	if n := c.NATS.DLQMaxBytes; n != 0 && n < minStreamBytes {
+		return &Error{Var: "DLQ_MAX_BYTES", Msg: fmt.Sprintf("must be 0 (no bound) or at least %d (1 MiB), in bytes", minStreamBytes)}
+	}
 	if c.Alerting.SlackWebhookURL != "" {
 		if u, err := url.Parse(c.Alerting.SlackWebhookURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 			return &Error{Var: "SLACK_WEBHOOK_URL", Msg: "want an http(s) URL"}
@@ -277,3 +285,6 @@ func (d DB) ReaderDSN() string {
 	u.User = url.UserPassword(d.ReaderUser, d.ReaderPassword)
 	return u.String()
 }
+
+// minStreamBytes is the smallest byte bound of a stream.
+const minStreamBytes = 1 << 20

@@ -173,3 +173,46 @@ func TestConnectionSurvivesServerRestart(t *testing.T) {
 		t.Error("no reconnect recorded")
 	}
 }
+
+// TestStreamsBoundedAndCompressed: both streams get NATS_COMPRESSION and
+// their byte bounds (0: none, JetStream's -1), and a change of either is
+// applied to existing streams on the next provisioning, keeping their data.
+func TestStreamsBoundedAndCompressed(t *testing.T) {
+	js := testenv.NATS(t).JetStream(t)
+	ctx := testenv.Context(t)
+	c := config.NATS{Replicas: 1, Shards: 4, EventsMaxAge: 2 * time.Hour, DLQMaxAge: 720 * time.Hour, Compression: "s2"}
+	check := func(events, dlq int64, comp jetstream.StoreCompression) {
+		t.Helper()
+		for name, want := range map[string]int64{StreamEvents: events, StreamDLQ: dlq} {
+			st, err := js.Stream(ctx, name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg := st.CachedInfo().Config
+			if cfg.MaxBytes != want || cfg.Compression != comp {
+				t.Errorf("%s: max bytes %d compression %v, want %d %v", name, cfg.MaxBytes, cfg.Compression, want, comp)
+			}
+		}
+	}
+	if _, err := EnsureEventsStream(ctx, js, c); err != nil {
+		t.Fatal(err)
+	}
+	check(-1, -1, jetstream.S2Compression)
+	if _, err := js.Publish(ctx, EventSubject(1, "x"), []byte("{}")); err != nil {
+		t.Fatal(err)
+	}
+	c.EventsMaxBytes, c.DLQMaxBytes, c.Compression = 4<<20, 1<<20, "none"
+	st, err := EnsureEventsStream(ctx, js, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(4<<20, 1<<20, jetstream.NoCompression)
+	if info, err := st.Info(ctx); err != nil || info.State.Msgs != 1 {
+		t.Fatalf("update lost data: %+v %v", info, err)
+	}
+	c.Compression = "s2"
+	if _, err := EnsureEventsStream(ctx, js, c); err != nil {
+		t.Fatal(err)
+	}
+	check(4<<20, 1<<20, jetstream.S2Compression)
+}

@@ -23,7 +23,9 @@ func EventsStreamConfig(c config.NATS) jetstream.StreamConfig {
 		Storage:            jetstream.FileStorage,
 		Replicas:           c.Replicas,
 		MaxAge:             c.EventsMaxAge,
+		MaxBytes:           maxBytes(c.EventsMaxBytes),
 		Discard:            jetstream.DiscardOld,
+		Compression:        Compression(c),
 		Duplicates:         2 * time.Minute,
 		AllowDirect:        true,
 		AllowAtomicPublish: true,
@@ -31,6 +33,25 @@ func EventsStreamConfig(c config.NATS) jetstream.StreamConfig {
 		AllowMsgTTL:        true,
 		Metadata:           map[string]string{"stacklens.shards": fmt.Sprint(c.Shards)},
 	}
+}
+
+// Compression is NATS_COMPRESSION as a stream setting. The server
+// compresses each message block once it is full, so a change applies to
+// blocks written after it; older blocks stay as they were.
+func Compression(c config.NATS) jetstream.StoreCompression {
+	if c.Compression == "none" {
+		return jetstream.NoCompression
+	}
+	return jetstream.S2Compression
+}
+
+// maxBytes turns a 0 (no bound) of EVENTS_MAX_BYTES/DLQ_MAX_BYTES into
+// JetStream's -1.
+func maxBytes(n int) int64 {
+	if n <= 0 {
+		return -1
+	}
+	return int64(n)
 }
 
 // ErrShardsChanged means the stream was created with another SHARDS value;
@@ -75,7 +96,8 @@ func ensureEvents(ctx context.Context, js jetstream.JetStream, c config.NATS) (j
 	if s, ok := have.Metadata["stacklens.shards"]; ok && s != want.Metadata["stacklens.shards"] {
 		return nil, fmt.Errorf("stream %s has %s shards, SHARDS=%d: %w", StreamEvents, s, c.Shards, ErrShardsChanged)
 	}
-	if have.MaxAge != want.MaxAge || have.Replicas != want.Replicas || !have.AllowAtomicPublish || !have.AllowRollup {
+	if have.MaxAge != want.MaxAge || have.Replicas != want.Replicas || !have.AllowAtomicPublish || !have.AllowRollup ||
+		have.MaxBytes != want.MaxBytes || have.Compression != want.Compression {
 		if st, err = js.UpdateStream(ctx, want); err != nil {
 			return nil, fmt.Errorf("update stream %s: %w", StreamEvents, err)
 		}
@@ -98,7 +120,9 @@ func DLQStreamConfig(c config.NATS) jetstream.StreamConfig {
 		Storage:     jetstream.FileStorage,
 		Replicas:    c.Replicas,
 		MaxAge:      c.DLQMaxAge,
+		MaxBytes:    maxBytes(c.DLQMaxBytes),
 		Discard:     jetstream.DiscardOld,
+		Compression: Compression(c),
 		AllowDirect: true,
 	}
 }
@@ -122,7 +146,8 @@ func EnsureDLQStream(ctx context.Context, js jetstream.JetStream, c config.NATS)
 		return nil, fmt.Errorf("stream %s: %w", StreamDLQ, err)
 	}
 	have := st.CachedInfo().Config
-	if have.MaxAge != want.MaxAge || have.Replicas != want.Replicas || len(have.Sources) != 1 ||
+	if have.MaxAge != want.MaxAge || have.Replicas != want.Replicas || have.MaxBytes != want.MaxBytes ||
+		have.Compression != want.Compression || len(have.Sources) != 1 ||
 		have.Sources[0].Name != StreamEvents || have.Sources[0].FilterSubject != want.Sources[0].FilterSubject {
 		if st, err = js.UpdateStream(ctx, want); err != nil {
 			return nil, fmt.Errorf("update stream %s: %w", StreamDLQ, err)
