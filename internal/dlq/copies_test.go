@@ -90,3 +90,54 @@ func TestMissingStreams(t *testing.T) {
 		})
 	}
 }
+
+// TestConcurrentReplaysLandOnce: operators (or retries) replaying the same
+// dead letter at once: exactly one replay lands, the others are refused as
+// already replayed, and the event stream gains exactly one event.
+func TestConcurrentReplaysLandOnce(t *testing.T) {
+	js, _ := setup(t)
+	ctx := testenv.Context(t)
+	letters, err := List(ctx, js, Filter{})
+	if err != nil || len(letters) != 3 {
+		t.Fatalf("list: %v %v", letters, err)
+	}
+	st, _ := js.Stream(ctx, natsutil.StreamEvents)
+	events := func() uint64 { // messages on event subjects
+		t.Helper()
+		info, err := st.Info(ctx, jetstream.WithSubjectFilter(natsutil.EventsPrefix+">"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n uint64
+		for _, c := range info.State.Subjects {
+			n += c
+		}
+		return n
+	}
+	before := events()
+	fixed := []byte(`{"timestamp":"2026-11-29T01:00:00Z","service":"checkout","level":"info","latency_ms":1}`)
+	now := time.Date(2026, 11, 29, 1, 1, 0, 0, time.UTC)
+	const n = 6
+	errs := make(chan error, n)
+	start := make(chan struct{})
+	for range n {
+		go func() {
+			<-start
+			_, err := Replay(ctx, js, letters[2].Seq, fixed, 4, event.Limits{}, now)
+			errs <- err
+		}()
+	}
+	close(start)
+	landed := 0
+	for range n {
+		switch err := <-errs; {
+		case err == nil:
+			landed++
+		case !errors.Is(err, ErrAlreadyReplayed):
+			t.Errorf("concurrent replay: %v, want nil or ErrAlreadyReplayed", err)
+		}
+	}
+	if after := events(); landed != 1 || after != before+1 {
+		t.Fatalf("%d replays landed, %d events added; want 1 and 1", landed, after-before)
+	}
+}
