@@ -18,6 +18,9 @@ var (
 	tooLateEvents  = metrics.NewCounter("stacklens_processor_too_late_total")
 	overflowEvents = metrics.NewCounter("stacklens_processor_overflow_events_total")
 	skippedFolds   = metrics.NewCounter("stacklens_processor_redelivered_skipped_total")
+	// unparsableMeta: stream messages skipped because their JetStream
+	// metadata (the ack reply: stream sequence, timestamp) does not parse.
+	unparsableMeta = metrics.NewCounter("stacklens_processor_unparsable_metadata_total")
 	ownedShards    = metrics.NewGauge("stacklens_processor_owned_shards", nil)
 	flushSeconds   = metrics.NewPrometheusHistogramExt("stacklens_processor_flush_seconds",
 		[]float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10})

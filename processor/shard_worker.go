@@ -114,6 +114,7 @@ type shardWorker struct {
 	ckptOpen        map[string]int64
 	maxEventNs      int64
 	folded          int
+	unparsable      int // messages skipped for unparsable metadata (first one logged)
 	metrics         *shardMetricSet
 }
 
@@ -281,7 +282,23 @@ func (w *shardWorker) handle(gen uint64, m jetstream.Msg) {
 	seq, pending, ts, ok := parseAckReplyTS(m.Reply())
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if gen != w.gen || w.needReset || !ok || seq <= w.consumed {
+	if gen != w.gen || w.needReset {
+		return
+	}
+	if !ok {
+		// Without the stream sequence the message can be neither folded
+		// exactly (last_seq) nor dead-lettered (its ID is the sequence):
+		// it is skipped, but visibly (docs/processor.md, "Unparsable
+		// metadata").
+		unparsableMeta.Inc()
+		w.unparsable++
+		if w.unparsable == 1 {
+			w.log.Error("message without parsable JetStream metadata skipped (further ones only counted: stacklens_processor_unparsable_metadata_total)",
+				"reply", m.Reply(), "subject", m.Subject())
+		}
+		return
+	}
+	if seq <= w.consumed {
 		return
 	}
 	now := w.sh.clock.Now()
