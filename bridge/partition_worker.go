@@ -212,7 +212,16 @@ func (w *partitionWorker) add(b *batch, m *kafka.Message, now time.Time) {
 	}
 	if m.Offset > w.next && w.next >= 0 {
 		// Compaction, retention or transaction markers: not forwardable.
-		w.log.Debug("offset gap", "expected", w.next, "got", m.Offset)
+		// Counted; the first per partition in this process is a warning
+		// (docs/bridge.md, "Offset gaps"), later ones debug (a
+		// transactional topic has one per commit).
+		w.gauges.gaps.Inc()
+		if w.gauges.gaps.Get() == 1 {
+			w.log.Warn("offset gap: offsets missing from the partition skipped (further gaps only counted: stacklens_bridge_offset_gaps_total)",
+				"expected", w.next, "got", m.Offset)
+		} else {
+			w.log.Debug("offset gap", "expected", w.next, "got", m.Offset)
+		}
 	}
 	w.next = m.Offset + 1
 	if m.HighWaterMark > 0 {
