@@ -1,6 +1,7 @@
 package processor
 
 import (
+	"slices"
 	"strconv"
 	"sync"
 
@@ -30,6 +31,19 @@ var (
 	delaySeconds = metrics.NewPrometheusHistogramExt("stacklens_processor_delay_seconds",
 		telemetry.DelayBuckets)
 	_ = metrics.NewGauge("stacklens_processor_watermark_delay_seconds", maxWatermarkDelay)
+	// unreadable aggregates: KV values that do not decode; their shard
+	// is stalled until an operator repairs them (docs/RUNBOOK.md).
+	_ = metrics.NewGauge("stacklens_processor_unreadable_aggregates", func() float64 {
+		unreadableMu.Lock()
+		defer unreadableMu.Unlock()
+		n := 0
+		for u := range unreadableSets {
+			n += len(u.keys())
+		}
+		return float64(n)
+	})
+	unreadableMu   sync.Mutex
+	unreadableSets = map[*unreadableSet]bool{} // of the running processors
 
 	shardMu      sync.Mutex
 	shardMetrics = map[int]*shardMetricSet{}
@@ -101,5 +115,52 @@ func ProgressFigures() []telemetry.Figure {
 		{Name: "dead_letters", Value: float64(tooLateEvents.Get()), Total: true},
 		{Name: "lag", Value: lag},
 		{Name: "owned_shards", Value: ownedShards.Get()},
+	}
+}
+
+// unreadableSet is the stored aggregates ("bucket key") one processor
+// currently fails to decode, with the error.
+type unreadableSet struct {
+	mu sync.Mutex
+	m  map[string]string
+}
+
+// set records (err != nil) or clears the decode failure of one stored
+// aggregate.
+func (u *unreadableSet) set(bucket, key string, err error) {
+	k := bucket + " " + key
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if err != nil {
+		if u.m == nil {
+			u.m = map[string]string{}
+		}
+		u.m[k] = err.Error()
+	} else {
+		delete(u.m, k)
+	}
+}
+
+// keys lists the unreadable aggregates, sorted.
+func (u *unreadableSet) keys() []string {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	ks := make([]string, 0, len(u.m))
+	for k := range u.m {
+		ks = append(ks, k)
+	}
+	slices.Sort(ks)
+	return ks
+}
+
+// exportUnreadable adds u to the gauge until the returned func is called.
+func exportUnreadable(u *unreadableSet) func() {
+	unreadableMu.Lock()
+	unreadableSets[u] = true
+	unreadableMu.Unlock()
+	return func() {
+		unreadableMu.Lock()
+		delete(unreadableSets, u)
+		unreadableMu.Unlock()
 	}
 }

@@ -467,14 +467,18 @@ func (w *shardWorker) load(wi uint8, key string) (*agg.Aggregate, uint64, error)
 	if err != nil {
 		return nil, 0, err
 	}
+	bucket := w.sh.buckets.names[wi]
 	if op := m.Header.Get("KV-Operation"); op == "DEL" || op == "PURGE" {
+		w.sh.unreadable.set(bucket, key, nil)
 		return nil, m.Sequence, nil
 	}
 	a, err := agg.Decode(m.Data)
+	w.sh.unreadable.set(bucket, key, err)
 	if err != nil {
 		// A value we cannot read is never overwritten blindly: the shard
-		// retries (and logs) until an operator repairs or deletes it.
-		return nil, 0, fmt.Errorf("%s %s: %w", w.sh.buckets.names[wi], key, err)
+		// retries (and logs, counts, reports in /health) until an operator
+		// repairs it (docs/RUNBOOK.md, "Unreadable aggregate").
+		return nil, 0, fmt.Errorf("%s %s: %w", bucket, key, err)
 	}
 	return a, m.Sequence, nil
 }
