@@ -158,6 +158,8 @@ func TestBadValuesNameTheVariable(t *testing.T) {
 		{map[string]string{"KAFKA_SESSION_TIMEOUT": "6s", "KAFKA_HEARTBEAT_INTERVAL": "3s"}, nil, "KAFKA_HEARTBEAT_INTERVAL"},
 		{map[string]string{"DATABASE_URL": "mysql://x"}, nil, "DATABASE_URL"},
 		{map[string]string{"NATS_URL": "::bad"}, nil, "NATS_URL"},
+		{map[string]string{"NATS_SYNC_INTERVAL": "sometimes"}, nil, "NATS_SYNC_INTERVAL"},
+		{map[string]string{"NATS_SYNC_INTERVAL": "0s"}, nil, "NATS_SYNC_INTERVAL"},
 		{map[string]string{"API_ADMIN_KEYS": "short"}, nil, "API_ADMIN_KEYS"},
 		{map[string]string{"API_READER_KEYS": "short"}, nil, "API_READER_KEYS"},
 		{map[string]string{"API_USERS": "bob:pw"}, nil, "API_USERS"},
