@@ -385,3 +385,26 @@ func TestWindowsParsedOnceAndTiered(t *testing.T) {
 		t.Errorf("unvalidated pipeline: %v, want ErrNotValidated", err)
 	}
 }
+
+// TestNATSSync: NATS_SYNC_INTERVAL is an fsync interval or always; the
+// default keeps the server's own (2m).
+func TestNATSSync(t *testing.T) {
+	for raw, want := range map[string]struct {
+		d      time.Duration
+		always bool
+	}{"2m": {2 * time.Minute, false}, "10s": {10 * time.Second, false}, "always": {0, true}, " Always ": {0, true}} {
+		d, always, err := Runtime{NATSSyncInterval: raw}.NATSSync()
+		if err != nil || d != want.d || always != want.always {
+			t.Errorf("%q: %v %v %v", raw, d, always, err)
+		}
+	}
+	var r Runtime
+	for _, v := range Vars() {
+		if v.Env == "NATS_SYNC_INTERVAL" {
+			r.NATSSyncInterval = v.Default
+		}
+	}
+	if d, always, err := r.NATSSync(); err != nil || d != 2*time.Minute || always {
+		t.Errorf("default: %v %v %v", d, always, err)
+	}
+}
