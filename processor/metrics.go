@@ -119,25 +119,37 @@ func ProgressFigures() []telemetry.Figure {
 }
 
 // unreadableSet is the stored aggregates ("bucket key") one processor
-// currently fails to decode, with the error.
+// currently fails to decode, with the shard that tried.
 type unreadableSet struct {
 	mu sync.Mutex
-	m  map[string]string
+	m  map[string]int
 }
 
 // set records (err != nil) or clears the decode failure of one stored
 // aggregate.
-func (u *unreadableSet) set(bucket, key string, err error) {
+func (u *unreadableSet) set(shard int, bucket, key string, err error) {
 	k := bucket + " " + key
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if err != nil {
 		if u.m == nil {
-			u.m = map[string]string{}
+			u.m = map[string]int{}
 		}
-		u.m[k] = err.Error()
+		u.m[k] = shard
 	} else {
 		delete(u.m, k)
+	}
+}
+
+// dropShard forgets the failures of a shard this process no longer
+// consumes (its new owner reports them if they persist).
+func (u *unreadableSet) dropShard(shard int) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for k, s := range u.m {
+		if s == shard {
+			delete(u.m, k)
+		}
 	}
 }
 

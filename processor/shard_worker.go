@@ -134,6 +134,7 @@ func newShardWorker(sh *shared, shard int, l *lease.Lease) *shardWorker {
 // run starts consuming and flushes every FLUSH_INTERVAL until stop or abort.
 func (w *shardWorker) run(context.Context) {
 	defer close(w.done)
+	defer w.sh.unreadable.dropShard(w.shard)
 	t := time.NewTicker(w.sh.cfg.Processor.FlushInterval)
 	defer t.Stop()
 	w.mu.Lock()
@@ -469,11 +470,11 @@ func (w *shardWorker) load(wi uint8, key string) (*agg.Aggregate, uint64, error)
 	}
 	bucket := w.sh.buckets.names[wi]
 	if op := m.Header.Get("KV-Operation"); op == "DEL" || op == "PURGE" {
-		w.sh.unreadable.set(bucket, key, nil)
+		w.sh.unreadable.set(w.shard, bucket, key, nil)
 		return nil, m.Sequence, nil
 	}
 	a, err := agg.Decode(m.Data)
-	w.sh.unreadable.set(bucket, key, err)
+	w.sh.unreadable.set(w.shard, bucket, key, err)
 	if err != nil {
 		// A value we cannot read is never overwritten blindly: the shard
 		// retries (and logs, counts, reports in /health) until an operator

@@ -282,3 +282,20 @@ func TestUnparsableMetadataCounted(t *testing.T) {
 		t.Fatal("a well-formed message counted as unparsable")
 	}
 }
+
+// TestUnreadableSet: failures are listed sorted, cleared by a good read,
+// and forgotten when their shard leaves this process.
+func TestUnreadableSet(t *testing.T) {
+	u := &unreadableSet{}
+	u.set(1, "b", "y.1", errors.New("bad"))
+	u.set(1, "b", "x.1", errors.New("bad"))
+	u.set(2, "b", "z.1", errors.New("bad"))
+	if got := strings.Join(u.keys(), ","); got != "b x.1,b y.1,b z.1" {
+		t.Fatalf("keys %s", got)
+	}
+	u.set(1, "b", "x.1", nil)
+	u.dropShard(2)
+	if got := strings.Join(u.keys(), ","); got != "b y.1" {
+		t.Fatalf("keys %s", got)
+	}
+}
