@@ -3,6 +3,7 @@ package bridge
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -213,9 +214,18 @@ func TestCollectPositions(t *testing.T) {
 		t.Fatal(err)
 	}
 	w.next = 3
+	gaps := w.gauges.gaps.Get()
+	logs := &testenv.SyncBuffer{}
+	w.log = slog.New(slog.NewTextHandler(logs, nil))
 	b := w.collect(ctx)
 	if b == nil || b.first != 5 || b.last != 9 || b.consumed != 5 || b.events != 5 || w.next != 10 {
 		t.Fatalf("batch %+v, next %d", b, w.next)
+	}
+	if n := w.gauges.gaps.Get() - gaps; n != 1 {
+		t.Fatalf("stacklens_bridge_offset_gaps_total rose by %d, want 1", n)
+	}
+	if !strings.Contains(logs.String(), "level=WARN msg=\"offset gap") {
+		t.Fatalf("first gap not logged at warn level: %s", logs.String())
 	}
 	if len(b.msgs) != 6 || !strings.HasPrefix(b.msgs[5].Subject, natsutil.OffsetsPrefix) {
 		t.Fatalf("%d messages, last on %s: want 5 events and the checkpoint", len(b.msgs), b.msgs[len(b.msgs)-1].Subject)

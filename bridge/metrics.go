@@ -59,6 +59,7 @@ func deadLetteredCounter(r event.Reason) *metrics.Counter {
 type partitionGauges struct {
 	lag       *metrics.Gauge
 	committed *metrics.Gauge
+	gaps      *metrics.Counter // offset gaps met (compaction, retention, transaction markers)
 }
 
 func gaugesFor(partition int) partitionGauges {
@@ -66,6 +67,7 @@ func gaugesFor(partition int) partitionGauges {
 	g := partitionGauges{
 		lag:       metrics.GetOrCreateGauge(`stacklens_bridge_kafka_lag{partition="`+p+`"}`, nil),
 		committed: metrics.GetOrCreateGauge(`stacklens_bridge_committed_offset{partition="`+p+`"}`, nil),
+		gaps:      metrics.GetOrCreateCounter(`stacklens_bridge_offset_gaps_total{partition="` + p + `"}`),
 	}
 	lagMu.Lock()
 	lagGauges[partition] = g.lag

@@ -34,6 +34,7 @@ type partitionWorker struct {
 	log       *slog.Logger
 	builder   *messageBuilder
 	gauges    partitionGauges
+	gapWarned bool // the first offset gap was logged at warn level
 	reader    fetcher
 	group     *groupPublisher // nil: publish alone (tests)
 
@@ -212,7 +213,17 @@ func (w *partitionWorker) add(b *batch, m *kafka.Message, now time.Time) {
 	}
 	if m.Offset > w.next && w.next >= 0 {
 		// Compaction, retention or transaction markers: not forwardable.
-		w.log.Debug("offset gap", "expected", w.next, "got", m.Offset)
+		// Counted; the first while this worker holds the partition is a
+		// warning (docs/bridge.md, "Kafka gaps"), later ones debug (a
+		// transactional topic has one per commit).
+		w.gauges.gaps.Inc()
+		if !w.gapWarned {
+			w.gapWarned = true
+			w.log.Warn("offset gap: offsets missing from the partition skipped (further gaps only counted: stacklens_bridge_offset_gaps_total)",
+				"expected", w.next, "got", m.Offset)
+		} else {
+			w.log.Debug("offset gap", "expected", w.next, "got", m.Offset)
+		}
 	}
 	w.next = m.Offset + 1
 	if m.HighWaterMark > 0 {

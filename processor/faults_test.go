@@ -1,6 +1,7 @@
 package processor
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/VictoriaMetrics/metrics"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -741,7 +743,7 @@ func TestParseAckReplyMalformed(t *testing.T) {
 // the shard is caught up to the newest sample.
 func TestWatermarksBounded(t *testing.T) {
 	cfg := testenv.Config(t, nil)
-	w := &shardWorker{sh: &shared{cfg: cfg}}
+	w := &shardWorker{sh: &shared{cfg: cfg, unreadable: &unreadableSet{}}}
 	t0 := time.Unix(1_800_000_000, 0)
 	for i := range 5000 {
 		w.lastMsgAt = t0.Add(time.Duration(i) * time.Millisecond)
@@ -759,4 +761,106 @@ func TestWatermarksBounded(t *testing.T) {
 	if want := t0.Add(4999 * time.Millisecond); !w.caughtUpAt.Equal(want) {
 		t.Errorf("caught up to %v, want %v", w.caughtUpAt, want)
 	}
+}
+
+// TestUnreadableAggregateVisibleAndReplayed: an aggregate that already
+// holds counted events is corrupted in KV. Its shard stalls — visibly: the
+// processor's health check names the key and the gauge counts it — and
+// the documented way out (docs/RUNBOOK.md, "Unreadable aggregate": stop
+// the processors, `stacklens replay --from-time` before the key's bucket,
+// start them) makes every aggregate exact again, the events counted
+// before the corruption included (deleting the key would lose them).
+func TestUnreadableAggregateVisibleAndReplayed(t *testing.T) {
+	h := newHarness(t, map[string]string{"SHARDS": "1", "AGGREGATION_WINDOWS": "1min"})
+	ctx := testenv.Context(t)
+	b1 := time.Now().Add(-time.Hour).Truncate(time.Minute)
+	key := agg.Key{Service: "a", Start: b1.Unix()}.KVKey()
+	health := telemetry.NewHealth()
+	start := func() (context.CancelFunc, chan error) {
+		runCtx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() {
+			done <- Run(runCtx, Deps{Config: h.cfg, Log: testLogger(t, "p"), Health: health, Options: Options{Clock: RealClock}})
+		}()
+		return cancel, done
+	}
+	stop := func(cancel context.CancelFunc, done chan error) {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("processor did not stop")
+		}
+	}
+	cancel, done := start()
+	h.publish(ev("a", b1, 1), ev("a", b1.Add(time.Second), 2), ev("z", b1, 5))
+	h.waitExact(20 * time.Second)
+
+	kv, err := h.js.KeyValue(ctx, natsutil.AggBucket("1min"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(ctx, key, []byte(`{"broken"`)); err != nil {
+		t.Fatal(err)
+	}
+	h.publish(ev("a", b1.Add(2*time.Second), 3), ev("z", b1, 6))
+	testenv.Eventually(t, 30*time.Second, func() error {
+		st, ok := health.Snapshot(ctx)
+		if ok {
+			return errors.New("processor still healthy")
+		}
+		if s := st[HealthName]; !strings.Contains(s.Message, key) {
+			return fmt.Errorf("health does not name %s: %+v", key, st)
+		}
+		return nil
+	})
+	if n := metricValue(t, "stacklens_processor_unreadable_aggregates"); n != 1 {
+		t.Fatalf("stacklens_processor_unreadable_aggregates %v, want 1", n)
+	}
+	stop(cancel, done)
+
+	// The way out: replay from before the key's bucket (less
+	// MAX_FUTURE_SKEW) with the processors stopped, then start them.
+	if _, err := Replay(ctx, h.cfg, h.nats.Conn(t), testLogger(t, "r"), ReplayOptions{
+		FromTime: b1.Add(-h.cfg.Pipeline.MaxFutureSkew - time.Minute), Suffix: "fix",
+	}); err != nil {
+		t.Fatal(err)
+	}
+	h.waitExact(30 * time.Second)
+	// The shard counts again, into the repaired key too.
+	cancel, done = start()
+	defer stop(cancel, done)
+	h.publish(ev("a", b1.Add(3*time.Second), 4))
+	h.waitExact(30 * time.Second)
+	testenv.Eventually(t, 20*time.Second, func() error {
+		st, ok := health.Snapshot(ctx)
+		if _, reg := st[HealthName]; !ok || !reg {
+			return fmt.Errorf("not healthy after the repair: %+v", st)
+		}
+		return nil
+	})
+	if n := metricValue(t, "stacklens_processor_unreadable_aggregates"); n != 0 {
+		t.Fatalf("stacklens_processor_unreadable_aggregates %v after the repair", n)
+	}
+}
+
+// metricValue reads one unlabelled series of the process's metrics.
+func metricValue(t *testing.T, name string) float64 {
+	t.Helper()
+	var buf bytes.Buffer
+	metrics.WritePrometheus(&buf, false)
+	for _, line := range strings.Split(buf.String(), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("%s not exported", name)
+	return 0
 }

@@ -1,6 +1,7 @@
 package processor
 
 import (
+	"slices"
 	"strconv"
 	"sync"
 
@@ -18,6 +19,9 @@ var (
 	tooLateEvents  = metrics.NewCounter("stacklens_processor_too_late_total")
 	overflowEvents = metrics.NewCounter("stacklens_processor_overflow_events_total")
 	skippedFolds   = metrics.NewCounter("stacklens_processor_redelivered_skipped_total")
+	// unparsableMeta: stream messages skipped because their JetStream
+	// metadata (the ack reply: stream sequence, timestamp) does not parse.
+	unparsableMeta = metrics.NewCounter("stacklens_processor_unparsable_metadata_total")
 	ownedShards    = metrics.NewGauge("stacklens_processor_owned_shards", nil)
 	flushSeconds   = metrics.NewPrometheusHistogramExt("stacklens_processor_flush_seconds",
 		[]float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10})
@@ -27,6 +31,19 @@ var (
 	delaySeconds = metrics.NewPrometheusHistogramExt("stacklens_processor_delay_seconds",
 		telemetry.DelayBuckets)
 	_ = metrics.NewGauge("stacklens_processor_watermark_delay_seconds", maxWatermarkDelay)
+	// unreadable aggregates: KV values that do not decode; their shard
+	// is stalled until an operator repairs them (docs/RUNBOOK.md).
+	_ = metrics.NewGauge("stacklens_processor_unreadable_aggregates", func() float64 {
+		unreadableMu.Lock()
+		defer unreadableMu.Unlock()
+		n := 0
+		for u := range unreadableSets {
+			n += len(u.keys())
+		}
+		return float64(n)
+	})
+	unreadableMu   sync.Mutex
+	unreadableSets = map[*unreadableSet]bool{} // of the running processors
 
 	shardMu      sync.Mutex
 	shardMetrics = map[int]*shardMetricSet{}
@@ -98,5 +115,64 @@ func ProgressFigures() []telemetry.Figure {
 		{Name: "dead_letters", Value: float64(tooLateEvents.Get()), Total: true},
 		{Name: "lag", Value: lag},
 		{Name: "owned_shards", Value: ownedShards.Get()},
+	}
+}
+
+// unreadableSet is the stored aggregates ("bucket key") one processor
+// currently fails to decode, with the shard that tried.
+type unreadableSet struct {
+	mu sync.Mutex
+	m  map[string]int
+}
+
+// set records (err != nil) or clears the decode failure of one stored
+// aggregate.
+func (u *unreadableSet) set(shard int, bucket, key string, err error) {
+	k := bucket + " " + key
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if err != nil {
+		if u.m == nil {
+			u.m = map[string]int{}
+		}
+		u.m[k] = shard
+	} else {
+		delete(u.m, k)
+	}
+}
+
+// dropShard forgets the failures of a shard this process no longer
+// consumes (its new owner reports them if they persist).
+func (u *unreadableSet) dropShard(shard int) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for k, s := range u.m {
+		if s == shard {
+			delete(u.m, k)
+		}
+	}
+}
+
+// keys lists the unreadable aggregates, sorted.
+func (u *unreadableSet) keys() []string {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	ks := make([]string, 0, len(u.m))
+	for k := range u.m {
+		ks = append(ks, k)
+	}
+	slices.Sort(ks)
+	return ks
+}
+
+// exportUnreadable adds u to the gauge until the returned func is called.
+func exportUnreadable(u *unreadableSet) func() {
+	unreadableMu.Lock()
+	unreadableSets[u] = true
+	unreadableMu.Unlock()
+	return func() {
+		unreadableMu.Lock()
+		delete(unreadableSets, u)
+		unreadableMu.Unlock()
 	}
 }

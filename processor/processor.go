@@ -117,6 +117,8 @@ type shared struct {
 	buckets bucketSet
 	limits  event.Limits
 	id      string
+	// unreadable: stored aggregates that fail to decode (metric, /health)
+	unreadable *unreadableSet
 }
 
 // Run runs one processor member until ctx is cancelled, then hands its
@@ -149,10 +151,15 @@ func Run(ctx context.Context, d Deps) error {
 			if !nc.IsConnected() {
 				return errors.New("NATS not connected")
 			}
+			if ks := sh.unreadable.keys(); len(ks) > 0 {
+				return fmt.Errorf("unreadable aggregate(s) stall their shard: %s (docs/RUNBOOK.md, \"Unreadable aggregate\")",
+					strings.Join(ks, ", "))
+			}
 			return nil
 		})
 		defer d.Health.Remove(HealthName)
 	}
+	defer exportUnreadable(sh.unreadable)()
 	log.Info("processor started", "member", sh.id, "shards", d.Config.NATS.Shards,
 		"windows", windowNames(sh.buckets.windows), "flush_interval", d.Config.Processor.FlushInterval)
 	m := newMembership(sh, opts.HeartbeatInterval)
@@ -210,7 +217,7 @@ func provision(ctx context.Context, js jetstream.JetStream, cfg *config.Config, 
 	if err != nil {
 		return nil, err
 	}
-	return &shared{cfg: cfg, js: js, stream: st, coord: coord, buckets: bs, limits: lim}, nil
+	return &shared{cfg: cfg, js: js, stream: st, coord: coord, buckets: bs, limits: lim, unreadable: &unreadableSet{}}, nil
 }
 
 // limitsOf returns the decode limits of the processor: the events were

@@ -208,6 +208,7 @@ func TestMetricsExposed(t *testing.T) {
 		`stacklens_processor_lag_events{shard="0"}`, "stacklens_processor_owned_shards",
 		"stacklens_processor_late_events_total", "stacklens_processor_too_late_total",
 		"stacklens_processor_overflow_events_total", "stacklens_processor_watermark_delay_seconds",
+		"stacklens_processor_unreadable_aggregates", "stacklens_processor_unparsable_metadata_total",
 	} {
 		if !strings.Contains(b.String(), name) {
 			t.Errorf("metric %s missing", name)

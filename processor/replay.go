@@ -129,7 +129,7 @@ func Replay(ctx context.Context, cfg *config.Config, nc *nats.Conn, log *slog.Lo
 	if err != nil {
 		return res, err
 	}
-	sh := &shared{cfg: cfg, log: log, clock: o.Clock, js: js, stream: st, buckets: bs, limits: lim, id: "replay"}
+	sh := &shared{cfg: cfg, log: log, clock: o.Clock, js: js, stream: st, buckets: bs, limits: lim, id: "replay", unreadable: &unreadableSet{}}
 
 	// Progress: the total grows as each shard reports its backlog.
 	var total, done atomic.Int64

@@ -114,6 +114,7 @@ type shardWorker struct {
 	ckptOpen        map[string]int64
 	maxEventNs      int64
 	folded          int
+	unparsable      int // messages skipped for unparsable metadata (first one logged)
 	metrics         *shardMetricSet
 }
 
@@ -133,6 +134,7 @@ func newShardWorker(sh *shared, shard int, l *lease.Lease) *shardWorker {
 // run starts consuming and flushes every FLUSH_INTERVAL until stop or abort.
 func (w *shardWorker) run(context.Context) {
 	defer close(w.done)
+	defer w.sh.unreadable.dropShard(w.shard)
 	t := time.NewTicker(w.sh.cfg.Processor.FlushInterval)
 	defer t.Stop()
 	w.mu.Lock()
@@ -281,7 +283,23 @@ func (w *shardWorker) handle(gen uint64, m jetstream.Msg) {
 	seq, pending, ts, ok := parseAckReplyTS(m.Reply())
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if gen != w.gen || w.needReset || !ok || seq <= w.consumed {
+	if gen != w.gen || w.needReset {
+		return
+	}
+	if !ok {
+		// Without the stream sequence the message can be neither folded
+		// exactly (last_seq) nor dead-lettered (its ID is the sequence):
+		// it is skipped, but visibly (docs/processor.md, "Unparsable
+		// metadata").
+		unparsableMeta.Inc()
+		w.unparsable++
+		if w.unparsable == 1 {
+			w.log.Error("message without parsable JetStream metadata skipped (further ones only counted: stacklens_processor_unparsable_metadata_total)",
+				"reply", m.Reply(), "subject", m.Subject())
+		}
+		return
+	}
+	if seq <= w.consumed {
 		return
 	}
 	now := w.sh.clock.Now()
@@ -450,14 +468,18 @@ func (w *shardWorker) load(wi uint8, key string) (*agg.Aggregate, uint64, error)
 	if err != nil {
 		return nil, 0, err
 	}
+	bucket := w.sh.buckets.names[wi]
 	if op := m.Header.Get("KV-Operation"); op == "DEL" || op == "PURGE" {
+		w.sh.unreadable.set(w.shard, bucket, key, nil)
 		return nil, m.Sequence, nil
 	}
 	a, err := agg.Decode(m.Data)
+	w.sh.unreadable.set(w.shard, bucket, key, err)
 	if err != nil {
 		// A value we cannot read is never overwritten blindly: the shard
-		// retries (and logs) until an operator repairs or deletes it.
-		return nil, 0, fmt.Errorf("%s %s: %w", w.sh.buckets.names[wi], key, err)
+		// retries (and logs, counts, reports in /health) until an operator
+		// repairs it (docs/RUNBOOK.md, "Unreadable aggregate").
+		return nil, 0, fmt.Errorf("%s %s: %w", bucket, key, err)
 	}
 	return a, m.Sequence, nil
 }

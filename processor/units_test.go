@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -226,5 +227,75 @@ func TestAggBucketTTLByTier(t *testing.T) {
 		if kv.TTL != time.Duration(want[w.Name])*24*time.Hour || kv.Bucket != "stacklens_agg_"+w.Name {
 			t.Errorf("%s: bucket %s TTL %v, want %d days", w.Name, kv.Bucket, kv.TTL, want[w.Name])
 		}
+	}
+}
+
+// fakeMsg is a stream message as the consumer callback sees it, with a
+// reply subject of our choosing.
+type fakeMsg struct {
+	jetstream.Msg
+	reply string
+	data  []byte
+}
+
+func (m fakeMsg) Reply() string   { return m.reply }
+func (m fakeMsg) Subject() string { return natsutil.EventSubject(0, "x") }
+func (m fakeMsg) Data() []byte    { return m.data }
+
+// TestUnparsableMetadataCounted: a message whose JetStream metadata (the
+// ack reply) does not parse cannot be placed in the stream; it is counted
+// and logged, and the shard goes on folding the messages after it. The
+// ordered consumer's feed is not ours to forge, so the consumer callback
+// is driven directly.
+func TestUnparsableMetadataCounted(t *testing.T) {
+	h := newHarness(t, map[string]string{"SHARDS": "1", "AGGREGATION_WINDOWS": "1min"})
+	ctx := testenv.Context(t)
+	buf := &testenv.SyncBuffer{}
+	sh, err := setup(ctx, h.nats.Conn(t), h.cfg, slog.New(slog.NewTextHandler(buf, nil)), RealClock, "u")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := newShardWorker(sh, 0, nil)
+	defer w.stopF()
+	w.gen = 1
+	before := unparsableMeta.Get()
+	e := ev("u", time.Now().Add(-time.Minute), 1)
+	for _, reply := range []string{"", "_INBOX.x", "$JS.ACK.S.C.1.notanumber.1.1.0"} {
+		w.handle(1, fakeMsg{reply: reply, data: e.JSON()})
+	}
+	if n := unparsableMeta.Get() - before; n != 3 {
+		t.Fatalf("stacklens_processor_unparsable_metadata_total rose by %d, want 3", n)
+	}
+	if c := strings.Count(buf.String(), "without parsable JetStream metadata"); c != 1 {
+		t.Fatalf("logged %d times, want once:\n%s", c, buf.String())
+	}
+	if w.consumed != 0 || w.folded != 0 {
+		t.Fatalf("skipped message moved the shard: consumed %d folded %d", w.consumed, w.folded)
+	}
+	// The next well-formed message folds as usual.
+	ts := time.Now().UnixNano()
+	w.handle(1, fakeMsg{reply: fmt.Sprintf("$JS.ACK.%s.c.1.7.1.%d.0", natsutil.StreamEvents, ts), data: e.JSON()})
+	if w.consumed != 7 || w.folded != 1 {
+		t.Fatalf("well-formed message after the skipped ones: consumed %d folded %d", w.consumed, w.folded)
+	}
+	if unparsableMeta.Get()-before != 3 {
+		t.Fatal("a well-formed message counted as unparsable")
+	}
+}
+
+// TestUnreadableSet: failures are listed sorted, cleared by a good read,
+// and forgotten when their shard leaves this process.
+func TestUnreadableSet(t *testing.T) {
+	u := &unreadableSet{}
+	u.set(1, "b", "y.1", errors.New("bad"))
+	u.set(1, "b", "x.1", errors.New("bad"))
+	u.set(2, "b", "z.1", errors.New("bad"))
+	if got := strings.Join(u.keys(), ","); got != "b x.1,b y.1,b z.1" {
+		t.Fatalf("keys %s", got)
+	}
+	u.set(1, "b", "x.1", nil)
+	u.dropShard(2)
+	if got := strings.Join(u.keys(), ","); got != "b y.1" {
+		t.Fatalf("keys %s", got)
 	}
 }

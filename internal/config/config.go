@@ -189,5 +189,8 @@ type Telemetry struct {
 type Runtime struct {
 	MaxThreads int    `env:"MAX_THREADS" default:"0" min:"0" max:"4096" desc:"GOMAXPROCS (0: all cores)"`
 	DataDir    string `env:"DATA_DIR" default:".data" desc:"where stacklens dev keeps embedded servers' state"`
-	DeployEnv  string `env:"DEPLOYMENT_ENV" default:"development" desc:"free-form environment name shown by /health"`
+	// NATSSyncInterval only reaches the embedded server; a standalone
+	// nats-server takes sync_interval from its own config file.
+	NATSSyncInterval string `env:"NATS_SYNC_INTERVAL" default:"2m" desc:"fsync policy of the NATS server stacklens dev embeds: a duration (acknowledged writes of the last interval can be lost on power loss) or always (fsync every write; slower), see docs/RUNBOOK.md NATS durability"`
+	DeployEnv        string `env:"DEPLOYMENT_ENV" default:"development" desc:"free-form environment name shown by /health"`
 }

@@ -158,6 +158,8 @@ func TestBadValuesNameTheVariable(t *testing.T) {
 		{map[string]string{"KAFKA_SESSION_TIMEOUT": "6s", "KAFKA_HEARTBEAT_INTERVAL": "3s"}, nil, "KAFKA_HEARTBEAT_INTERVAL"},
 		{map[string]string{"DATABASE_URL": "mysql://x"}, nil, "DATABASE_URL"},
 		{map[string]string{"NATS_URL": "::bad"}, nil, "NATS_URL"},
+		{map[string]string{"NATS_SYNC_INTERVAL": "sometimes"}, nil, "NATS_SYNC_INTERVAL"},
+		{map[string]string{"NATS_SYNC_INTERVAL": "0s"}, nil, "NATS_SYNC_INTERVAL"},
 		{map[string]string{"API_ADMIN_KEYS": "short"}, nil, "API_ADMIN_KEYS"},
 		{map[string]string{"API_READER_KEYS": "short"}, nil, "API_READER_KEYS"},
 		{map[string]string{"API_USERS": "bob:pw"}, nil, "API_USERS"},
@@ -386,5 +388,28 @@ func TestWindowsParsedOnceAndTiered(t *testing.T) {
 	}
 	if _, err := (Pipeline{Windows: "1min"}).ValidWindows(); !errors.Is(err, ErrNotValidated) {
 		t.Errorf("unvalidated pipeline: %v, want ErrNotValidated", err)
+	}
+}
+
+// TestNATSSync: NATS_SYNC_INTERVAL is an fsync interval or always; the
+// default keeps the server's own (2m).
+func TestNATSSync(t *testing.T) {
+	for raw, want := range map[string]struct {
+		d      time.Duration
+		always bool
+	}{"2m": {2 * time.Minute, false}, "10s": {10 * time.Second, false}, "always": {0, true}, " Always ": {0, true}} {
+		d, always, err := Runtime{NATSSyncInterval: raw}.NATSSync()
+		if err != nil || d != want.d || always != want.always {
+			t.Errorf("%q: %v %v %v", raw, d, always, err)
+		}
+	}
+	var r Runtime
+	for _, v := range Vars() {
+		if v.Env == "NATS_SYNC_INTERVAL" {
+			r.NATSSyncInterval = v.Default
+		}
+	}
+	if d, always, err := r.NATSSync(); err != nil || d != 2*time.Minute || always {
+		t.Errorf("default: %v %v %v", d, always, err)
 	}
 }

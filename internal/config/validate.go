@@ -117,10 +117,26 @@ func (c *Config) Validate() error {
 		return &Error{Var: "METRICS_PORT", Msg: fmt.Sprintf("%d is also API_PORT on an overlapping address (METRICS_HOST %q, API_HOST %q): the api role would fail to bind; give them different ports",
 			c.Telemetry.MetricsPort, c.Telemetry.MetricsHost, c.API.Host)}
 	}
+	if _, _, err := c.Runtime.NATSSync(); err != nil {
+		return err
+	}
 	if c.Alerting.SMTPHost != "" && len(c.Alerting.SMTPTo) == 0 {
 		return &Error{Var: "SMTP_TO", Msg: "SMTP_HOST is set but no recipient is"}
 	}
 	return nil
+}
+
+// NATSSync is NATS_SYNC_INTERVAL as the embedded server takes it: an fsync
+// interval, or always (fsync on every write).
+func (r Runtime) NATSSync() (interval time.Duration, always bool, err error) {
+	if strings.EqualFold(strings.TrimSpace(r.NATSSyncInterval), "always") {
+		return 0, true, nil
+	}
+	d, perr := time.ParseDuration(strings.TrimSpace(r.NATSSyncInterval))
+	if perr != nil || d <= 0 {
+		return 0, false, &Error{Var: "NATS_SYNC_INTERVAL", Msg: fmt.Sprintf("%q: want always or a positive duration such as 2m or 10s", r.NATSSyncInterval)}
+	}
+	return d, false, nil
 }
 
 // hostsOverlap reports whether listeners on a and b with the same port

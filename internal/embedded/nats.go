@@ -14,8 +14,11 @@ type NATSOptions struct {
 	Port     int    // -1: any free port
 	StoreDir string // JetStream store; required
 	Name     string // server name (cluster node name)
-	// SyncInterval is how often JetStream fsyncs (0: server default, 2m).
+	// SyncInterval is how often JetStream fsyncs (0: server default, 2m);
+	// SyncAlways fsyncs every write instead (docs/RUNBOOK.md, "NATS
+	// durability").
 	SyncInterval time.Duration
+	SyncAlways   bool
 	// Cluster, when ClusterPort is set, joins Routes as one node of a
 	// JetStream cluster named ClusterName.
 	ClusterName string
@@ -37,6 +40,7 @@ func StartNATS(o NATSOptions) (*server.Server, error) {
 		JetStream:          true,
 		StoreDir:           o.StoreDir,
 		SyncInterval:       o.SyncInterval,
+		SyncAlways:         o.SyncAlways,
 		NoSigs:             true,
 		MaxPayload:         8 << 20,
 		JetStreamMaxMemory: 1 << 30,

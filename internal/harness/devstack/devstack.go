@@ -95,8 +95,13 @@ func Start(ctx context.Context, cfg *config.Loaded, ports Ports, log *slog.Logge
 	}()
 
 	if cfg.Sources["NATS_URL"] == config.SourceDefault {
-		log.Info("starting embedded NATS JetStream", "addr", fmt.Sprintf("127.0.0.1:%d", natsPort), "store", filepath.Join(dir, "nats"))
-		s.NATS, err = embedded.StartNATS(embedded.NATSOptions{Port: natsPort, StoreDir: filepath.Join(dir, "nats"), Name: "stacklens-dev", Log: log.With("component", "nats-server")})
+		log.Info("starting embedded NATS JetStream", "addr", fmt.Sprintf("127.0.0.1:%d", natsPort), "store", filepath.Join(dir, "nats"), "sync_interval", cfg.Runtime.NATSSyncInterval)
+		interval, always, serr := cfg.Runtime.NATSSync()
+		if serr != nil {
+			return nil, serr
+		}
+		s.NATS, err = embedded.StartNATS(embedded.NATSOptions{Port: natsPort, StoreDir: filepath.Join(dir, "nats"), Name: "stacklens-dev",
+			SyncInterval: interval, SyncAlways: always, Log: log.With("component", "nats-server")})
 		if err != nil {
 			return nil, err
 		}
