@@ -21,6 +21,7 @@ func TestBridgeHappyPath(t *testing.T) {
 	s := newSetup(t)
 	c := newCorpus()
 	s.produce(c.messages(3000, 7))
+	before := progressFigures()
 	rb := s.start("a")
 	js := s.nats.JetStream(t)
 	s.waitCaughtUp(js, 60*time.Second)
@@ -34,10 +35,27 @@ func TestBridgeHappyPath(t *testing.T) {
 		t.Errorf("a message on a quiet topic took %v", d)
 	}
 	s.verifyExactlyOnce(js, c)
+	// The progress line's figures: every consumed message was published
+	// as an event or dead-lettered (other tests may add to the counters,
+	// never subtract).
+	after := progressFigures()
+	in, out, dead := after["in"]-before["in"], after["out"]-before["out"], after["dead_letters"]-before["dead_letters"]
+	if in < 3001 || out < 1 || dead < 1 || out+dead < in {
+		t.Errorf("progress figures moved by in %v, out %v, dead_letters %v; want in ≥ 3001 = out + dead_letters", in, out, dead)
+	}
 	rb.stop(t)
 	if rb.ready() == nil {
 		t.Error("ready after stop")
 	}
+}
+
+// progressFigures reads ProgressFigures by name.
+func progressFigures() map[string]float64 {
+	m := map[string]float64{}
+	for _, f := range ProgressFigures() {
+		m[f.Name] = f.Value
+	}
+	return m
 }
 
 // TestKafkaRestart stops the Kafka broker under the bridge and starts it
