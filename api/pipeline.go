@@ -245,7 +245,7 @@ func (p *PipelineProbe) sample(ctx context.Context) (*PipelineStatus, error) {
 	}
 	slices.SortFunc(out.Projections, func(a, b ConsumerLag) int { return strings.Compare(a.Consumer, b.Consumer) })
 	out.DeadLetters = p.deadLetters(info.State.Subjects, now)
-	if out.Streams, err = p.streamUsage(ctx); err != nil {
+	if out.Streams, err = p.streamUsage(ctx, info); err != nil {
 		return nil, err
 	}
 	for _, u := range out.Streams {
@@ -256,24 +256,29 @@ func (p *PipelineProbe) sample(ctx context.Context) (*PipelineStatus, error) {
 	return out, nil
 }
 
-// streamUsage reads the size and bound of the event and dead-letter
-// streams, and publishes them as stacklens_stream_bytes{stream},
+// streamUsage reports the size and bound of the event stream (from events,
+// the info sample already read) and of the dead-letter stream, and
+// publishes them as stacklens_stream_bytes{stream},
 // stacklens_stream_max_bytes{stream} and
 // stacklens_stream_bytes_used_ratio{stream} (the ratio only when bounded).
-func (p *PipelineProbe) streamUsage(ctx context.Context) ([]StreamUsage, error) {
-	var out []StreamUsage
-	for _, name := range []string{natsutil.StreamEvents, natsutil.StreamDLQ} {
-		s, err := p.js.Stream(ctx, name)
-		if errors.Is(err, jetstream.ErrStreamNotFound) && name == natsutil.StreamDLQ {
-			continue // provisioned with the event stream; not yet
-		}
+func (p *PipelineProbe) streamUsage(ctx context.Context, events *jetstream.StreamInfo) ([]StreamUsage, error) {
+	infos := []*jetstream.StreamInfo{events}
+	dlq, err := p.js.Stream(ctx, natsutil.StreamDLQ)
+	switch {
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		// provisioned with the event stream; not yet
+	case err != nil:
+		return nil, fmt.Errorf("stream %s: %w", natsutil.StreamDLQ, err)
+	default:
+		info, err := dlq.Info(ctx)
 		if err != nil {
-			return nil, fmt.Errorf("stream %s: %w", name, err)
+			return nil, fmt.Errorf("stream %s: %w", natsutil.StreamDLQ, err)
 		}
-		info, err := s.Info(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("stream %s: %w", name, err)
-		}
+		infos = append(infos, info)
+	}
+	out := make([]StreamUsage, 0, len(infos))
+	for _, info := range infos {
+		name := info.Config.Name
 		u := StreamUsage{Stream: name, Status: "ok", Messages: info.State.Msgs, Bytes: info.State.Bytes, MaxBytes: info.Config.MaxBytes}
 		if u.MaxBytes <= 0 {
 			u.MaxBytes = -1

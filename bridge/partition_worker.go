@@ -165,18 +165,19 @@ func (w *partitionWorker) collect(ctx context.Context) *batch {
 	// ahead), wait for it up to the batch timeout; once caught up, wait only
 	// KAFKA_LINGER for one more, so a lone message is not held back for the
 	// whole batch timeout (docs/bridge.md, Batching).
-	deadline := now.Add(time.Duration(cfg.BatchTimeoutMS) * time.Millisecond)
+	// One context for the batch; a linger context only for fetches made
+	// once caught up, so draining a backlog adds no timer per message.
+	bctx, bcancel := context.WithTimeout(ctx, time.Duration(cfg.BatchTimeoutMS)*time.Millisecond)
+	defer bcancel()
 	for b.consumed < cfg.BatchSize {
-		wait := time.Until(deadline)
+		fctx, cancel := bctx, context.CancelFunc(nil)
 		if w.next >= w.hwm {
-			wait = min(wait, cfg.Linger)
+			fctx, cancel = context.WithTimeout(bctx, cfg.Linger)
 		}
-		if wait <= 0 {
-			break
-		}
-		fctx, cancel := context.WithTimeout(ctx, wait)
 		m, err := w.reader.FetchMessage(fctx)
-		cancel()
+		if cancel != nil {
+			cancel()
+		}
 		if err != nil {
 			break
 		}
