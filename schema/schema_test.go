@@ -113,7 +113,7 @@ func TestMigrationsEmbedded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"core", "alerting", "views", "functions", "timescale", "roles", "alert_no_data", "windows"}
+	want := []string{"core", "alerting", "views", "functions", "timescale", "roles", "alert_no_data", "windows", "slos"}
 	if len(migs) != len(want) {
 		t.Fatalf("got %d migrations, want %d", len(migs), len(want))
 	}
@@ -528,7 +528,7 @@ func TestSeedSchemaValidation(t *testing.T) {
 	wantTables := []string{
 		"analytics_alert_outbox", "analytics_alert_rules", "analytics_alert_silences",
 		"analytics_alert_state", "analytics_alerts", "analytics_events", "analytics_metrics_1hour",
-		"analytics_metrics_1min", "analytics_metrics_5min", "analytics_settings", "analytics_windows", "schema_migrations",
+		"analytics_metrics_1min", "analytics_metrics_5min", "analytics_settings", "analytics_slos", "analytics_windows", "schema_migrations",
 	}
 	if strings.Join(tables, ",") != strings.Join(wantTables, ",") {
 		t.Errorf("tables = %v\nwant %v", tables, wantTables)
@@ -1373,5 +1373,52 @@ SELECT s, (SELECT m FROM n) - age, c, e, c * 10.0, p99, p99 * 2 FROM (VALUES
 	var first string
 	if err := conn.QueryRow(ctx, `SELECT service FROM v_top_error_services LIMIT 1`).Scan(&first); err != nil || first != "b" {
 		t.Errorf("top error service = %q (%v), want b", first, err)
+	}
+}
+
+// TestSLOs: 0009 adds the SLO table with its checks, and latency_good to
+// the default window tables, to a window table that existed before 0009
+// and to one created after it.
+func TestSLOs(t *testing.T) {
+	ctx := testCtx(t)
+	_, conn := newDB(t)
+	// A database migrated up to 0008 with an extra 2min window, as before 0009.
+	migs, err := Migrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range migs[:8] {
+		exec1(t, conn, m.SQL)
+	}
+	exec1(t, conn, `SELECT stacklens_ensure_window('2min', 'warm')`)
+	exec1(t, conn, migs[8].SQL)
+	exec1(t, conn, `SELECT stacklens_ensure_window('15min', 'cold')`)
+	for _, tbl := range []string{"analytics_metrics_1min", "analytics_metrics_5min", "analytics_metrics_1hour", "analytics_metrics_2min", "analytics_metrics_15min"} {
+		exec1(t, conn, `INSERT INTO `+tbl+` (service, timestamp, latency_good) VALUES ('s', now(), '{"300": 4}')`)
+		if got := strings1(t, conn, `SELECT latency_good->>'300' FROM `+tbl+` WHERE service = 's'`); len(got) != 1 || got[0] != "4" {
+			t.Errorf("%s: latency_good->>'300' = %v, want 4", tbl, got)
+		}
+		exec1(t, conn, `INSERT INTO `+tbl+` (service, timestamp) VALUES ('d', now())`)
+		if got := strings1(t, conn, `SELECT latency_good::text FROM `+tbl+` WHERE service = 'd'`); len(got) != 1 || got[0] != "{}" {
+			t.Errorf("%s: default latency_good = %v, want {}", tbl, got)
+		}
+		if _, err := conn.Exec(ctx, `INSERT INTO `+tbl+` (service, timestamp, latency_good) VALUES ('x', now(), '[]')`); pgCode(err) != "23514" {
+			t.Errorf("%s: latency_good array accepted: %v", tbl, err)
+		}
+	}
+	exec1(t, conn, `INSERT INTO analytics_slos (name, service, objective, target) VALUES ('checkout availability', 'checkout', 'availability', 99.9)`)
+	exec1(t, conn, `INSERT INTO analytics_slos (name, objective, latency_threshold_ms, target, period) VALUES ('all fast', 'latency', 300, 99, '28 days')`)
+	for name, sql := range map[string]string{
+		"latency without threshold":   `INSERT INTO analytics_slos (name, objective, target) VALUES ('a', 'latency', 99)`,
+		"availability with threshold": `INSERT INTO analytics_slos (name, objective, latency_threshold_ms, target) VALUES ('b', 'availability', 300, 99)`,
+		"target 100":                  `INSERT INTO analytics_slos (name, objective, target) VALUES ('c', 'availability', 100)`,
+		"unknown objective":           `INSERT INTO analytics_slos (name, objective, target) VALUES ('d', 'durability', 99)`,
+		"period too short":            `INSERT INTO analytics_slos (name, objective, target, period) VALUES ('e', 'availability', 99, '5 minutes')`,
+		"burn alerts not an array":    `INSERT INTO analytics_slos (name, objective, target, burn_alerts) VALUES ('f', 'availability', 99, '{}')`,
+		"unknown channel":             `INSERT INTO analytics_slos (name, objective, target, notification_channels) VALUES ('g', 'availability', 99, '{sms}')`,
+	} {
+		if _, err := conn.Exec(ctx, sql); pgCode(err) != "23514" {
+			t.Errorf("%s: %v, want a check violation", name, err)
+		}
 	}
 }
