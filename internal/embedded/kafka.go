@@ -3,6 +3,7 @@ package embedded
 import (
 	"fmt"
 	"log/slog"
+	"net"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
@@ -10,6 +11,7 @@ import (
 
 // KafkaOptions configure the embedded Kafka-protocol broker.
 type KafkaOptions struct {
+	Host       string   // listen address (default 127.0.0.1), also advertised
 	Port       int      // 0: any free port
 	Topics     []string // created at start
 	Partitions int32    // of each topic (default 12)
@@ -47,6 +49,17 @@ func StartKafka(o KafkaOptions) (*Kafka, error) {
 	}
 	if o.DataDir != "" {
 		opts = append(opts, kfake.DataDir(o.DataDir))
+	}
+	if o.Host != "" && o.Host != "127.0.0.1" {
+		// kfake listens on 127.0.0.1 and advertises what it listens on; a
+		// broker on its own host (a network namespace) needs that host.
+		opts = append(opts, kfake.ListenFn(func(network, address string) (net.Listener, error) {
+			_, port, err := net.SplitHostPort(address)
+			if err != nil {
+				return nil, err
+			}
+			return net.Listen(network, net.JoinHostPort(o.Host, port))
+		}))
 	}
 	c, err := kfake.NewCluster(append(opts, o.Opts...)...)
 	if err != nil {
