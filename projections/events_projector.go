@@ -29,6 +29,9 @@ type eventsProjector struct {
 	lim  event.Limits
 }
 
+// eventsConsumerSuffix names the raw-event consumer after ConsumerPrefix.
+const eventsConsumerSuffix = "_events"
+
 // loc is the zone of naive timestamps (EVENT_TIMEZONE).
 func newEventsProjector(js jetstream.JetStream, wr *Writer, cfg *config.Config, loc *time.Location, o Options, st *status, log *slog.Logger, now func() time.Time) *eventsProjector {
 	p := &eventsProjector{
@@ -41,7 +44,7 @@ func newEventsProjector(js jetstream.JetStream, wr *Writer, cfg *config.Config, 
 	p.spec = consumerSpec{
 		stream: natsutil.StreamEvents,
 		cfg: jetstream.ConsumerConfig{
-			Durable:       o.ConsumerPrefix + "_events",
+			Durable:       o.ConsumerPrefix + eventsConsumerSuffix,
 			Description:   "StackLens projections: " + natsutil.StreamEvents + " → analytics_events",
 			FilterSubject: natsutil.EventsPrefix + ">",
 			AckPolicy:     jetstream.AckExplicitPolicy,

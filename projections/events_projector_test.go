@@ -3,11 +3,15 @@ package projections
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/stacklens/stacklens/internal/event"
 	"github.com/stacklens/stacklens/internal/harness/testenv"
@@ -242,4 +246,46 @@ func progressFigures() map[string]float64 {
 		m[f.Name] = f.Value
 	}
 	return m
+}
+
+// TestRawEventsStreamOnly: with RAW_EVENTS=stream the projections write
+// aggregates but no raw-event rows, and delete the raw-event consumer an
+// earlier RAW_EVENTS=postgres run left behind (its lag would grow forever).
+func TestRawEventsStreamOnly(t *testing.T) {
+	h := newHarness(t, "", nil)
+	stop := h.start(Options{RetentionInterval: -1})
+	durable := "stacklens_projections" + eventsConsumerSuffix
+	testenv.Eventually(t, 30*time.Second, func() error {
+		_, err := h.js.Consumer(h.ctx, natsutil.StreamEvents, durable)
+		return err
+	})
+	stop()
+
+	h.cfg.Retention.RawEvents = "stream"
+	h.start(Options{RetentionInterval: -1})
+	m := nats.NewMsg(natsutil.EventSubject(0, "svc"))
+	m.Data = []byte(`{"timestamp":"` + time.Now().UTC().Format(time.RFC3339) + `","service":"svc","level":"info","latency_ms":1}`)
+	if _, err := h.js.PublishMsg(h.ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	w := h.wins[0]
+	a := mkAgg(rand.New(rand.NewPCG(1, 2)), "svc", w, time.Now().Truncate(w.Size).Unix(), 10, false)
+	h.put(w, ownKey(a), a)
+	testenv.Eventually(t, 30*time.Second, func() error {
+		var n int64
+		if err := h.pool.QueryRow(h.ctx, `SELECT count FROM analytics_metrics_`+w.Name+` WHERE service = 'svc'`).Scan(&n); err != nil {
+			return err
+		}
+		if n != 10 {
+			return fmt.Errorf("count %d, want 10", n)
+		}
+		return nil
+	})
+	if _, err := h.js.Consumer(h.ctx, natsutil.StreamEvents, durable); !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		t.Errorf("raw-event consumer after RAW_EVENTS=stream: %v, want deleted", err)
+	}
+	var rows int64
+	if err := h.pool.QueryRow(h.ctx, `SELECT count(*) FROM analytics_events`).Scan(&rows); err != nil || rows != 0 {
+		t.Errorf("analytics_events has %d rows (%v), want none", rows, err)
+	}
 }

@@ -175,6 +175,10 @@ func Run(ctx context.Context, d Deps) error {
 			mps = append(mps, mp)
 		}
 	}
+	if d.Config.Retention.RawEvents == "stream" {
+		o.DisableEvents = true
+		forgetEventsConsumer(ctx, js, o.ConsumerPrefix+eventsConsumerSuffix, log)
+	}
 	var wg sync.WaitGroup
 	spawn := func(f func()) { wg.Add(1); go func() { defer wg.Done(); f() }() }
 	for _, mp := range mps {
@@ -194,6 +198,21 @@ func Run(ctx context.Context, d Deps) error {
 	wg.Wait()
 	log.Info("projections stopped")
 	return nil
+}
+
+// forgetEventsConsumer deletes the raw-event consumer of an earlier
+// RAW_EVENTS=postgres run: nothing reads it any more, and its growing lag
+// would keep /health's pipeline warning. Switching back creates it anew at
+// the RETENTION_HOT horizon, and the inserts are idempotent.
+func forgetEventsConsumer(ctx context.Context, js jetstream.JetStream, durable string, log *slog.Logger) {
+	err := js.DeleteConsumer(ctx, natsutil.StreamEvents, durable)
+	switch {
+	case err == nil:
+		log.Info("RAW_EVENTS=stream: deleted the raw-event consumer", "consumer", durable)
+	case errors.Is(err, jetstream.ErrConsumerNotFound), errors.Is(err, jetstream.ErrStreamNotFound):
+	default:
+		log.Warn("RAW_EVENTS=stream: cannot delete the raw-event consumer; delete it by hand", "consumer", durable, "err", err)
+	}
 }
 
 // dbPingInterval is how often watchDB checks the database.

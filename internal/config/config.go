@@ -122,6 +122,10 @@ type Retention struct {
 	HotDays  int `env:"RETENTION_HOT" default:"1" min:"1" desc:"days of raw events (analytics_events)"`
 	WarmDays int `env:"RETENTION_WARM" default:"7" min:"1" desc:"days of the metrics of windows under 5min (1min)"`
 	ColdDays int `env:"RETENTION_COLD" default:"30" min:"1" desc:"days of the metrics of windows of 5min and longer (5min, 1hour, …) and of resolved alerts"`
+	// RawEvents "stream" keeps raw events only in the event stream: past
+	// one PostgreSQL primary's row rate the aggregates still scale out
+	// (docs/SCALING.md).
+	RawEvents string `env:"RAW_EVENTS" default:"postgres" oneof:"postgres,stream" desc:"where raw events are kept: postgres (analytics_events for RETENTION_HOT days, and the event stream) or stream (only the event stream, for EVENTS_MAX_AGE: no raw-event rows, PostgreSQL holds aggregates and alerts)"`
 }
 
 // WarmWindowLimit divides the windows between the retention tiers:
