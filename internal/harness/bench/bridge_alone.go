@@ -42,6 +42,7 @@ const bridgeAloneGroup = "stacklens-bench-bridge-alone"
 // not fatal; only a failed purge is, since it would skew everything after.
 func (r *run) bridgeAlone(ctx context.Context, nc *nats.Conn, n int) error {
 	r.alone = &BridgeAlone{Messages: n}
+	r.rep.BridgeAlone = r.alone
 	if _, ok := r.ceiling(ceilKafka); !ok {
 		r.alone.Error = "skipped: the kafka-go fetch ceiling failed, so there is no backlog"
 		r.progress("bridge alone: %s", r.alone.Error)
