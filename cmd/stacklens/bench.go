@@ -41,7 +41,7 @@ func cmdBench(ctx context.Context, c *cli) int {
 		fs.StringVar(&rates, "rates", "", "comma-separated rates of the ramp in events/s (default: the mode's)")
 		fs.DurationVar(&hold, "hold", 0, "hold per step (default 60s, 10s with --quick)")
 		fs.IntVar(&ceilN, "ceiling-messages", 0, "messages of the ceilings and of the bridge-alone backlog (default 200000, 50000 with --quick)")
-		fs.StringVar(&profileDir, "profile", "", "after the ramp, hold the sustainable rate once more and write CPU profiles of every process (roles, nats-server, kafka-broker, loadgen, bench; not PostgreSQL) to this directory")
+		fs.StringVar(&profileDir, "profile", "", "after the ramp, hold the sustainable rate (half the first step if none) once more and write CPU profiles of every process (roles, nats-server, kafka-broker, loadgen, bench; not PostgreSQL) to this directory")
 		fs.BoolVar(&noAlert, "no-alert", false, "skip the alert-latency probe (saves up to 45 s, 120 s in full mode)")
 		fs.BoolVar(&keep, "keep", false, "keep the temporary data directory with the role logs")
 		fs.StringVar(&serveStatic, "serve-static", "", "internal: only serve the static JSON ceiling route on this address (the bench runs it as a subprocess)")

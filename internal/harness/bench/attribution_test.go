@@ -170,3 +170,21 @@ func TestPGSizes(t *testing.T) {
 		t.Errorf("WAL %d bytes for 5000 rows", got["PostgreSQL WAL generated"].Bytes)
 	}
 }
+
+// TestSteadyRate: the profile and steady holds use the highest sustainable
+// rate, else half the first step, so that a machine that sustains no step
+// still gets its profiles.
+func TestSteadyRate(t *testing.T) {
+	r := &run{rep: &Report{Sustained: 10_000, Settings: Settings{Rates: []float64{2000, 5000}}}}
+	if got := r.steadyRate(); got != 10_000 {
+		t.Errorf("sustained: %v", got)
+	}
+	r.rep.Sustained = 0
+	if got := r.steadyRate(); got != 1000 {
+		t.Errorf("nothing sustained: %v, want half the first step", got)
+	}
+	r.rep.Settings.Rates = nil
+	if got := r.steadyRate(); got != 0 {
+		t.Errorf("no steps: %v", got)
+	}
+}

@@ -241,7 +241,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	usage0 := r.snapshot()
 	r.ramp(ctx, rates, hold)
-	r.profileHold(ctx, r.rep.Sustained, hold)
+	r.profileHold(ctx, r.steadyRate(), hold)
 	r.steady(ctx, hold)
 	usage1 := r.snapshot()
 	if alert != nil {
@@ -636,13 +636,23 @@ func (r *run) ramp(ctx context.Context, rates []float64, d time.Duration) {
 	}
 }
 
+// steadyRate is the rate of the profile and steady holds: the highest
+// sustainable one, else half the first step (a loaded machine may sustain
+// none, and the costs per event are still worth a profile and a look).
+func (r *run) steadyRate() float64 {
+	if r.rep.Sustained > 0 {
+		return r.rep.Sustained
+	}
+	if len(r.rep.Settings.Rates) > 0 {
+		return r.rep.Settings.Rates[0] / 2
+	}
+	return 0
+}
+
 // steady holds the highest sustainable rate (else the lowest step) while
 // probes measure freshness and 32 clients load the API.
 func (r *run) steady(ctx context.Context, d time.Duration) {
-	rate := r.rep.Sustained
-	if rate == 0 && len(r.rep.Settings.Rates) > 0 {
-		rate = r.rep.Settings.Rates[0] / 2
-	}
+	rate := r.steadyRate()
 	if rate == 0 || ctx.Err() != nil {
 		return
 	}

@@ -25,8 +25,12 @@ func (r *run) profileHold(ctx context.Context, rate float64, d time.Duration) {
 		return
 	}
 	if rate <= 0 {
-		r.progress("profile: skipped, no step of the ramp was sustainable")
+		r.progress("profile: skipped, no rate to hold")
 		return
+	}
+	if r.rep.Sustained == 0 {
+		r.progress("profile: no step of the ramp was sustainable; profiling at half the first step")
+		r.rep.Notes = append(r.rep.Notes, fmt.Sprintf("no step was sustainable: the CPU profiles are of a hold at %s ev/s, half the first step", num(rate)))
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		r.progress("profile: %v", err)
