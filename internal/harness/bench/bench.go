@@ -66,8 +66,9 @@ type Options struct {
 	Progress        io.Writer    // progress lines (nil: none)
 	Log             *slog.Logger // infrastructure logs (nil: discarded)
 	KeepDir         bool         // keep the temporary data directory (role logs)
-	// ProfileDir, when set, adds a hold at the sustainable rate after the
-	// ramp during which CPU profiles of every process are written there.
+	// ProfileDir, when set, adds a hold at the sustainable rate (half the
+	// first step if none) after the ramp during which CPU profiles of every
+	// process but PostgreSQL are written there.
 	ProfileDir string
 	// NoAlert skips the alert-latency probe (and its wait of up to 45 s,
 	// 120 s in full mode, for its window to become final).
