@@ -24,6 +24,7 @@ func cmdBench(ctx context.Context, c *cli) int {
 		noAlert     bool
 		processors  int
 		runs        int
+		ceilN       int
 		services    int
 		jsonPath    string
 		profileDir  string
@@ -39,7 +40,8 @@ func cmdBench(ctx context.Context, c *cli) int {
 		fs.StringVar(&jsonPath, "json", "", "also write the results as JSON to this file")
 		fs.StringVar(&rates, "rates", "", "comma-separated rates of the ramp in events/s (default: the mode's)")
 		fs.DurationVar(&hold, "hold", 0, "hold per step (default 60s, 10s with --quick)")
-		fs.StringVar(&profileDir, "profile", "", "after the ramp, hold the sustainable rate once more and write CPU profiles of every role and of the bench process to this directory")
+		fs.IntVar(&ceilN, "ceiling-messages", 0, "messages of the ceilings and of the bridge-alone backlog (default 200000, 50000 with --quick)")
+		fs.StringVar(&profileDir, "profile", "", "after the ramp, hold the sustainable rate (half the first step if none) once more and write CPU profiles of every process (roles, nats-server, kafka-broker, loadgen, bench; not PostgreSQL) to this directory")
 		fs.BoolVar(&noAlert, "no-alert", false, "skip the alert-latency probe (saves up to 45 s, 120 s in full mode)")
 		fs.BoolVar(&keep, "keep", false, "keep the temporary data directory with the role logs")
 		fs.StringVar(&serveStatic, "serve-static", "", "internal: only serve the static JSON ceiling route on this address (the bench runs it as a subprocess)")
@@ -79,6 +81,10 @@ func cmdBench(ctx context.Context, c *cli) int {
 	// The infrastructure's own logs are noise next to the progress lines:
 	// warnings and errors only.
 	infraLog := telemetry.NewLogger(c.stderr, "WARN", cfg.Telemetry.LogFormat).With("role", "bench")
+	if ceilN < 0 {
+		fmt.Fprintln(c.stderr, "stacklens: --ceiling-messages: want at least 1")
+		return exitConfig
+	}
 	if runs < 1 {
 		fmt.Fprintln(c.stderr, "stacklens: --runs: want at least 1")
 		return exitConfig
@@ -99,17 +105,18 @@ func cmdBench(ctx context.Context, c *cli) int {
 			Provision: func(ctx context.Context, bc *config.Loaded) error {
 				return provision(ctx, &env{cfg: bc, log: infraLog, health: e.health})
 			},
-			StaticCommand: []string{"bench", "--serve-static"},
-			Quick:         quick,
-			Processors:    processors,
-			Services:      services,
-			Rates:         rs,
-			Hold:          hold,
-			Progress:      c.stderr,
-			Log:           infraLog,
-			KeepDir:       keep,
-			ProfileDir:    pdir,
-			NoAlert:       noAlert,
+			StaticCommand:   []string{"bench", "--serve-static"},
+			Quick:           quick,
+			Processors:      processors,
+			Services:        services,
+			Rates:           rs,
+			Hold:            hold,
+			CeilingMessages: ceilN,
+			Progress:        c.stderr,
+			Log:             infraLog,
+			KeepDir:         keep,
+			ProfileDir:      pdir,
+			NoAlert:         noAlert,
 		})
 		if rep != nil {
 			rep.RenderTable(c.stdout)

@@ -4,10 +4,13 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"net"
+	"strconv"
 	"time"
 
 	"github.com/stacklens/stacklens/internal/harness/loadgen"
 	"github.com/stacklens/stacklens/internal/kafkautil"
+	"github.com/stacklens/stacklens/internal/telemetry"
 )
 
 type loadgenFlags struct {
@@ -17,6 +20,7 @@ type loadgenFlags struct {
 	seed              uint64
 	burstService      string
 	burstAt, burstFor time.Duration
+	metrics           bool
 }
 
 func (f *loadgenFlags) register(fs *flag.FlagSet) {
@@ -27,6 +31,7 @@ func (f *loadgenFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.burstService, "burst-service", "", "service that suffers an error burst (e.g. checkout)")
 	fs.DurationVar(&f.burstAt, "burst-at", 30*time.Second, "when the burst starts, from the start of the run")
 	fs.DurationVar(&f.burstFor, "burst-for", 3*time.Minute, "how long the burst lasts")
+	fs.BoolVar(&f.metrics, "metrics", false, "serve the roles' metrics server (/ready, /metrics, /debug/pprof) on METRICS_HOST:METRICS_PORT while producing (stacklens bench profiles the generator through it)")
 }
 
 func (f *loadgenFlags) bursts() []loadgen.Burst {
@@ -47,6 +52,17 @@ func cmdLoadgen(ctx context.Context, c *cli) int {
 	if err != nil {
 		fmt.Fprintln(c.stderr, "stacklens:", oneLine(err))
 		return exitConfig
+	}
+	if f.metrics {
+		ms, err := telemetry.Listen(net.JoinHostPort(cfg.Telemetry.MetricsHost, strconv.Itoa(cfg.Telemetry.MetricsPort)), e.health, version)
+		if err != nil {
+			fmt.Fprintln(c.stderr, "stacklens:", oneLine(err))
+			return exitFail
+		}
+		mctx, stop := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { _ = ms.Run(mctx, e.log); close(done) }()
+		defer func() { stop(); <-done }()
 	}
 	e.log.Info("producing", "rate", f.rate, "duration", f.duration, "services", f.services, "topic", cfg.Kafka.InputTopic, "brokers", cfg.Kafka.BootstrapServers)
 	st, err := loadgen.Run(ctx, loadgen.Config{

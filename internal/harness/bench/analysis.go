@@ -3,9 +3,10 @@ package bench
 import (
 	"context"
 	"fmt"
-	"github.com/stacklens/stacklens/internal/harness/procstat"
 	"path/filepath"
 	"time"
+
+	"github.com/stacklens/stacklens/internal/harness/procstat"
 )
 
 // snap is the resource use and counters at one moment.
@@ -13,15 +14,18 @@ type snap struct {
 	t     time.Time
 	procs map[string]ProcUsage // by role process name
 	pg    ProcUsage
+	lg    ProcUsage // every load generator process so far
+	lgN   int
 	self  time.Duration
 	c     counters
 }
 
 func (r *run) snapshot() snap {
 	s := snap{t: time.Now(), procs: map[string]ProcUsage{}, self: procstat.ProcessCPU()}
-	for _, p := range r.all() {
+	for _, p := range append(r.all(), r.infra()...) {
 		s.procs[p.name] = p.usage()
 	}
+	s.lg, s.lgN = r.loadgenUsage()
 	if r.pgPID == 0 {
 		r.pgPID = findProcess(filepath.Join(r.dir, "postgres"))
 	}
@@ -71,8 +75,14 @@ func (r *run) resources(a, b snap) {
 		r.rep.Roles = append(r.rep.Roles, role("postgresql", 1, b.pg.CPU-a.pg.CPU, b.pg.PeakRSS,
 			"postmaster, live backends and reaped children; peak RSS is the largest single process (they share buffers)"))
 	}
-	r.rep.Roles = append(r.rep.Roles, role("bench process", 1, b.self-a.self, SelfPeakRSS(),
-		"embedded NATS server and Kafka broker, load generator, probes, HTTP clients and scrapes; peak RSS includes the ceiling phase"))
+	for _, p := range r.infra() {
+		cpu, rss = one(p)
+		r.rep.Roles = append(r.rep.Roles, role(p.name, 1, cpu, rss, ""))
+	}
+	r.rep.Roles = append(r.rep.Roles, role("loadgen", b.lgN-a.lgN, b.lg.CPU-a.lg.CPU, b.lg.PeakRSS,
+		"one `stacklens loadgen` process per hold; peak RSS is the largest of them"))
+	r.rep.Roles = append(r.rep.Roles, role("bench", 1, b.self-a.self, SelfPeakRSS(),
+		"the harness itself: probes, the 32-client API load, scrapes and offset queries every second; peak RSS includes the ceiling phase"))
 }
 
 func (r *run) ceiling(key string) (Ceiling, bool) {
@@ -118,6 +128,13 @@ func (r *run) stages() {
 		r.rep.Stages = append(r.rep.Stages, Stage{Stage: "bridge", Rate: bridge, Ceiling: "min(kafka fetch, JetStream batch) = " + name,
 			CeilingRate: c, Ratio: bridge / c, Saturated: bsat, Note: pick(bsat, sat, lower)})
 	}
+	if a := r.alone; a != nil && a.Error == "" && a.Rate > 0 {
+		if jb, ok := r.ceiling(ceilBatch); ok {
+			r.rep.Stages = append(r.rep.Stages, Stage{Stage: "bridge alone (backlog drain)", Rate: a.Rate, Ceiling: "JetStream atomic batch publish",
+				CeilingRate: jb.Rate, Ratio: a.Rate / jb.Rate, Saturated: true,
+				Note: fmt.Sprintf("the bridge alone drained %d messages from Kafka into the stream, nothing else of the pipeline running: its capacity; %.1f CPU-s per million events", a.Messages, a.CPUPerMillion)})
+		}
+	}
 	proc, psat := best(func(s Step) float64 { return s.ProcessorRate }, func(s Step) float64 { return s.BridgeRate })
 	if ca, ok := r.ceiling(ceilConsume); ok {
 		r.rep.Stages = append(r.rep.Stages, Stage{Stage: "processor", Rate: proc, Ceiling: "bare consume-and-ack", CeilingRate: ca.Rate,
@@ -154,7 +171,7 @@ func (r *run) cpuBound() {
 	bound := float64(cpus) * 1e6 / perM
 	r.rep.Stages = append(r.rep.Stages, Stage{Stage: "end to end (sustained)", Rate: r.rep.Sustained,
 		Ceiling: "CPUs ÷ CPU-seconds per event of every process", CeilingRate: bound, Ratio: r.rep.Sustained / bound,
-		Note: fmt.Sprintf("%.0f CPU-seconds per million events over all processes (API load of the steady hold and the bench process's brokers and load generator included): %d CPUs carry at most %s ev/s of this mix; the ramp's steps are coarse, so the sustained rate is a step below it at best",
+		Note: fmt.Sprintf("%.0f CPU-seconds per million events over all processes (the brokers, the load generator, the harness and the API load of the steady hold included): %d CPUs carry at most %s ev/s of this mix; the ramp's steps are coarse, so the sustained rate is a step below it at best",
 			perM, cpus, num(bound))})
 }
 
@@ -229,7 +246,7 @@ func (r *run) targets() {
 		r.rep.Targets = append(r.rep.Targets, Target{"alert on Kafka after window final", "≤ 1 s", "not measured: " + r.rep.Alert.Note, "n/a"})
 	}
 	r.rep.Notes = append(r.rep.Notes,
-		"ceilings and pipeline share the machine; NATS and the Kafka broker run inside the bench process, the roles as subprocesses",
+		"ceilings and pipeline share the machine; the NATS server, the Kafka broker, the load generator and the roles are subprocesses, PostgreSQL a child cluster",
 		"lag = events produced − events folded by the processors (their Prometheus counters; events dead-lettered as too late count as handled), sampled every second",
 		fmt.Sprintf("a step is sustainable when, over its second half, the lag stays within %.0f s of events or grows by at most %.0f%% of the rate, and it drains after the hold", LagAllowance, MaxGrowthFraction*100))
 }

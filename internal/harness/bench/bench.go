@@ -1,13 +1,16 @@
 // Package bench is the benchmark harness behind `stacklens bench`
-// (docs/ARCHITECTURE.md §10, docs/PERFORMANCE.md). It starts the embedded infrastructure in this
-// process with a private data directory and free ports, measures the bare
-// ceilings of that infrastructure (kafka-go fetch, JetStream async and
-// atomic-batch publish, consume-and-ack, pgx CopyFrom, the Fiber app on
-// static JSON), then runs every role as a subprocess of the stacklens
-// binary and drives open-loop load at increasing fixed rates. It reports
-// the highest rate whose end-to-end lag stayed bounded, freshness and API
-// latency while ingesting, alert latency, CPU seconds and peak RSS per role
-// per million events, and each stage against its ceiling.
+// (docs/ARCHITECTURE.md §10, docs/PERFORMANCE.md). It starts the embedded
+// NATS server and Kafka broker as subprocesses of the stacklens binary and
+// a private PostgreSQL, with a private data directory and free ports,
+// measures the bare ceilings of that infrastructure (kafka-go fetch,
+// JetStream async and atomic-batch publish, consume-and-ack, pgx CopyFrom,
+// the Fiber app on static JSON) and the bridge alone draining a backlog,
+// then runs every role and the load generator as subprocesses and drives
+// open-loop load at increasing fixed rates. It reports the highest rate
+// whose end-to-end lag stayed bounded, freshness and API latency while
+// ingesting, alert latency, CPU seconds and peak RSS per process per
+// million events, each stage against its ceiling, and the bytes per event
+// of every store.
 package bench
 
 import (
@@ -15,14 +18,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/stacklens/stacklens/internal/harness/procstat"
 	"io"
 	"log/slog"
 	"net/http"
 	"os"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,6 +36,7 @@ import (
 	"github.com/stacklens/stacklens/internal/embedded"
 	"github.com/stacklens/stacklens/internal/harness/devstack"
 	"github.com/stacklens/stacklens/internal/harness/loadgen"
+	"github.com/stacklens/stacklens/internal/harness/procstat"
 )
 
 // Options of a run.
@@ -57,12 +59,16 @@ type Options struct {
 	Processors int           // processor processes (default 1)
 	Rates      []float64     // nil: the mode's steps
 	Hold       time.Duration // 0: the mode's hold (60 s full, 10 s quick)
-	Services   int           // simulated services (default 20)
-	Progress   io.Writer     // progress lines (nil: none)
-	Log        *slog.Logger  // infrastructure logs (nil: discarded)
-	KeepDir    bool          // keep the temporary data directory (role logs)
-	// ProfileDir, when set, adds a hold at the sustainable rate after the
-	// ramp during which CPU profiles of every process are written there.
+	// CeilingMessages: messages of the ceilings and of the isolated
+	// bridge's backlog (0: the mode's, 200 000 full, 50 000 quick).
+	CeilingMessages int
+	Services        int          // simulated services (default 20)
+	Progress        io.Writer    // progress lines (nil: none)
+	Log             *slog.Logger // infrastructure logs (nil: discarded)
+	KeepDir         bool         // keep the temporary data directory (role logs)
+	// ProfileDir, when set, adds a hold at the sustainable rate (half the
+	// first step if none) after the ramp during which CPU profiles of every
+	// process but PostgreSQL are written there.
 	ProfileDir string
 	// NoAlert skips the alert-latency probe (and its wait of up to 45 s,
 	// 120 s in full mode, for its window to become final).
@@ -78,14 +84,20 @@ var (
 const clients = 32
 
 type run struct {
-	o        Options
-	cfg      *config.Loaded
-	dir      string
-	rep      *Report
-	t0       time.Time
-	hc       *http.Client
-	produced atomic.Int64 // every event written to the input topic
-	failed   atomic.Int64
+	o   Options
+	cfg *config.Loaded
+	dir string
+	rep *Report
+	t0  time.Time
+	hc  *http.Client
+	kc  *kafka.Client
+
+	natsProc, kafkaProc *roleProc
+	lgMu                sync.Mutex
+	loadgens            []*roleProc       // every load generator process, in start order
+	onLoadgen           func(p *roleProc) // called as each generator starts (profiling)
+	walStart            string            // PostgreSQL WAL position before the roles start
+	alone               *BridgeAlone      // the isolated bridge phase
 
 	bridge, projections, api *roleProc
 	processors               []*roleProc
@@ -131,6 +143,9 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	if o.Hold > 0 {
 		hold = o.Hold
+	}
+	if o.CeilingMessages > 0 {
+		ceilN = o.CeilingMessages
 	}
 	r := &run{o: o, t0: time.Now(), hc: newHTTPClient(clients)}
 	defer r.hc.CloseIdleConnections()
@@ -178,7 +193,12 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	r.rep.Settings.Shards = cfg.NATS.Shards
 	r.rep.Settings.Partitions = cfg.Kafka.Partitions
 
-	r.progress("starting the infrastructure (embedded NATS and Kafka, private PostgreSQL) in %s", dir)
+	r.progress("starting the infrastructure (stacklens nats-server and kafka-broker as subprocesses, private PostgreSQL) in %s", dir)
+	err = r.startInfra(ctx)
+	defer r.stopInfra()
+	if err != nil {
+		return nil, err
+	}
 	stack, err := devstack.Start(ctx, &cfg, devstack.Ports{NATS: -1, Kafka: -1}, o.Log)
 	if err != nil {
 		return nil, err
@@ -200,6 +220,10 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if err != nil {
 		return r.rep, err
 	}
+	if err := r.bridgeAlone(ctx, nc, ceilN); err != nil {
+		return r.rep, err
+	}
+	r.walStart = walLSN(ctx, cfg.DB.DSN())
 	if err := r.startRoles(ctx); err != nil {
 		r.stopRoles()
 		return r.rep, err
@@ -218,7 +242,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	usage0 := r.snapshot()
 	r.ramp(ctx, rates, hold)
-	r.profileHold(ctx, r.rep.Sustained, hold)
+	r.profileHold(ctx, r.steadyRate(), hold)
 	r.steady(ctx, hold)
 	usage1 := r.snapshot()
 	if alert != nil {
@@ -227,6 +251,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		r.rep.Alert = Alert{Note: "skipped (--no-alert)"}
 	}
 	r.resources(usage0, usage1)
+	r.stores(ctx, nc)
 	r.stages()
 	r.cpuBound()
 	r.targets()
@@ -327,36 +352,10 @@ func (r *run) startRoles(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	base := func() map[string]string {
-		// Settings given to the bench by flag or .env reach the roles too
-		// (they run in the temporary directory, with no .env); the
-		// infrastructure endpoints are the run's own.
-		m := map[string]string{}
-		for _, v := range config.Vars() {
-			if src, ok := r.o.Config.Sources[v.Env]; ok && src != config.SourceDefault {
-				m[v.Env] = r.o.Config.Value(v.Env, false)
-			}
-		}
-		for k, v := range map[string]string{
-			"KAFKA_BOOTSTRAP_SERVERS": strings.Join(cfg.Kafka.BootstrapServers, ","),
-			"NATS_URL":                cfg.NATS.URL,
-			"DATABASE_URL":            cfg.DB.DSN(),
-			"DATA_DIR":                r.dir,
-			"API_HOST":                "127.0.0.1",
-			"API_PORT":                strconv.Itoa(apiPort),
-			"API_RATE_LIMIT":          "0",
-			"API_READER_KEYS":         "", // loopback only: anonymous reads
-			"API_ADMIN_KEYS":          "",
-			"API_USERS":               "",
-			"LOG_LEVEL":               "WARN",
-			"LOG_FORMAT":              "text",
-		} {
-			m[k] = v
-		}
-		return m
-	}
 	start := func(role, name string, extra map[string]string) (*roleProc, error) {
-		env := base()
+		env := r.baseEnv()
+		env["API_HOST"] = "127.0.0.1"
+		env["API_PORT"] = strconv.Itoa(apiPort)
 		for k, v := range extra {
 			env[k] = v
 		}
@@ -441,9 +440,21 @@ type counters struct {
 func (c counters) lag() float64 { return c.produced - c.folded }
 
 func (r *run) sample(ctx context.Context) counters {
-	c := counters{t: time.Now(), produced: float64(r.produced.Load() - r.failed.Load())}
+	c := counters{t: time.Now()}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		n, err := r.topicEnd(ctx, r.cfg.Kafka.InputTopic)
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil {
+			c.err = err
+			return
+		}
+		c.produced = float64(n)
+	}()
 	get := func(p *roleProc, f func(m map[string]float64), names ...string) {
 		wg.Add(1)
 		go func() {
@@ -493,22 +504,7 @@ func (r *run) write(ctx context.Context, service, level string, n int, at time.T
 		ev := loadgen.Event{Service: service, Level: level, LatencyMS: 12.5, Risk: 0.5, Time: at}
 		msgs[i] = kafka.Message{Key: []byte(service), Value: loadgen.AppendJSON(nil, ev, "/bench", r.seq.Add(1))}
 	}
-	r.produced.Add(int64(n))
-	if err := r.probeW.WriteMessages(ctx, msgs...); err != nil {
-		r.failed.Add(int64(n))
-		return err
-	}
-	return nil
-}
-
-// load runs the open-loop generator at rate for d.
-func (r *run) load(ctx context.Context, rate float64, d time.Duration, seed uint64) (loadgen.Stats, error) {
-	st, err := loadgen.Run(ctx, loadgen.Config{
-		Brokers: r.cfg.Kafka.BootstrapServers, Topic: r.cfg.Kafka.InputTopic, Rate: rate, Duration: d,
-		Services: r.o.Services, Seed: seed, OnEvent: func(loadgen.Event) { r.produced.Add(1) },
-	}, r.o.Log)
-	r.failed.Add(int64(st.Failed))
-	return st, err
+	return r.probeW.WriteMessages(ctx, msgs...)
 }
 
 // drain waits until the lag is back to (almost) zero; it returns the time
@@ -641,13 +637,23 @@ func (r *run) ramp(ctx context.Context, rates []float64, d time.Duration) {
 	}
 }
 
+// steadyRate is the rate of the profile and steady holds: the highest
+// sustainable one, else half the first step (a loaded machine may sustain
+// none, and the costs per event are still worth a profile and a look).
+func (r *run) steadyRate() float64 {
+	if r.rep.Sustained > 0 {
+		return r.rep.Sustained
+	}
+	if len(r.rep.Settings.Rates) > 0 {
+		return r.rep.Settings.Rates[0] / 2
+	}
+	return 0
+}
+
 // steady holds the highest sustainable rate (else the lowest step) while
 // probes measure freshness and 32 clients load the API.
 func (r *run) steady(ctx context.Context, d time.Duration) {
-	rate := r.rep.Sustained
-	if rate == 0 && len(r.rep.Settings.Rates) > 0 {
-		rate = r.rep.Settings.Rates[0] / 2
-	}
+	rate := r.steadyRate()
 	if rate == 0 || ctx.Err() != nil {
 		return
 	}

@@ -183,6 +183,9 @@ func sampleReport() *Report {
 		Roles:   []Role{{Role: "bridge", Processes: 1, CPUSeconds: 2, Events: 1e6, CPUPerMillion: 2, PeakRSSMB: 50}},
 		Stages:  []Stage{{Stage: "bridge", Rate: 3000, Ceiling: "kafka", CeilingRate: 100_000, Ratio: 0.03, Saturated: true}},
 		Targets: []Target{{"freshness p99", "≤ 1 s", "900 ms", "yes"}},
+		Storage: &Storage{Events: 1000, MessageBytes: 200, Sampled: 1000, Stores: []StoreBytes{
+			{Store: "JetStream stream STACKLENS_EVENTS", Bytes: 100_000, PerEvent: 100, Ratio: 0.5, Logical: 474_000, LogicalPerEvent: 474},
+			{Store: "PostgreSQL WAL generated", Error: "no WAL position"}}},
 	}
 }
 
@@ -196,6 +199,8 @@ func TestRenderTable(t *testing.T) {
 		"NOT sustainable (lag growing)", "maximum sustainable rate: 2k events/s",
 		"p50 400 ms, p99 900 ms", "alert latency: not measured (the burst's window",
 		"freshness p99", "0.03", "/alerts: 3 errors map[503:3]",
+		"Bytes per event (1000 events of the run; average original message 200.0 B",
+		"JetStream stream STACKLENS_EVENTS", "100.0       0.50            474.0", "failed: no WAL position",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("table lacks %q:\n%s", want, out)

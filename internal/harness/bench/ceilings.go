@@ -67,11 +67,15 @@ func timed(name, unit string, n int, f func() error) Ceiling {
 	return c
 }
 
+// scratchTopic holds the corpus after the kafka-go fetch ceiling; the
+// isolated bridge phase drains it again.
+const scratchTopic = "stacklens-bench-scratch"
+
 // kafkaFetchDrain produces the corpus to a scratch topic (not timed), then
 // drains every partition from offset 0 with one kafka-go reader per
 // partition, as the bridge reads.
 func kafkaFetchDrain(ctx context.Context, brokers []string, partitions int, c corpus) Ceiling {
-	const topic = "stacklens-bench-scratch"
+	const topic = scratchTopic
 	w := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: topic, Balancer: &kafka.Hash{}, RequiredAcks: kafka.RequireAll,
 		BatchSize: 5000, BatchBytes: 16 << 20, BatchTimeout: 5 * time.Millisecond, AllowAutoTopicCreation: true}
 	n := len(c.values)

@@ -13,19 +13,24 @@ import (
 	"time"
 )
 
-// profileHold holds rate for d while taking a CPU profile of every role
-// (its /debug/pprof/profile) and of the bench process itself, which runs
-// the embedded NATS server, the Kafka broker and the load generator. It
-// runs after the ramp, without probes or API load, so the profiles show
-// the pipeline alone; the files go to Options.ProfileDir.
+// profileHold holds rate for d while taking a CPU profile of every
+// process that has one: the roles, the NATS server, the Kafka broker and
+// the load generator (each its /debug/pprof/profile) and the bench
+// process itself. PostgreSQL has no such profile. It runs after the ramp,
+// without probes or API load, so the profiles show the pipeline alone;
+// the files go to Options.ProfileDir as <process>.pprof.
 func (r *run) profileHold(ctx context.Context, rate float64, d time.Duration) {
 	dir := r.o.ProfileDir
 	if dir == "" || ctx.Err() != nil {
 		return
 	}
 	if rate <= 0 {
-		r.progress("profile: skipped, no step of the ramp was sustainable")
+		r.progress("profile: skipped, no rate to hold")
 		return
+	}
+	if r.rep.Sustained == 0 {
+		r.progress("profile: no step of the ramp was sustainable; profiling at half the first step")
+		r.rep.Notes = append(r.rep.Notes, fmt.Sprintf("no step was sustainable: the CPU profiles are of a hold at %s ev/s, half the first step", num(rate)))
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		r.progress("profile: %v", err)
@@ -33,18 +38,38 @@ func (r *run) profileHold(ctx context.Context, rate float64, d time.Duration) {
 	}
 	secs := max(1, int(d.Seconds()))
 	label := fmt.Sprintf("profiling at %s ev/s", num(rate))
-	r.progress("%s: CPU profiles of every role and of the bench process for %d s", label, secs)
+	r.progress("%s: CPU profiles of every process for %d s (PostgreSQL has none: not a Go process)", label, secs)
 	hc := &http.Client{Timeout: time.Duration(secs)*time.Second + 30*time.Second}
 	var wg sync.WaitGroup
-	for _, p := range r.all() {
+	profile := func(p *roleProc, name string, secs int) {
+		url := p.baseURL() + "/debug/pprof/profile?seconds=" + strconv.Itoa(secs)
+		if err := download(ctx, hc, url, filepath.Join(dir, name+".pprof")); err != nil {
+			r.progress("profile %s: %v", p.name, err)
+		}
+	}
+	for _, p := range append(r.all(), r.infra()...) {
+		wg.Go(func() { profile(p, p.name, secs) })
+	}
+	// The hold's generator is a process started by the hold: profiled
+	// from when it serves, for a second less than it runs, so that the
+	// profile is complete before it exits.
+	r.lgMu.Lock()
+	r.onLoadgen = func(p *roleProc) {
 		wg.Go(func() {
-			url := p.baseURL() + "/debug/pprof/profile?seconds=" + strconv.Itoa(secs)
-			if err := download(ctx, hc, url, filepath.Join(dir, p.name+".pprof")); err != nil {
-				r.progress("profile %s: %v", p.name, err)
+			if err := p.waitReady(ctx, r.hc, 10*time.Second); err != nil {
+				r.progress("profile loadgen: %v", err)
+				return
 			}
+			profile(p, "loadgen", max(1, secs-1))
 		})
 	}
-	f, err := os.Create(filepath.Join(dir, "bench-process.pprof"))
+	r.lgMu.Unlock()
+	defer func() {
+		r.lgMu.Lock()
+		r.onLoadgen = nil
+		r.lgMu.Unlock()
+	}()
+	f, err := os.Create(filepath.Join(dir, "bench.pprof"))
 	profiling := false
 	if err == nil {
 		if err = pprof.StartCPUProfile(f); err == nil {

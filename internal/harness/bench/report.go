@@ -24,9 +24,13 @@ type Report struct {
 	Steady     *Steady   `json:"steady,omitempty"`
 	Alert      Alert     `json:"alert"`
 	Roles      []Role    `json:"roles"`
-	Stages     []Stage   `json:"stages"`
-	Targets    []Target  `json:"targets"`
-	Notes      []string  `json:"notes"`
+	// BridgeAlone: the bridge alone draining a backlog (before the
+	// pipeline starts).
+	BridgeAlone *BridgeAlone `json:"bridge_alone,omitempty"`
+	Stages      []Stage      `json:"stages"`
+	Storage     *Storage     `json:"storage,omitempty"`
+	Targets     []Target     `json:"targets"`
+	Notes       []string     `json:"notes"`
 }
 
 // Settings of the run.
@@ -196,7 +200,7 @@ func (r *Report) RenderTable(w io.Writer) {
 		fmt.Fprintf(w, "\nalert latency: not measured (%s)\n", r.Alert.Note)
 	}
 
-	fmt.Fprintln(w, "\nResources per role (ramp + steady hold; CPU from /proc/<pid>/stat, peak RSS = VmHWM):")
+	fmt.Fprintln(w, "\nResources per process (ramp + steady hold; CPU from /proc/<pid>/stat, of exited load generators from their rusage; peak RSS = VmHWM):")
 	fmt.Fprintln(tw, "role\tprocesses\tCPU s\tevents\tCPU s / M events\tpeak RSS MB\t")
 	for _, ro := range r.Roles {
 		fmt.Fprintf(tw, "%s\t%d\t%.1f\t%s\t%.1f\t%.0f\t\n", ro.Role, ro.Processes, ro.CPUSeconds, num(ro.Events), ro.CPUPerMillion, ro.PeakRSSMB)
@@ -218,6 +222,31 @@ func (r *Report) RenderTable(w io.Writer) {
 		if sg.Note != "" {
 			fmt.Fprintf(w, "  %s: %s\n", sg.Stage, sg.Note)
 		}
+	}
+
+	if a := r.BridgeAlone; a != nil {
+		if a.Error != "" {
+			fmt.Fprintf(w, "\nbridge alone: not measured (%s)\n", a.Error)
+		} else {
+			fmt.Fprintf(w, "\nbridge alone (nothing else of the pipeline running): a backlog of %d messages in %.2f s after %.2f s of start-up = %s events/s; CPU-s per million events: bridge %.1f, nats-server %.1f, kafka-broker %.1f\n",
+				a.Messages, a.Seconds, a.StartupSeconds, num(a.Rate), a.CPUPerMillion, a.NATSCPUPerMillion, a.KafkaCPUPerMillion)
+		}
+	}
+	if st := r.Storage; st != nil && st.Events > 0 {
+		fmt.Fprintf(w, "\nBytes per event (%d events of the run; average original message %.1f B over %d sampled):\n", st.Events, st.MessageBytes, st.Sampled)
+		fmt.Fprintln(tw, "store\tbytes\tB/event\t× message\tlogical B/event\t")
+		for _, sb := range st.Stores {
+			if sb.Error != "" {
+				fmt.Fprintf(tw, "%s\tfailed: %s\t\t\t\t\n", sb.Store, sb.Error)
+				continue
+			}
+			logical := "—"
+			if sb.Logical > 0 {
+				logical = fmt.Sprintf("%.1f", sb.LogicalPerEvent)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%.1f\t%s\t%s\t\n", sb.Store, num(float64(sb.Bytes)), sb.PerEvent, ratio(sb.Ratio), logical)
+		}
+		_ = tw.Flush()
 	}
 
 	fmt.Fprintln(w, "\ndocs/ARCHITECTURE.md §10 targets:")

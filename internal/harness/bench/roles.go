@@ -24,6 +24,7 @@ type roleProc struct {
 	metricsPort int
 	logPath     string
 	done        chan struct{}
+	final       ProcUsage // after it exited: from its rusage
 }
 
 // baseURL is the role's metrics server (/metrics, /ready, /debug/pprof).
@@ -71,7 +72,18 @@ func startRole(exe, dir, role, name string, extra map[string]string, args ...str
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
 	r := &roleProc{role: role, name: name, cmd: cmd, metricsPort: port, logPath: logPath, done: make(chan struct{})}
-	go func() { _ = cmd.Wait(); close(r.done) }()
+	go func() {
+		_ = cmd.Wait()
+		// A short-lived process (a load generator of one step) is measured
+		// after it exited, from what wait4 returned.
+		if ps := cmd.ProcessState; ps != nil {
+			r.final.CPU = ps.UserTime() + ps.SystemTime()
+			if ru, ok := ps.SysUsage().(*syscall.Rusage); ok {
+				r.final.PeakRSS = ru.Maxrss * 1024 // kilobytes on Linux
+			}
+		}
+		close(r.done)
+	}()
 	return r, nil
 }
 
@@ -118,7 +130,13 @@ func (r *roleProc) logTail(n int) string {
 }
 
 func (r *roleProc) usage() ProcUsage {
-	u, _ := ReadProc(r.cmd.Process.Pid, false)
+	if !r.alive() {
+		return r.final
+	}
+	u, err := ReadProc(r.cmd.Process.Pid, false)
+	if err != nil && !r.alive() { // exited between the two checks
+		return r.final
+	}
 	return u
 }
 

@@ -29,8 +29,11 @@ func buildBinary(ctx context.Context, t *testing.T) (dir, exe string) {
 }
 
 // TestBenchRunsAndProfiles runs a small `stacklens bench` twice with
-// --runs 2 --profile: two reports and their medians in the JSON, and a
-// CPU profile of every role and of the bench process per run.
+// --runs 2 --profile: two reports and their medians in the JSON, the NATS
+// server, the Kafka broker and the load generator as processes of their
+// own with their CPU in the table, the bridge alone on a 5000-message
+// backlog, the bytes per event of every store, and a CPU profile of every
+// process per run.
 func TestBenchRunsAndProfiles(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the benchmark end to end (about a minute)")
@@ -39,7 +42,7 @@ func TestBenchRunsAndProfiles(t *testing.T) {
 	defer cancel()
 	dir, exe := buildBinary(ctx, t)
 	out, pdir := filepath.Join(dir, "bench.json"), filepath.Join(dir, "profiles")
-	cmd := exec.CommandContext(ctx, exe, "bench", "--quick", "--rates", "1000", "--hold", "8s", "--runs", "2", "--no-alert",
+	cmd := exec.CommandContext(ctx, exe, "bench", "--quick", "--rates", "1000", "--hold", "8s", "--runs", "2", "--no-alert", "--ceiling-messages", "5000",
 		"--profile", pdir, "--json", out)
 	cmd.Dir = dir
 	var stderr bytes.Buffer
@@ -79,9 +82,38 @@ func TestBenchRunsAndProfiles(t *testing.T) {
 				t.Errorf("run %d: stage delay %+v", i+1, d)
 			}
 		}
+		roles := map[string]Role{}
+		for _, ro := range r.Roles {
+			roles[ro.Role] = ro
+		}
+		for _, name := range []string{"bridge", "processor", "projections", "api", "postgresql", "nats-server", "kafka-broker", "loadgen", "bench"} {
+			if ro := roles[name]; ro.CPUSeconds <= 0 || ro.CPUPerMillion <= 0 || ro.PeakRSSMB <= 0 {
+				t.Errorf("run %d: process %q: %+v", i+1, name, ro)
+			}
+		}
+		if a := r.BridgeAlone; a == nil || a.Error != "" || a.Messages != 5000 || a.Rate <= 0 || a.CPUPerMillion <= 0 {
+			t.Errorf("run %d: bridge alone %+v", i+1, a)
+		}
+		if st := r.Storage; st == nil || st.Events <= 0 || st.MessageBytes < 100 {
+			t.Errorf("run %d: storage %+v", i+1, st)
+		} else {
+			stores := map[string]StoreBytes{}
+			for _, sb := range st.Stores {
+				stores[sb.Store] = sb
+				if sb.Error != "" {
+					t.Errorf("run %d: store %s: %s", i+1, sb.Store, sb.Error)
+				}
+			}
+			for _, name := range []string{"JetStream stream STACKLENS_EVENTS", "JetStream KV stacklens_agg_1min", "PostgreSQL analytics_events table",
+				"PostgreSQL analytics_events indexes", "PostgreSQL metrics tables", "PostgreSQL WAL generated", "Kafka broker log of stacklens-analytics"} {
+				if sb := stores[name]; sb.PerEvent <= 0 || sb.Ratio <= 0 {
+					t.Errorf("run %d: store %q: %+v", i+1, name, sb)
+				}
+			}
+		}
 	}
 	for run := 1; run <= 2; run++ {
-		for _, name := range []string{"bridge", "processor-0", "projections", "api", "bench-process"} {
+		for _, name := range []string{"bridge", "processor-0", "projections", "api", "nats-server", "kafka-broker", "loadgen", "bench"} {
 			p := filepath.Join(pdir, fmt.Sprintf("run-%d", run), name+".pprof")
 			data, err := os.ReadFile(p)
 			if err != nil || len(data) < 100 || data[0] != 0x1f || data[1] != 0x8b {
@@ -135,7 +167,7 @@ func TestQuickBenchEndToEnd(t *testing.T) {
 	if r.Steady == nil || r.Steady.Seen == 0 || len(r.Steady.API) < 4 {
 		t.Errorf("steady %+v", r.Steady)
 	}
-	if len(r.Roles) < 5 {
+	if len(r.Roles) < 9 {
 		t.Errorf("roles %+v", r.Roles)
 	}
 	for _, ro := range r.Roles {

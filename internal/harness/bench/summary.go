@@ -37,7 +37,8 @@ type figure struct {
 }
 
 // figures lists the headline values of r in a fixed order: the docs/ARCHITECTURE.md §10
-// targets, each ceiling, each stage's ratio, and the cost per role.
+// targets, each ceiling, each stage's ratio, the cost per process, the
+// bridge alone and the bytes per event of every store.
 func (r *Report) figures() []figure {
 	var out []figure
 	add := func(name, unit string, v float64, ok bool) {
@@ -71,6 +72,15 @@ func (r *Report) figures() []figure {
 	for _, ro := range r.Roles {
 		add("CPU s per M events: "+ro.Role, "s", ro.CPUPerMillion, ro.CPUPerMillion > 0)
 		add("peak RSS: "+ro.Role, "MB", ro.PeakRSSMB, ro.PeakRSSMB > 0)
+	}
+	if a := r.BridgeAlone; a != nil {
+		add("bridge alone", "ev/s", a.Rate, a.Error == "" && a.Rate > 0)
+		add("CPU s per M events: bridge alone", "s", a.CPUPerMillion, a.Error == "" && a.CPUPerMillion > 0)
+	}
+	if st := r.Storage; st != nil {
+		for _, sb := range st.Stores {
+			add("bytes per event: "+sb.Store, "B", sb.PerEvent, sb.Error == "" && sb.PerEvent > 0)
+		}
 	}
 	return out
 }
