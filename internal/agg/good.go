@@ -1,6 +1,7 @@
 package agg
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -155,4 +156,38 @@ func (a *Aggregate) checkGood() error {
 		}
 	}
 	return nil
+}
+
+// EncodeThresholds is the value of the SLO thresholds key of the
+// stacklens_config bucket: ts (normalized) as a JSON array, e.g. [2.5,300].
+func EncodeThresholds(ts []float64) []byte {
+	b := []byte{'['}
+	for i, t := range ts {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = strconv.AppendFloat(b, t, 'f', -1, 64)
+	}
+	return append(b, ']')
+}
+
+// DecodeThresholds parses a value written by EncodeThresholds, normalized.
+func DecodeThresholds(b []byte) ([]float64, error) {
+	var ts []float64
+	if err := json.Unmarshal(b, &ts); err != nil {
+		return nil, fmt.Errorf("latency thresholds: %w", err)
+	}
+	return NormalizeThresholds(ts)
+}
+
+// SetThresholdsLike is SetThresholds with the thresholds o counts.
+func (a *Aggregate) SetThresholdsLike(o *Aggregate) bool {
+	if a.Count != 0 {
+		return false
+	}
+	a.LatencyGood = a.LatencyGood[:0]
+	for _, g := range o.LatencyGood {
+		a.LatencyGood = append(a.LatencyGood, Good{ThresholdMS: g.ThresholdMS})
+	}
+	return true
 }

@@ -270,3 +270,31 @@ func TestDecodeLatencyGoodErrors(t *testing.T) {
 		t.Fatalf("empty latency_good: %v", err)
 	}
 }
+
+func TestThresholdsValue(t *testing.T) {
+	ts := []float64{0, 2.5, 300, 1e15}
+	b := EncodeThresholds(ts)
+	if string(b) != "[0,2.5,300,1000000000000000]" {
+		t.Fatalf("encoded %s", b)
+	}
+	got, err := DecodeThresholds([]byte("[300, 2.5, 0, 1e15, 300]"))
+	if err != nil || !slices.Equal(got, ts) {
+		t.Fatalf("decoded %v, %v", got, err)
+	}
+	if got, err := DecodeThresholds(EncodeThresholds(nil)); err != nil || len(got) != 0 {
+		t.Fatalf("empty: %v, %v", got, err)
+	}
+	for _, bad := range []string{"", "{}", `["1"]`, "[-1]", "[1e999]"} {
+		if _, err := DecodeThresholds([]byte(bad)); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+	a := withThresholds([]float64{1, 2}, 1)
+	b2 := NewAggregate("svc", 0)
+	if !b2.SetThresholdsLike(a) || !slices.Equal(b2.Thresholds(), []float64{1, 2}) || b2.LatencyGood[0].Count != 0 {
+		t.Fatalf("SetThresholdsLike: %+v", b2.LatencyGood)
+	}
+	if a.SetThresholdsLike(b2) {
+		t.Fatal("SetThresholdsLike changed an aggregate with events")
+	}
+}
