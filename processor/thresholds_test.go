@@ -137,7 +137,7 @@ func TestThresholdChangesApplyToNewAggregates(t *testing.T) {
 
 	h.putThresholds(ctx, 100, 300)
 	h.waitApplied(ctx, base.Add(6*time.Minute), 100, 300)
-	h.publish(latencyEvents("svc", b, 250, 99)...) // existing {100}: keeps it
+	h.publish(latencyEvents("svc", b, 250, 99)...)  // existing {100}: keeps it
 	h.publish(latencyEvents("svc", c, 250, 350)...) // new: {100, 300}
 	h.waitExact(20 * time.Second)
 
