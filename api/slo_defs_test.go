@@ -381,3 +381,54 @@ func TestSLOThresholdsPublished(t *testing.T) {
 		return nil
 	})
 }
+
+// TestSLOUnavailableDependencies: with NATS down a change still commits
+// (the reconciliation publishes later); with PostgreSQL down the seeding
+// and the reconciliation retry until stopped, and writes answer 503.
+func TestSLOUnavailableDependencies(t *testing.T) {
+	dsn, db, now := newDB(t)
+	ns := testenv.NATS(t)
+	js := ns.JetStream(t)
+	cfg := testConfig(dsn)
+	withCreds(&cfg)
+	srv, err := New(cfg, Deps{JetStream: js})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.closePools)
+	f := &fixture{t: t, dsn: dsn, db: db, srv: srv, now: now}
+	ns.Shutdown()
+	start := time.Now()
+	resp, b := f.request("POST", "/slos", `{"name":"n","objective":"latency","latency_threshold_ms":5,"target":99}`, bearer(adminKey))
+	if resp.StatusCode != 201 {
+		t.Fatalf("POST with NATS down: %d %s", resp.StatusCode, b)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Fatalf("POST with NATS down took %v", d)
+	}
+
+	path := writeSLOFile(t, `[{"name":"s","objective":"availability","target":99}]`)
+	down := serverOn(t, "postgres://stacklens_user@127.0.0.1:1/x", db, now, func(c *Config) {
+		withCreds(c)
+		c.API.SLOFile = path
+		c.SLOSyncInterval = 50 * time.Millisecond
+	})
+	down.srv.slos.js = js
+	serve(t, down.srv) // seeding retries until the server stops
+	ctx := testenv.Context(t)
+	if err := down.srv.slos.publish(ctx); err == nil {
+		t.Fatal("publish without a database succeeded")
+	}
+	down.srv.slos.seeds = nil
+	rctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	down.srv.slos.run(rctx) // reconciliation retries until its context ends
+	cancel()
+	resp, _ = down.request("DELETE", "/slos/1", "", bearer(adminKey))
+	if resp.StatusCode != 503 {
+		t.Fatalf("DELETE without a database: %d", resp.StatusCode)
+	}
+	resp, _ = down.request("POST", "/slos", `{"name":"x","objective":"availability","target":99}`, bearer(adminKey))
+	if resp.StatusCode != 503 {
+		t.Fatalf("POST without a database: %d", resp.StatusCode)
+	}
+}

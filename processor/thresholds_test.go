@@ -194,3 +194,54 @@ func TestReplayCountsCurrentThresholds(t *testing.T) {
 		t.Fatal("replay with an unreadable thresholds value succeeded")
 	}
 }
+
+// TestThresholdSourceFailures: no bucket, an unreachable server and a
+// cancelled watch are handled: nothing is counted, nothing hangs.
+func TestThresholdSourceFailures(t *testing.T) {
+	if ts := (&shared{}).thresholds(); ts != nil {
+		t.Fatalf("no set: %v", ts)
+	}
+	sh := &shared{slo: &sloThresholds{}}
+	if !sh.setThresholds([]float64{1}) || sh.setThresholds([]float64{1}) {
+		t.Fatal("setThresholds does not report changes")
+	}
+	ctx := testenv.Context(t)
+	if ts, err := readThresholds(ctx, nil); ts != nil || err != nil {
+		t.Fatalf("no bucket: %v, %v", ts, err)
+	}
+	h := newHarness(t, nil)
+	nc := h.nats.Conn(t)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := natsutil.EnsureKV(ctx, js, natsutil.ConfigBucketConfig(h.cfg.NATS))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc.Close()
+	if _, err := readThresholds(ctx, kv); err == nil {
+		t.Fatal("read on a closed connection succeeded")
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	ready := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		watchThresholds(wctx, sh, kv, testLogger(t, "w"), ready)
+	}()
+	time.AfterFunc(300*time.Millisecond, cancel) // a few failed attempts first
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("watch did not end with its context")
+	}
+	select {
+	case <-ready:
+	default:
+		t.Fatal("ready not closed when the watch ended")
+	}
+	if ts := sh.thresholds(); !slices.Equal(ts, []float64{1}) {
+		t.Fatalf("set changed without a value: %v", ts)
+	}
+}
