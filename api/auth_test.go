@@ -18,7 +18,9 @@ type matrixCase struct {
 
 // matrixCases covers every route of the table (checked below); admin
 // cases run after the reader ones so deletes find their targets.
-func matrixCases(ruleID, silenceID, keptSilenceID string) []matrixCase {
+const validSLO = `{"name":"matrix slo %s","service":"checkout","objective":"latency","latency_threshold_ms":300,"target":99.5,"period":"7d","notification_channels":["slack"]}`
+
+func matrixCases(ruleID, silenceID, keptSilenceID, sloID string) []matrixCase {
 	return []matrixCase{
 		{"GET", "/", "", 200},
 		{"GET", "/health", "", 200},
@@ -39,6 +41,9 @@ func matrixCases(ruleID, silenceID, keptSilenceID string) []matrixCase {
 		{"GET", "/silences/" + keptSilenceID, "", 200},
 		{"PATCH", "/silences/" + silenceID, `{"comment":"matrix"}`, 200},
 		{"DELETE", "/silences/" + silenceID, "", 204},
+		{"POST", "/slos", validSLO, 201},
+		{"PUT", "/slos/" + sloID, `{"name":"matrix slo put %s","objective":"availability","target":99.9}`, 200},
+		{"DELETE", "/slos/" + sloID, "", 204},
 		{"GET", "/stats", "", 200},
 		{"GET", "/openapi.json", "", 200},
 	}
@@ -50,9 +55,9 @@ func TestAuthMatrix(t *testing.T) {
 	f := newFixture(t, withCreds)
 	ctx := context.Background()
 	// Targets for the admin deletes: one extra rule and silence per admin identity.
-	var ruleIDs, silenceIDs []string
+	var ruleIDs, silenceIDs, sloIDs []string
 	for i := 0; i < 2; i++ {
-		var rid, sid int64
+		var rid, sid, oid int64
 		if err := f.db.QueryRow(ctx, `INSERT INTO analytics_alert_rules (rule_name, metric_name, operator, threshold)
 			VALUES ('to delete ' || $1, 'count', '<', 1) RETURNING id`, itoa(int64(i))).Scan(&rid); err != nil {
 			t.Fatal(err)
@@ -60,6 +65,11 @@ func TestAuthMatrix(t *testing.T) {
 		if err := f.db.QueryRow(ctx, `INSERT INTO analytics_alert_silences (service, ends_at) VALUES ('x', now() + interval '1 hour') RETURNING id`).Scan(&sid); err != nil {
 			t.Fatal(err)
 		}
+		if err := f.db.QueryRow(ctx, `INSERT INTO analytics_slos (name, objective, target)
+			VALUES ('to delete ' || $1, 'availability', 99) RETURNING id`, itoa(int64(i))).Scan(&oid); err != nil {
+			t.Fatal(err)
+		}
+		sloIDs = append(sloIDs, itoa(oid))
 		ruleIDs = append(ruleIDs, itoa(rid))
 		silenceIDs = append(silenceIDs, itoa(sid))
 	}
@@ -71,7 +81,7 @@ func TestAuthMatrix(t *testing.T) {
 
 	// Every registered route is in the matrix.
 	covered := map[string]bool{}
-	for _, c := range matrixCases("9", "9", "9") {
+	for _, c := range matrixCases("9", "9", "9", "9") {
 		covered[c.method+" "+normalizeID(c.path)] = true
 	}
 	for _, r := range f.srv.routes {
@@ -99,12 +109,12 @@ func TestAuthMatrix(t *testing.T) {
 	}
 	adminRun := 0
 	for _, cl := range callers {
-		rid, sid := "999999", "999999"
+		rid, sid, oid := "999999", "999999", "999999"
 		if cl.role == config.RoleAdmin {
-			rid, sid = ruleIDs[adminRun], silenceIDs[adminRun]
+			rid, sid, oid = ruleIDs[adminRun], silenceIDs[adminRun], sloIDs[adminRun]
 			adminRun++
 		}
-		for _, c := range matrixCases(rid, sid, itoa(kept)) {
+		for _, c := range matrixCases(rid, sid, itoa(kept), oid) {
 			body := strings.Replace(c.body, "%s", cl.name, 1)
 			public := c.path == "/health" || c.path == "/ready"
 			write := c.method != "GET"
@@ -149,7 +159,7 @@ func normalizeID(p string) string {
 // readers; writes are refused with 403 naming the variables to set.
 func TestAnonymousLoopback(t *testing.T) {
 	f := newFixture(t, nil)
-	for _, c := range matrixCases("1", "1", "1") {
+	for _, c := range matrixCases("1", "1", "1", "1") {
 		resp, b := f.request(c.method, c.path, c.body, nil)
 		want := c.ok
 		if c.method != "GET" {

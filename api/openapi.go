@@ -240,7 +240,7 @@ func buildOpenAPI(s *Server) ([]byte, error) {
 		"info": map[string]any{
 			"title":   "StackLens API",
 			"version": s.cfg.Version,
-			"description": "Live service analytics: per-service window metrics, service health, alerts, SLA reports, alert rules and silences. " +
+			"description": "Live service analytics: per-service window metrics, service health, alerts, SLA reports, alert rules, silences and SLO definitions. " +
 				"Authentication: Authorization: Bearer <key> (API_READER_KEYS / API_ADMIN_KEYS) or Basic (API_USERS). Readers may GET, admins may also write. " +
 				"When no credentials are configured the API only listens on loopback and serves anonymous callers as readers. /health and /ready never need credentials. " +
 				"Errors are {\"error\": ..., \"field\": ...}. See docs/api.md.",
@@ -248,7 +248,7 @@ func buildOpenAPI(s *Server) ([]byte, error) {
 		"servers": []any{map[string]any{"url": "/"}},
 		"tags": []any{
 			map[string]any{"name": "metrics"}, map[string]any{"name": "alerts"}, map[string]any{"name": "rules"},
-			map[string]any{"name": "silences"}, map[string]any{"name": "operations"}, map[string]any{"name": "dashboard"},
+			map[string]any{"name": "silences"}, map[string]any{"name": "slos"}, map[string]any{"name": "operations"}, map[string]any{"name": "dashboard"},
 		},
 		"security": []any{map[string]any{"bearerAuth": []any{}}, map[string]any{"basicAuth": []any{}}},
 		"paths":    paths,

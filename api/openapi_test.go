@@ -217,7 +217,7 @@ func TestOpenAPIDocument(t *testing.T) {
 	if len(missing) > 0 || len(extra) > 0 {
 		t.Fatalf("routes not documented: %v; documented but not routes: %v", missing, extra)
 	}
-	if len(registered) != 21 {
+	if len(registered) != 24 {
 		t.Fatalf("%d routes registered: %v", len(registered), registered)
 	}
 
@@ -258,6 +258,13 @@ func TestOpenAPIDocument(t *testing.T) {
 	check("POST", "/silences", "/silences", `{"service":"x"}`, ad) // 400
 	check("PATCH", "/silences/:id", "/silences/1", `{"comment":"doc","duration":"3h"}`, ad)
 	check("PATCH", "/silences/:id", "/silences/1", `{"severity":"fatal"}`, ad) // 400
+	check("POST", "/slos", "/slos", `{"name":"doc latency","service":"checkout","objective":"latency","latency_threshold_ms":250,"target":99.5,"period":"7d","burn_alerts":[{"severity":"page","burn_rate":14.4,"long":"1h","short":"5m"}],"notification_channels":["email"]}`, ad)
+	check("POST", "/slos", "/slos", `{"name":"doc availability","objective":"availability","target":99.9}`, ad)
+	check("POST", "/slos", "/slos", `{"name":"doc availability","objective":"availability","target":99.9}`, ad) // 409
+	check("POST", "/slos", "/slos", `{"name":"doc bad","objective":"latency","target":99.9}`, ad)               // 400
+	check("PUT", "/slos/:id", "/slos/1", `{"name":"doc latency","objective":"latency","latency_threshold_ms":300,"target":99}`, ad)
+	check("PUT", "/slos/:id", "/slos/777", `{"name":"x","objective":"availability","target":99}`, ad) // 404
+	check("DELETE", "/slos/:id", "/slos/777", "", ad)                                                 // 404
 }
 
 // TestOpenAPIExtensionRoutes: routes added through Deps.Mount replace the

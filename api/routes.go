@@ -164,6 +164,26 @@ func routeTable() []*routeSpec {
 			handler: func(s *Server) fiber.Handler { return s.handleDeleteRule },
 		},
 		{
+			method: "POST", path: "/slos", access: AccessAdmin, operationID: "createSLO", tag: "slos",
+			summary:     "Create an SLO",
+			description: "objective availability (good = events not at level error, critical or fatal) or latency (good = events with latency_ms <= latency_threshold_ms, required iff latency); target percent strictly between 0 and 100; period whole days (30d, the default) or a Go duration from 1h to 366d; burn_alerts entries {severity page|ticket, burn_rate > 0, long, short < long} (omitted: the default policy); channels from slack, email, pagerduty. The processors count a latency threshold exactly from the first window they open after it was defined (docs/processor.md). 409 when the name is taken.",
+			body:        SLOInput{}, resp: SLODefinition{}, status: 201, errors: []int{400, 409, 413, 415, 503},
+			handler: func(s *Server) fiber.Handler { return s.handleCreateSLO },
+		},
+		{
+			method: "PUT", path: "/slos/:id", access: AccessAdmin, operationID: "replaceSLO", tag: "slos",
+			summary: "Replace an SLO", pathID: "SLO id",
+			description: "Same body and validation as POST; omitted optional fields take their defaults.",
+			body:        SLOInput{}, resp: SLODefinition{}, status: 200, errors: []int{400, 404, 409, 413, 415, 503},
+			handler: func(s *Server) fiber.Handler { return s.handleUpdateSLO },
+		},
+		{
+			method: "DELETE", path: "/slos/:id", access: AccessAdmin, operationID: "deleteSLO", tag: "slos",
+			summary: "Delete an SLO", pathID: "SLO id",
+			status: 204, errors: []int{400, 404, 503},
+			handler: func(s *Server) fiber.Handler { return s.handleDeleteSLO },
+		},
+		{
 			method: "GET", path: "/silences", access: AccessReader, operationID: "listSilences", tag: "silences",
 			summary: "Silences",
 			query: []paramSpec{

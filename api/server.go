@@ -31,6 +31,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/stacklens/stacklens/internal/config"
 	"github.com/stacklens/stacklens/internal/telemetry"
@@ -41,6 +42,12 @@ import (
 type Config struct {
 	API config.API
 	DB  config.DB
+	// NATS configures the stacklens_config bucket the SLO latency
+	// thresholds are written to (replicas).
+	NATS config.NATS
+	// SLOSyncInterval is how often the SLO latency thresholds are
+	// reconciled from PostgreSQL into NATS (0: DefaultSLOSyncInterval).
+	SLOSyncInterval time.Duration
 	// Windows are the configured aggregation windows (AGGREGATION_WINDOWS),
 	// smallest first; /metrics and rule validation accept only these.
 	// Empty: window.Defaults().
@@ -96,7 +103,10 @@ type Deps struct {
 	// *PipelineProbe); nil: /health's pipeline object is "disabled".
 	Pipeline PipelineReporter
 	Health   *telemetry.Health // optional: the API reports readiness into it
-	Hooks    Hooks
+	// JetStream is where the SLO latency thresholds are published for the
+	// processors (docs/processor.md); nil: they are not published.
+	JetStream jetstream.JetStream
+	Hooks     Hooks
 	// Mount registers extra routes (the web dashboard) through
 	// Server.Route before the fallback; a route for GET / replaces the
 	// placeholder page.
@@ -129,6 +139,7 @@ type Server struct {
 	hasRoot  bool
 	openapi  []byte
 	coalesce *coalescer
+	slos     *sloSync
 }
 
 // New validates the configuration, builds the pools (lazily connecting) and
@@ -154,6 +165,13 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	}
 	if cfg.Version == "" {
 		cfg.Version = "dev"
+	}
+	if cfg.SLOSyncInterval <= 0 {
+		cfg.SLOSyncInterval = DefaultSLOSyncInterval
+	}
+	seeds, periods, err := loadSLOFile(cfg.API.SLOFile)
+	if err != nil {
+		return nil, err
 	}
 	log := deps.Log
 	if log == nil {
@@ -213,6 +231,8 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	}
 	s.ownPools = []*pgxpool.Pool{reader, writer}
 	s.st = newStore(reader, writer, cfg.API.QueryTimeout, cfg.Windows)
+	s.slos = &sloSync{st: s.st, js: deps.JetStream, natsCfg: cfg.NATS, log: s.log.With("part", "slos"),
+		interval: cfg.SLOSyncInterval, seeds: seeds, periods: periods}
 
 	s.app = fiber.New(fiber.Config{
 		AppName:               "stacklens-api",
@@ -288,6 +308,16 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		s.health.Register("api", func(ctx context.Context) error { return s.st.ping(ctx) })
 		defer s.health.Remove("api")
 	}
+	sloCtx, stopSLOs := context.WithCancel(ctx)
+	sloDone := make(chan struct{})
+	go func() {
+		defer close(sloDone)
+		s.slos.run(sloCtx)
+	}()
+	defer func() {
+		stopSLOs()
+		<-sloDone
+	}()
 	errc := make(chan error, 1)
 	go func() { errc <- s.app.Listener(ln) }()
 	mode := "credentials"

@@ -43,6 +43,7 @@ func (m measurement) perCore() float64 { return float64(m.events) / m.cpu.Second
 // flushed (every shard checkpoint at the stream head). CPU time is the
 // process's (getrusage), which includes the in-process NATS server in both
 // runs. STACKLENS_BENCH_EVENTS sets M (default 500000).
+// STACKLENS_BENCH_THRESHOLDS adds SLO latency thresholds (comma-separated ms).
 func TestProcessorThroughput(t *testing.T) {
 	if os.Getenv("STACKLENS_BENCH") != "1" {
 		t.Skip("set STACKLENS_BENCH=1")
@@ -59,6 +60,19 @@ func TestProcessorThroughput(t *testing.T) {
 	}
 	h := newHarness(t, env)
 	ctx := testenv.Context(t)
+	// STACKLENS_BENCH_THRESHOLDS=10,50,100,300: SLO latency thresholds
+	// every aggregate counts.
+	if s := os.Getenv("STACKLENS_BENCH_THRESHOLDS"); s != "" {
+		var ts []float64
+		for _, f := range strings.Split(s, ",") {
+			v, err := strconv.ParseFloat(f, 64)
+			if err != nil {
+				t.Fatalf("STACKLENS_BENCH_THRESHOLDS: %v", err)
+			}
+			ts = append(ts, v)
+		}
+		h.putThresholds(ctx, ts...)
+	}
 	perShard := publishBulk(t, h, m, 100)
 	t.Logf("published %d events", m)
 

@@ -119,6 +119,10 @@ type shared struct {
 	id      string
 	// unreadable: stored aggregates that fail to decode (metric, /health)
 	unreadable *unreadableSet
+	// config: the stacklens_config bucket (SLO latency thresholds); slo:
+	// the current thresholds (thresholds.go)
+	config jetstream.KeyValue
+	slo    *sloThresholds
 }
 
 // Run runs one processor member until ctx is cancelled, then hands its
@@ -160,8 +164,22 @@ func Run(ctx context.Context, d Deps) error {
 		defer d.Health.Remove(HealthName)
 	}
 	defer exportUnreadable(sh.unreadable)()
+	// The thresholds are known before the first event is fetched, so the
+	// aggregates created first already count them.
+	wctx, stopWatch := context.WithCancel(ctx)
+	var watchWG sync.WaitGroup
+	defer watchWG.Wait()
+	defer stopWatch()
+	ready := make(chan struct{})
+	safeGo(&watchWG, func() { watchThresholds(wctx, sh, sh.config, log, ready) })
+	select {
+	case <-ready:
+	case <-ctx.Done():
+		return nil
+	}
 	log.Info("processor started", "member", sh.id, "shards", d.Config.NATS.Shards,
-		"windows", windowNames(sh.buckets.windows), "flush_interval", d.Config.Processor.FlushInterval)
+		"windows", windowNames(sh.buckets.windows), "flush_interval", d.Config.Processor.FlushInterval,
+		"slo_latency_thresholds_ms", sh.thresholds())
 	m := newMembership(sh, opts.HeartbeatInterval)
 	m.run(ctx)
 	log.Info("processor stopped", "member", sh.id)
@@ -213,11 +231,15 @@ func provision(ctx context.Context, js jetstream.JetStream, cfg *config.Config, 
 	if err != nil {
 		return nil, err
 	}
+	config, err := natsutil.EnsureKV(ctx, js, natsutil.ConfigBucketConfig(cfg.NATS))
+	if err != nil {
+		return nil, err
+	}
 	lim, err := limitsOf(cfg)
 	if err != nil {
 		return nil, err
 	}
-	return &shared{cfg: cfg, js: js, stream: st, coord: coord, buckets: bs, limits: lim, unreadable: &unreadableSet{}}, nil
+	return &shared{cfg: cfg, js: js, stream: st, coord: coord, buckets: bs, limits: lim, unreadable: &unreadableSet{}, config: config, slo: &sloThresholds{}}, nil
 }
 
 // limitsOf returns the decode limits of the processor: the events were

@@ -129,7 +129,21 @@ func Replay(ctx context.Context, cfg *config.Config, nc *nats.Conn, log *slog.Lo
 	if err != nil {
 		return res, err
 	}
-	sh := &shared{cfg: cfg, log: log, clock: o.Clock, js: js, stream: st, buckets: bs, limits: lim, id: "replay", unreadable: &unreadableSet{}}
+	sh := &shared{cfg: cfg, log: log, clock: o.Clock, js: js, stream: st, buckets: bs, limits: lim, id: "replay", unreadable: &unreadableSet{}, slo: &sloThresholds{}}
+	// Rebuilt aggregates count the SLO latency thresholds defined now, so
+	// history gets exact counts for thresholds defined after its events.
+	ckv, err := js.KeyValue(ctx, natsutil.ConfigBucket)
+	if err != nil && !errors.Is(err, jetstream.ErrBucketNotFound) {
+		return res, fmt.Errorf("kv bucket %s: %w", natsutil.ConfigBucket, err)
+	}
+	ts, err := readThresholds(ctx, ckv)
+	if err != nil {
+		return res, err
+	}
+	sh.setThresholds(ts)
+	if len(ts) > 0 {
+		log.Info("replay counts the SLO latency thresholds", "thresholds_ms", ts)
+	}
 
 	// Progress: the total grows as each shard reports its backlog.
 	var total, done atomic.Int64

@@ -361,7 +361,7 @@ func (w *shardWorker) fold(ev event.Event, seq uint64) error {
 			lateEvents.Inc()
 		}
 		if t.delta == nil {
-			t.delta = agg.NewAggregate(t.key.Service, start)
+			t.delta = w.newDelta(t)
 		}
 		if !t.dirty {
 			t.dirty = true

@@ -356,3 +356,49 @@ func TestRefusedRowDoesNotBlock(t *testing.T) {
 		t.Error("refused row not counted")
 	}
 }
+
+// TestLatencyGoodProjected: latency_good of the metrics table is the
+// aggregate's exact counts, keyed by the threshold's shortest decimal form;
+// an overflow row merged from parts keeps only the thresholds every part
+// counts; an aggregate without thresholds gives {}.
+func TestLatencyGoodProjected(t *testing.T) {
+	h := newHarness(t, "", nil)
+	w := h.wins[0]
+	start := w.Start(time.Now().Add(-10 * time.Minute)).Unix()
+	mk := func(service string, ts []float64, lat ...float64) *agg.Aggregate {
+		a := agg.NewAggregate(service, start)
+		a.SetThresholds(ts)
+		for i, l := range lat {
+			a.Add(event.Event{Time: time.Unix(start, int64(i)), Service: service, Level: event.LevelInfo, LatencyMS: l})
+			a.LastSeq++
+		}
+		a.Version = 1
+		return a
+	}
+	own := mk("checkout", []float64{2.5, 300}, 1, 2.5, 299, 300, 301)
+	none := mk("legacy", nil, 1, 2)
+	h.put(w, ownKey(own), own)
+	h.put(w, ownKey(none), none)
+	partKey := func(shard int) string {
+		return event.ServiceToken(agg.OverflowService+"/"+string(rune('0'+shard))) + "." + itoa(start)
+	}
+	h.put(w, partKey(0), mk(agg.OverflowService, []float64{10, 300}, 5, 400))
+	h.put(w, partKey(1), mk(agg.OverflowService, []float64{300, 1000}, 300))
+	h.start(Options{})
+	testenv.Eventually(t, 20*time.Second, h.checkI4)
+	table, _ := MetricsTable(w)
+	for svc, want := range map[string]string{
+		"checkout":          `{"2.5": 2, "300": 4}`,
+		"legacy":            `{}`,
+		agg.OverflowService: `{"300": 2}`,
+	} {
+		var got string
+		if err := h.pool.QueryRow(h.ctx, `SELECT latency_good::text FROM `+table+` WHERE service = $1 AND timestamp = to_timestamp($2)`,
+			svc, start).Scan(&got); err != nil {
+			t.Fatalf("%s: %v", svc, err)
+		}
+		if got != want {
+			t.Errorf("%s: latency_good %s, want %s", svc, got, want)
+		}
+	}
+}

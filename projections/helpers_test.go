@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -145,6 +146,9 @@ func (h *harness) ready() bool {
 // mkAgg builds an aggregate of n events with deterministic content.
 func mkAgg(r *rand.Rand, service string, w window.Window, start int64, n int, withRisk bool) *agg.Aggregate {
 	a := agg.NewAggregate(service, start)
+	if len(service)%2 == 0 { // some rows carry latency_good
+		a.SetThresholds([]float64{0.5, 300, 1000})
+	}
 	addEvents(r, a, w, n, withRisk)
 	return a
 }
@@ -222,7 +226,7 @@ func dbRows(ctx context.Context, q interface {
 	rows, err := q.Query(ctx, `SELECT service, timestamp, count, error_count, warning_count, error_rate,
 		throughput_per_sec, latency_avg_ms, latency_min_ms, latency_max_ms, latency_p50_ms,
 		latency_p95_ms, latency_p99_ms, risk_score_avg, risk_score_max, latency_sum,
-		latency_sq_sum, risk_sum, final, version, last_seq FROM `+table)
+		latency_sq_sum, risk_sum, final, version, last_seq, latency_good FROM `+table)
 	if err != nil {
 		return nil, err
 	}
@@ -230,12 +234,14 @@ func dbRows(ctx context.Context, q interface {
 	for rows.Next() {
 		var r MetricRow
 		var ravg, rmax *float64
+		var good map[string]uint64
 		if err := rows.Scan(&r.Service, &r.Timestamp, &r.Count, &r.ErrorCount, &r.WarningCount, &r.ErrorRate,
 			&r.ThroughputPerSec, &r.LatencyAvgMS, &r.LatencyMinMS, &r.LatencyMaxMS, &r.LatencyP50MS,
 			&r.LatencyP95MS, &r.LatencyP99MS, &ravg, &rmax, &r.LatencySum, &r.LatencySqSum, &r.RiskSum,
-			&r.Final, &r.Version, &r.LastSeq); err != nil {
+			&r.Final, &r.Version, &r.LastSeq, &good); err != nil {
 			return nil, err
 		}
+		r.LatencyGood = canonGood(good)
 		if ravg != nil {
 			r.RiskScoreAvg, r.RiskScoreMax, r.RiskCount = *ravg, *rmax, 1
 		}
@@ -248,6 +254,30 @@ func dbRows(ctx context.Context, q interface {
 
 // sameRow compares everything PostgreSQL stores (RiskCount only as
 // zero/non-zero: NULL risk).
+// canonGood spells a latency_good object read from PostgreSQL as RowOf
+// does: thresholds ascending by value, no spaces.
+func canonGood(m map[string]uint64) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		x, _ := strconv.ParseFloat(keys[i], 64)
+		y, _ := strconv.ParseFloat(keys[j], 64)
+		return x < y
+	})
+	var b strings.Builder
+	b.WriteByte('{')
+	for i, k := range keys {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, "%q:%d", k, m[k])
+	}
+	b.WriteByte('}')
+	return b.String()
+}
+
 func sameRow(a, b MetricRow) bool {
 	a.RiskCount, b.RiskCount = min(a.RiskCount, 1), min(b.RiskCount, 1)
 	a.Timestamp, b.Timestamp = a.Timestamp.UTC(), b.Timestamp.UTC()

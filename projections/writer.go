@@ -30,6 +30,9 @@ type MetricRow struct {
 	RiskSum      float64
 	RiskCount    uint64 // 0: risk_score_avg/max are stored as NULL
 	LastSeq      int64
+	// LatencyGood is the latency_good JSON object: exact good-event
+	// counts per SLO latency threshold ({} when none is counted).
+	LatencyGood string
 }
 
 // RowOf returns the metric row of a, an aggregate of window w.
@@ -41,6 +44,7 @@ func RowOf(a *agg.Aggregate, w window.Window) MetricRow {
 		RiskSum:      a.RiskSum,
 		RiskCount:    a.RiskCount,
 		LastSeq:      int64(a.LastSeq),
+		LatencyGood:  string(a.AppendLatencyGood(nil)),
 	}
 }
 
@@ -84,7 +88,7 @@ func MetricsTable(w window.Window) (string, error) {
 const metricCols = `service, timestamp, count, error_count, warning_count, error_rate,
 	throughput_per_sec, latency_avg_ms, latency_min_ms, latency_max_ms, latency_p50_ms,
 	latency_p95_ms, latency_p99_ms, risk_score_avg, risk_score_max, latency_sum,
-	latency_sq_sum, risk_sum, final, version, last_seq`
+	latency_sq_sum, risk_sum, final, version, last_seq, latency_good`
 
 // upsertSQL is the multi-row upsert with the version guard (docs/ARCHITECTURE.md §3):
 // a row is only overwritten by a strictly newer version, so duplicates and
@@ -102,7 +106,7 @@ func upsertSQL(table string) string {
 SELECT u.*, now() FROM unnest($1::text[], $2::timestamptz[], $3::bigint[], $4::bigint[],
 	$5::bigint[], $6::float8[], $7::float8[], $8::float8[], $9::float8[], $10::float8[],
 	$11::float8[], $12::float8[], $13::float8[], $14::float8[], $15::float8[], $16::float8[],
-	$17::float8[], $18::float8[], $19::bool[], $20::bigint[], $21::bigint[]) AS u
+	$17::float8[], $18::float8[], $19::bool[], $20::bigint[], $21::bigint[], $22::jsonb[]) AS u
 ON CONFLICT (service, timestamp) DO UPDATE SET ` + set.String() + `updated_at = EXCLUDED.updated_at
 WHERE m.version < EXCLUDED.version`
 }
@@ -142,6 +146,7 @@ func (wr *Writer) UpsertMetrics(ctx context.Context, w window.Window, rows []Met
 		ravg, rmax                                 = make([]*float64, n), make([]*float64, n)
 		lsum, lsq, rsum                            = make([]float64, n), make([]float64, n), make([]float64, n)
 		final                                      = make([]bool, n)
+		good                                       = make([]string, n)
 	)
 	for i := range rows {
 		r := &rows[i]
@@ -155,9 +160,13 @@ func (wr *Writer) UpsertMetrics(ctx context.Context, w window.Window, rows []Met
 		}
 		lsum[i], lsq[i], rsum[i] = r.LatencySum, r.LatencySqSum, r.RiskSum
 		final[i], ver[i], seq[i] = r.Final, r.Version, r.LastSeq
+		good[i] = r.LatencyGood
+		if good[i] == "" {
+			good[i] = "{}"
+		}
 	}
 	tag, err := wr.pool.Exec(ctx, upsertSQL(table), svc, ts, cnt, errc, warnc, rate, tput, avg,
-		lmin, lmax, p50, p95, p99, ravg, rmax, lsum, lsq, rsum, final, ver, seq)
+		lmin, lmax, p50, p95, p99, ravg, rmax, lsum, lsq, rsum, final, ver, seq, good)
 	if err != nil {
 		return 0, fmt.Errorf("upsert %s: %w", table, err)
 	}

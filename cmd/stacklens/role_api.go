@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/stacklens/stacklens/alerting"
 	"github.com/stacklens/stacklens/api"
@@ -63,10 +64,14 @@ func runAPI(ctx context.Context, e *env) error {
 	defer stopProbe()
 	go probe.Run(probeCtx)
 
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("nats: %w", err)
+	}
 	srv, err := api.New(api.Config{
-		API: e.cfg.API, DB: e.cfg.DB, Windows: windows, Version: version, Environment: e.cfg.Runtime.DeployEnv,
+		API: e.cfg.API, DB: e.cfg.DB, NATS: e.cfg.NATS, Windows: windows, Version: version, Environment: e.cfg.Runtime.DeployEnv,
 	}, api.Deps{
-		Log: e.log, Health: e.health, NATS: nc, Pipeline: probe, Mount: dashboard.Mount,
+		Log: e.log, Health: e.health, NATS: nc, JetStream: js, Pipeline: probe, Mount: dashboard.Mount,
 		Hooks: api.Hooks{
 			RulesChanged:    eng.RulesChanged,
 			SilencesChanged: eng.SilencesChanged,

@@ -2,6 +2,7 @@ package agg
 
 import (
 	"math"
+	"slices"
 	"time"
 
 	"github.com/DataDog/sketches-go/ddsketch"
@@ -38,6 +39,12 @@ type Aggregate struct {
 	// Event-time range of the events, Unix nanoseconds; 0 when Count == 0.
 	FirstEvent int64
 	LastEvent  int64
+
+	// LatencyGood holds, per latency threshold this aggregate counts
+	// (ascending, distinct), the exact number of its events with latency
+	// ≤ the threshold. Thresholds are fixed when the aggregate is created
+	// (SetThresholds) and only shrink by Merge (docs/processor.md).
+	LatencyGood []Good
 
 	// Sketch holds the latency distribution (see the package doc). It is
 	// nil only in a zero-value Aggregate that has not been used yet.
@@ -119,6 +126,9 @@ func (a *Aggregate) add(s sample) {
 	}
 	a.LatencySum += s.latency
 	a.LatencySqSum += float64(s.latency * s.latency)
+	if len(a.LatencyGood) > 0 {
+		a.countGood(s.latency)
+	}
 	if s.hasRisk {
 		a.RiskSum += s.risk
 		a.RiskMax = max(a.RiskMax, s.risk)
@@ -131,6 +141,8 @@ func (a *Aggregate) add(s sample) {
 
 // Merge adds the statistics of o to a: counts and sums add, minima and
 // maxima combine, the sketches merge, LastSeq becomes the larger one.
+// LatencyGood keeps the thresholds both count (an a without events takes
+// o's), so every count stays exact.
 // Identity (Service, Start), Version and Final are left as they are.
 // Merge is commutative and associative except for the last bits of the float
 // sums (see the package documentation).
@@ -142,6 +154,7 @@ func (a *Aggregate) Merge(o *Aggregate) {
 	if o.Count == 0 {
 		return
 	}
+	a.mergeGood(o)
 	if a.Count == 0 {
 		a.LatencyMin, a.LatencyMax = o.LatencyMin, o.LatencyMax
 		a.FirstEvent, a.LastEvent = o.FirstEvent, o.LastEvent
@@ -189,19 +202,20 @@ func (a *Aggregate) Quantile(q float64) float64 {
 	return min(max(sketchQuantile(a.Sketch, q), a.LatencyMin), a.LatencyMax)
 }
 
-// Reset empties the aggregate, identity and bookkeeping included, keeping
-// the sketch's memory for reuse.
+// Reset empties the aggregate, identity, thresholds and bookkeeping
+// included, keeping the memory of the sketch and of LatencyGood for reuse.
 func (a *Aggregate) Reset() {
 	sk := a.Sketch
 	if sk != nil {
 		sk.Clear()
 	}
-	*a = Aggregate{Sketch: sk}
+	*a = Aggregate{Sketch: sk, LatencyGood: a.LatencyGood[:0]}
 }
 
 // Clone returns a deep copy.
 func (a *Aggregate) Clone() *Aggregate {
 	c := *a
+	c.LatencyGood = slices.Clone(a.LatencyGood)
 	if a.Sketch != nil {
 		c.Sketch = a.Sketch.Copy()
 	}

@@ -28,6 +28,9 @@ type Config struct {
 	// MaxServices is the number of distinct services admitted per (window,
 	// bucket); ≤ 0 means DefaultMaxServices.
 	MaxServices int
+	// Thresholds are the latency thresholds (ms) whose good events every
+	// aggregate created counts (see SetThresholds).
+	Thresholds []float64
 }
 
 // Aggregator folds events into per-(service, window, bucket) delta
@@ -47,6 +50,7 @@ type Config struct {
 type Aggregator struct {
 	windows     []window.Window
 	maxServices int
+	thresholds  []float64 // normalized; given to every aggregate created
 
 	aggs     map[Key]*Aggregate
 	admitted map[bucketID]map[string]string // service → its interned copy
@@ -96,7 +100,22 @@ func NewAggregator(cfg Config) (*Aggregator, error) {
 	if g.maxServices <= 0 {
 		g.maxServices = DefaultMaxServices
 	}
+	if err := g.SetThresholds(cfg.Thresholds); err != nil {
+		return nil, err
+	}
 	return g, nil
+}
+
+// SetThresholds sets the latency thresholds counted by the aggregates
+// created from now on; aggregates already held keep theirs (a threshold is
+// only counted from an aggregate's first event, docs/processor.md).
+func (g *Aggregator) SetThresholds(ts []float64) error {
+	ts, err := NormalizeThresholds(ts)
+	if err != nil {
+		return fmt.Errorf("agg: %w", err)
+	}
+	g.thresholds = ts
+	return nil
 }
 
 // Windows returns the configured windows; Key.Window indexes them.
@@ -175,6 +194,7 @@ func (g *Aggregator) newAggregate(k Key) *Aggregate {
 	} else {
 		a = NewAggregate(k.Service, k.Start)
 	}
+	a.SetThresholds(g.thresholds)
 	g.aggs[k] = a
 	return a
 }

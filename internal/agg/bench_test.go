@@ -15,8 +15,19 @@ import (
 // event time advancing 1 ms per event (so buckets roll over as in a live
 // stream at 1 000 events/s per service shard) and a Drain every 25 000
 // events (a 250 ms flush at 100 000 events/s).
-func BenchmarkAggregatorAdd(b *testing.B) {
+func BenchmarkAggregatorAdd(b *testing.B) { benchmarkAggregatorAdd(b, nil) }
+
+// BenchmarkAggregatorAddThresholds is BenchmarkAggregatorAdd with four
+// latency SLO thresholds counted in every aggregate.
+func BenchmarkAggregatorAddThresholds(b *testing.B) {
+	benchmarkAggregatorAdd(b, []float64{10, 50, 100, 300})
+}
+
+func benchmarkAggregatorAdd(b *testing.B, thresholds []float64) {
 	g := newAggregator(b, "1min,5min,1hour", 0)
+	if err := g.SetThresholds(thresholds); err != nil {
+		b.Fatal(err)
+	}
 	rng := rand.New(rand.NewPCG(1, 2))
 	const ring = 1 << 16
 	evs := make([]event.Event, ring)

@@ -1,12 +1,14 @@
 package agg
 
 import (
+	"cmp"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"github.com/stacklens/stacklens/internal/jsonenc"
 	"math"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -25,12 +27,15 @@ import (
 //	 "latency_min_ms":40,"latency_max_ms":60,"latency_p50_ms":…,
 //	 "latency_p95_ms":…,"latency_p99_ms":…,"risk_score_avg":0.1,
 //	 "risk_score_max":0.1,"latency_sum":150,"latency_sq_sum":7700,
-//	 "risk_sum":0.3,"risk_count":3,"first_event":"2026-11-29T01:00:00.123Z",
+//	 "risk_sum":0.3,"risk_count":3,"latency_good":{"50":2,"100":3},
+//	 "first_event":"2026-11-29T01:00:00.123Z",
 //	 "last_event":"…","final":false,"last_seq":42,"version":7,
 //	 "sketch":"<base64 of ddsketch.Encode>"}
 //
 // Floats are written with strconv 'g' -1, the shortest text that parses back
-// to the same float64, so every stat round-trips bit for bit.
+// to the same float64, so every stat round-trips bit for bit. latency_good
+// (the exact good-event count per latency threshold, keys ThresholdKey,
+// ascending) is left out when the aggregate counts no threshold.
 
 // emptySketchB64 is what a nil sketch encodes as: an empty sketch, so
 // the value is the same as for an empty aggregate that has its sketch.
@@ -71,6 +76,10 @@ func (a *Aggregate) Encode(dst []byte, w window.Window) []byte {
 	dst = appendFloat(dst, "latency_sq_sum", a.LatencySqSum)
 	dst = appendFloat(dst, "risk_sum", a.RiskSum)
 	dst = appendUint(dst, "risk_count", a.RiskCount)
+	if len(a.LatencyGood) > 0 {
+		dst = append(dst, `,"latency_good":`...)
+		dst = a.AppendLatencyGood(dst)
+	}
 	dst = appendTime(dst, "first_event", a.FirstEvent)
 	dst = appendTime(dst, "last_event", a.LastEvent)
 	dst = append(dst, `,"final":`...)
@@ -123,26 +132,27 @@ func appendTime(dst []byte, name string, ns int64) []byte {
 // wire is the decoding view of the KV value. Pointers mark the members
 // that must be present; the derived row fields are not read.
 type wire struct {
-	Service      *string `json:"service"`
-	Window       string  `json:"window"`
-	Timestamp    string  `json:"timestamp"`
-	Start        *int64  `json:"start"`
-	Count        *uint64 `json:"count"`
-	ErrorCount   uint64  `json:"error_count"`
-	WarningCount uint64  `json:"warning_count"`
-	LatencyMin   float64 `json:"latency_min_ms"`
-	LatencyMax   float64 `json:"latency_max_ms"`
-	RiskMax      float64 `json:"risk_score_max"`
-	LatencySum   float64 `json:"latency_sum"`
-	LatencySqSum float64 `json:"latency_sq_sum"`
-	RiskSum      float64 `json:"risk_sum"`
-	RiskCount    uint64  `json:"risk_count"`
-	FirstEvent   string  `json:"first_event"`
-	LastEvent    string  `json:"last_event"`
-	Final        bool    `json:"final"`
-	LastSeq      uint64  `json:"last_seq"`
-	Version      uint64  `json:"version"`
-	Sketch       *[]byte `json:"sketch"`
+	Service      *string           `json:"service"`
+	Window       string            `json:"window"`
+	Timestamp    string            `json:"timestamp"`
+	Start        *int64            `json:"start"`
+	Count        *uint64           `json:"count"`
+	ErrorCount   uint64            `json:"error_count"`
+	WarningCount uint64            `json:"warning_count"`
+	LatencyMin   float64           `json:"latency_min_ms"`
+	LatencyMax   float64           `json:"latency_max_ms"`
+	RiskMax      float64           `json:"risk_score_max"`
+	LatencySum   float64           `json:"latency_sum"`
+	LatencySqSum float64           `json:"latency_sq_sum"`
+	RiskSum      float64           `json:"risk_sum"`
+	RiskCount    uint64            `json:"risk_count"`
+	LatencyGood  map[string]uint64 `json:"latency_good"`
+	FirstEvent   string            `json:"first_event"`
+	LastEvent    string            `json:"last_event"`
+	Final        bool              `json:"final"`
+	LastSeq      uint64            `json:"last_seq"`
+	Version      uint64            `json:"version"`
+	Sketch       *[]byte           `json:"sketch"`
 }
 
 // Decode parses a KV value written by Encode. Any input that Encode cannot
@@ -219,6 +229,9 @@ func decodeInto(a *Aggregate, b []byte) (window.Window, error) {
 	if err := a.check(); err != nil {
 		return window.Window{}, err
 	}
+	if err := a.decodeGood(v.LatencyGood); err != nil {
+		return window.Window{}, err
+	}
 	sk, err := decodeSketch(*v.Sketch)
 	if err != nil {
 		return window.Window{}, err
@@ -228,6 +241,27 @@ func decodeInto(a *Aggregate, b []byte) (window.Window, error) {
 	}
 	a.Sketch = sk
 	return w, nil
+}
+
+// decodeGood reads latency_good: keys must be spelled as ThresholdKey
+// spells them (so two spellings of one threshold cannot both appear), and
+// the counts must be consistent (checkGood).
+func (a *Aggregate) decodeGood(m map[string]uint64) error {
+	if len(m) == 0 {
+		return nil
+	}
+	if len(m) > MaxThresholds {
+		return fmt.Errorf("%d latency thresholds, at most %d", len(m), MaxThresholds)
+	}
+	for k, c := range m {
+		t, err := strconv.ParseFloat(k, 64)
+		if err != nil || ThresholdKey(t) != k {
+			return fmt.Errorf("latency_good key %q is not a threshold in shortest decimal form", k)
+		}
+		a.LatencyGood = append(a.LatencyGood, Good{ThresholdMS: t, Count: c})
+	}
+	slices.SortFunc(a.LatencyGood, func(x, y Good) int { return cmp.Compare(x.ThresholdMS, y.ThresholdMS) })
+	return a.checkGood()
 }
 
 // Bucket starts are kept to years 1678–2262, where event times in Unix

@@ -312,6 +312,17 @@ func FuzzDecodeAggregate(f *testing.F) {
 	f.Add([]byte(`{"service":"s","window":"1min","timestamp":"1970-01-01T00:00:00Z","start":0,"count":0,"sketch":"","first_event":"1970-01-01T00:00:00Z","last_event":"1970-01-01T00:00:00Z"}`))
 	f.Add([]byte(`{}`))
 	f.Add([]byte(`not json`))
+	// latency_good: exact per-threshold counts, and broken variants.
+	g := NewAggregate("svc", t0.Unix())
+	g.SetThresholds([]float64{0, 2.5, 50, 300})
+	for i, l := range []float64{0, 1, 2.5, 49, 50, 51, 300, 1e6} {
+		g.Add(ev("svc", time.Duration(i)*time.Second, event.LevelInfo, l))
+	}
+	enc := g.Encode(nil, w1m)
+	f.Add(enc)
+	f.Add(bytes.Replace(enc, []byte(`"50":5`), []byte(`"50":9`), 1))
+	f.Add(bytes.Replace(enc, []byte(`"2.5"`), []byte(`"2.50"`), 1))
+	f.Add(bytes.Replace(enc, []byte(`"300":7`), []byte(`"300":7,"-0":0`), 1))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		a, err := Decode(b)
 		if err != nil {

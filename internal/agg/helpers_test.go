@@ -2,6 +2,7 @@ package agg
 
 import (
 	"math"
+	"reflect"
 	"testing"
 	"time"
 
@@ -94,7 +95,19 @@ func sameFloats(a, b Aggregate) bool {
 			return false
 		}
 	}
+	// LatencyGood: same thresholds (bit for bit) and counts; nil and empty
+	// are the same.
+	if len(a.LatencyGood) != len(b.LatencyGood) {
+		return false
+	}
+	for i, g := range a.LatencyGood {
+		h := b.LatencyGood[i]
+		if math.Float64bits(g.ThresholdMS) != math.Float64bits(h.ThresholdMS) || g.Count != h.Count {
+			return false
+		}
+	}
+	a.LatencyGood, b.LatencyGood = nil, nil
 	a.LatencySum, a.LatencySqSum, a.LatencyMin, a.LatencyMax, a.RiskSum, a.RiskMax = 0, 0, 0, 0, 0, 0
 	b.LatencySum, b.LatencySqSum, b.LatencyMin, b.LatencyMax, b.RiskSum, b.RiskMax = 0, 0, 0, 0, 0, 0
-	return a == b
+	return reflect.DeepEqual(a, b)
 }

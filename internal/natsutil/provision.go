@@ -156,6 +156,18 @@ func EnsureDLQStream(ctx context.Context, js jetstream.JetStream, c config.NATS)
 	return st, nil
 }
 
+// ConfigBucketConfig is the configuration of stacklens_config: a few
+// small keys the API writes and the processors watch; no TTL.
+func ConfigBucketConfig(c config.NATS) jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{
+		Bucket:      ConfigBucket,
+		Description: "StackLens settings distributed to the processors (" + SLOThresholdsKey + ")",
+		History:     1,
+		Replicas:    c.Replicas,
+		Storage:     jetstream.FileStorage,
+	}
+}
+
 // EnsureKV creates or updates a KV bucket.
 func EnsureKV(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
 	kv, err := js.CreateOrUpdateKeyValue(ctx, cfg)

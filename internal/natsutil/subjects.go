@@ -30,6 +30,13 @@ const (
 	ProcessorBucket = "stacklens_processor"
 	// AlertingBucket holds the alert evaluator's lease.
 	AlertingBucket = "stacklens_alerting"
+	// ConfigBucket holds settings the API distributes to the stateless
+	// processors: the SLO latency thresholds (SLOThresholdsKey).
+	ConfigBucket = "stacklens_config"
+	// SLOThresholdsKey holds the sorted JSON array of the latency
+	// thresholds (ms) of the enabled latency SLOs, which the processors
+	// count exactly (docs/processor.md).
+	SLOThresholdsKey = "slo.latency_thresholds"
 )
 
 // Headers set on stream messages.
