@@ -1,6 +1,7 @@
 package slo
 
 import (
+	"math"
 	"time"
 )
 
@@ -16,8 +17,12 @@ func (c Counts) Bad() int64 { return c.Total - c.Good }
 // Add returns the sum of c and o.
 func (c Counts) Add(o Counts) Counts { return Counts{c.Good + o.Good, c.Total + o.Total} }
 
-// BudgetFraction is the share of events allowed to be bad: 1 - target/100.
-func BudgetFraction(target float64) float64 { return 1 - target/100 }
+// BudgetFraction is the share of events allowed to be bad: 1 - target/100,
+// rounded to 11 decimals so that a decimal target gives the float nearest
+// the decimal fraction (99.9 → 0.001, where 1 - 99.9/100 is
+// 0.0010000000000000009): 1 % bad events on a 99 % objective then burns
+// at exactly 1x. Targets are percentages with at most 9 decimals.
+func BudgetFraction(target float64) float64 { return math.Round((100-target)*1e9) / 1e11 }
 
 // Compliance is the percentage of good events; nil without events.
 func Compliance(c Counts) *float64 {

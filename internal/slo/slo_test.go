@@ -171,10 +171,8 @@ func TestStatusArithmetic(t *testing.T) {
 	}
 	burn[5*time.Minute] = Counts{} // no events: null
 	s := NewStatus(&d, now, ws, period, burn, nil)
-	// Runtime float64 arithmetic, as the status computes it (untyped
-	// constants would be exact).
-	target, million, bad1h := 99.9, 1_000_000.0, 100.0
-	budget := (1 - target/100) * million
+	// The decimal figures come out exactly: a 99.9 % target allows 0.1 %.
+	budget := 1000.0
 	if s.TotalEvents != 1_000_000 || s.GoodEvents != 999_600 || s.BadEvents != 400 {
 		t.Fatalf("counts %+v", s)
 	}
@@ -187,7 +185,7 @@ func TestStatusArithmetic(t *testing.T) {
 		*eb.ConsumedRatio != 400/budget || *eb.RemainingRatio != (budget-400)/budget {
 		t.Errorf("budget %+v", eb)
 	}
-	if got := *s.BurnRates["1h"]; got != 100/10_000.0/(1-target/100) {
+	if got := *s.BurnRates["1h"]; got != 10 {
 		t.Errorf("1h burn %v", got)
 	}
 	if s.BurnRates["5m"] != nil {
@@ -200,7 +198,7 @@ func TestStatusArithmetic(t *testing.T) {
 	}
 	// 100 bad events over the 1h window's span (57m20s: 12 five-minute
 	// buckets, the newest partial) → remaining / (100 / 3440 s).
-	if want := (budget - 400) / (bad1h / 3440); s.TimeToExhaustionSeconds == nil || *s.TimeToExhaustionSeconds != want {
+	if want := 20640.0; s.TimeToExhaustionSeconds == nil || *s.TimeToExhaustionSeconds != want {
 		t.Errorf("time to exhaustion %v, want %v", s.TimeToExhaustionSeconds, want)
 	}
 	if s.PeriodStart != time.Date(2026, 11, 1, 11, 0, 0, 0, time.UTC) || s.Period != "30d" || s.CountedFrom != nil {

@@ -27,8 +27,11 @@ type Sum struct {
 
 // FiringAlert is an open burn-rate alert of an SLO.
 type FiringAlert struct {
-	ID int64 `json:"id" doc:"the alert's numeric id (GET /alerts)"`
-	BurnAlert
+	ID        int64     `json:"id" doc:"the alert's numeric id (GET /alerts)"`
+	Severity  string    `json:"severity" doc:"page or ticket"`
+	BurnRate  float64   `json:"burn_rate"`
+	Long      Duration  `json:"long"`
+	Short     Duration  `json:"short"`
 	StartedAt time.Time `json:"started_at"`
 }
 

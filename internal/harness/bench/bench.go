@@ -27,6 +27,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/segmentio/kafka-go"
@@ -704,10 +705,14 @@ func (r *run) steady(ctx context.Context, d time.Duration) {
 		if r.staticURL != "" {
 			out = append(out, LoadHTTP(sctx, r.hc, "static JSON ("+r.staticWhere+", ingesting)", r.staticURL, clients, per))
 		}
+		if err := seedSLOs(sctx, r.cfg.DB.DSN()); err != nil {
+			r.progress("seeding SLOs for /slos: %v", err)
+		}
 		for _, e := range []struct{ name, path string }{
 			{"/metrics (1min, 100 rows)", "/metrics?window=1min&limit=100"},
 			{"/health-status", "/health-status"},
 			{"/alerts", "/alerts"},
+			{"/slos (4 SLOs)", "/slos"},
 		} {
 			if sctx.Err() != nil {
 				break
@@ -751,4 +756,25 @@ func (r *run) visible(ctx context.Context, url string) bool {
 		return false
 	}
 	return body.Count > 0
+}
+
+// seedSLOs defines four SLOs — every service and one loadgen service, by
+// availability and by latency — so /slos sums real metrics rows (once per
+// run: the names are unique).
+func seedSLOs(ctx context.Context, dsn string) error {
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return fmt.Errorf("connect: %w", err)
+	}
+	defer conn.Close(context.Background())
+	_, err = conn.Exec(ctx, `INSERT INTO analytics_slos (name, service, objective, latency_threshold_ms, target, period) VALUES
+	('bench: all available', NULL, 'availability', NULL, 99.9, '30 days'),
+	('bench: all fast', NULL, 'latency', 300, 99, '7 days'),
+	('bench: one available', (SELECT service FROM analytics_metrics_1min ORDER BY timestamp DESC LIMIT 1), 'availability', NULL, 99.5, '30 days'),
+	('bench: one fast', (SELECT service FROM analytics_metrics_1min ORDER BY timestamp DESC LIMIT 1), 'latency', 500, 99, '1 day')
+	ON CONFLICT (name) DO NOTHING`)
+	if err != nil {
+		return fmt.Errorf("insert: %w", err)
+	}
+	return nil
 }
