@@ -36,64 +36,125 @@ func metricsTable(w window.Window) string { return "analytics_metrics_" + w.Name
 // threshold. Rows without the threshold's key are filtered out before.
 const goodExpr = `CASE WHEN s.key = '' THEN m.count - m.error_count ELSE (m.latency_good ->> s.key)::bigint END`
 
-// sumsSQL sums, for each request row s of the arrays, the buckets of one
-// metrics table in [s.lo, s.hi]: one statement for any number of
-// requests. A service's requests use the (service, timestamp) primary
-// key; every-service requests the timestamp index. It reads only the
-// pre-aggregated table, never analytics_events.
-func sumsSQL(table string) string {
+// seriesSQL sums, per series row s of the arrays, the buckets of one
+// metrics table in [s.lo, s.hi] by bucket start (over the services of the
+// series): one statement for any number of series, each metrics row read
+// once per series however many windows overlap it. A service's series use
+// the (service, timestamp) primary key, every-service series the
+// timestamp index. It reads only the pre-aggregated table, never
+// analytics_events.
+func seriesSQL(table string) string {
 	return `WITH s AS (
 	SELECT * FROM unnest($1::int[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[]) AS s(k, service, key, lo, hi))
-SELECT k, sum(c)::bigint, sum(g)::bigint, min(ts) FROM (
-	SELECT s.k, m.count AS c, ` + goodExpr + ` AS g, m.timestamp AS ts
-	FROM s JOIN ` + table + ` m ON m.service = s.service AND m.timestamp >= s.lo AND m.timestamp <= s.hi
-	WHERE s.service IS NOT NULL AND (s.key = '' OR m.latency_good ? s.key)
-	UNION ALL
-	SELECT s.k, m.count, ` + goodExpr + `, m.timestamp
-	FROM s JOIN ` + table + ` m ON m.timestamp >= s.lo AND m.timestamp <= s.hi
-	WHERE s.service IS NULL AND (s.key = '' OR m.latency_good ? s.key)
-) x GROUP BY k`
+SELECT s.k, m.timestamp, sum(m.count)::bigint, sum(` + goodExpr + `)::bigint
+FROM s JOIN ` + table + ` m ON m.service = s.service AND m.timestamp >= s.lo AND m.timestamp <= s.hi
+WHERE s.service IS NOT NULL AND (s.key = '' OR m.latency_good ? s.key)
+GROUP BY s.k, m.timestamp
+UNION ALL
+SELECT s.k, m.timestamp, sum(m.count)::bigint, sum(` + goodExpr + `)::bigint
+FROM s JOIN ` + table + ` m ON m.timestamp >= s.lo AND m.timestamp <= s.hi
+WHERE s.service IS NULL AND (s.key = '' OR m.latency_good ? s.key)
+GROUP BY s.k, m.timestamp`
 }
 
-// Sums answers reqs with one query per metrics table involved; sums[i]
-// answers reqs[i] (zero when no bucket matched).
+// series is the objective (service, key) of some requests on one table.
+type series struct {
+	service string
+	all     bool
+	key     string
+	table   string
+}
+
+// bucketSum is one bucket's counts of a series.
+type bucketSum struct {
+	start time.Time
+	c     Counts
+}
+
+// Sums answers reqs with one query per metrics table involved: the
+// requests of one objective and table share one series of bucket sums
+// over the union of their ranges, from which each range is summed here;
+// sums[i] answers reqs[i] (zero when no bucket matched).
 func Sums(ctx context.Context, q Querier, reqs []Request) ([]Sum, error) {
 	out := make([]Sum, len(reqs))
-	byTable := map[string][]int{}
-	var tables []window.Window
+	type span struct {
+		lo, hi time.Time
+		w      window.Window
+		reqs   []int
+	}
+	spans := map[series]*span{}
+	var order []series
 	for i, r := range reqs {
-		n := r.Range.Window.Name
-		if _, ok := byTable[n]; !ok {
-			tables = append(tables, r.Range.Window)
+		k := series{key: r.Key, table: r.Range.Window.Name, all: r.Service == nil}
+		if r.Service != nil {
+			k.service = *r.Service
 		}
-		byTable[n] = append(byTable[n], i)
+		sp := spans[k]
+		if sp == nil {
+			sp = &span{lo: r.Range.First, hi: r.Range.Last, w: r.Range.Window}
+			spans[k] = sp
+			order = append(order, k)
+		}
+		if r.Range.First.Before(sp.lo) {
+			sp.lo = r.Range.First
+		}
+		if r.Range.Last.After(sp.hi) {
+			sp.hi = r.Range.Last
+		}
+		sp.reqs = append(sp.reqs, i)
+	}
+	var tables []window.Window
+	byTable := map[string][]series{}
+	for _, k := range order {
+		if _, ok := byTable[k.table]; !ok {
+			tables = append(tables, spans[k].w)
+		}
+		byTable[k.table] = append(byTable[k.table], k)
 	}
 	for _, w := range tables {
-		idx := byTable[w.Name]
-		ks := make([]int32, len(idx))
-		svcs := make([]*string, len(idx))
-		keys := make([]string, len(idx))
-		los := make([]time.Time, len(idx))
-		his := make([]time.Time, len(idx))
-		for j, i := range idx {
-			r := reqs[i]
-			ks[j], svcs[j], keys[j], los[j], his[j] = int32(i), r.Service, r.Key, r.Range.First, r.Range.Last
+		ks := byTable[w.Name]
+		idx := make([]int32, len(ks))
+		svcs := make([]*string, len(ks))
+		keys := make([]string, len(ks))
+		los := make([]time.Time, len(ks))
+		his := make([]time.Time, len(ks))
+		for j, k := range ks {
+			idx[j], keys[j], los[j], his[j] = int32(j), k.key, spans[k].lo, spans[k].hi
+			if !k.all {
+				svc := k.service
+				svcs[j] = &svc
+			}
 		}
-		rows, err := q.Query(ctx, sumsSQL(metricsTable(w)), ks, svcs, keys, los, his)
+		rows, err := q.Query(ctx, seriesSQL(metricsTable(w)), idx, svcs, keys, los, his)
 		if err != nil {
 			return nil, fmt.Errorf("sum %s: %w", metricsTable(w), err)
 		}
-		var k int32
-		var total, good *int64
-		var first *time.Time
-		_, err = pgx.ForEachRow(rows, []any{&k, &total, &good, &first}, func() error {
-			if int(k) < len(out) && total != nil && good != nil {
-				out[k] = Sum{Counts: Counts{Good: *good, Total: *total}, CountedFrom: first}
+		buckets := make([][]bucketSum, len(ks))
+		var j int32
+		var b bucketSum
+		_, err = pgx.ForEachRow(rows, []any{&j, &b.start, &b.c.Total, &b.c.Good}, func() error {
+			if int(j) < len(buckets) {
+				buckets[j] = append(buckets[j], b)
 			}
 			return nil
 		})
 		if err != nil {
 			return nil, fmt.Errorf("sum %s: %w", metricsTable(w), err)
+		}
+		for j, k := range ks {
+			for _, i := range spans[k].reqs {
+				r := reqs[i].Range
+				for _, b := range buckets[j] {
+					if b.start.Before(r.First) || b.start.After(r.Last) {
+						continue
+					}
+					out[i].Counts = out[i].Counts.Add(b.c)
+					if out[i].CountedFrom == nil || b.start.Before(*out[i].CountedFrom) {
+						t := b.start
+						out[i].CountedFrom = &t
+					}
+				}
+			}
 		}
 	}
 	return out, nil
