@@ -104,7 +104,11 @@ type Engine struct {
 	noData map[string]noDataScan // per window: the last no_data scan
 	// sloInvalid: why each invalid SLO cannot be evaluated (logged once)
 	sloInvalid map[int64]string
-	cycles     atomic.Int64 // completed evaluation cycles (tests)
+	// sloEvery throttles SLO evaluation (test seam; 0: every cycle);
+	// sloLast is when it last ran (zero: at the next cycle).
+	sloEvery time.Duration
+	sloLast  time.Time
+	cycles   atomic.Int64 // completed evaluation cycles (tests)
 }
 
 // channelsAll are the outbox channels, in dispatch order.
@@ -152,6 +156,7 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 		windows:    map[string]window.Window{},
 		noData:     map[string]noDataScan{},
 		sloInvalid: map[int64]string{},
+		sloEvery:   sloInterval,
 		wake:       make(chan struct{}, 1),
 		kicks:      map[string]chan struct{}{},
 		now:        time.Now,
@@ -296,6 +301,7 @@ func (e *Engine) lead(ctx context.Context) {
 	}
 	e.ev = nil // reload state from the database: another replica may have led
 	clear(e.noData)
+	e.sloLast = time.Time{}
 	t := time.NewTicker(e.cfg.Alerting.EvalInterval)
 	defer t.Stop()
 	var lastErr string
@@ -570,9 +576,12 @@ func (e *Engine) cycle(ctx context.Context) error {
 			}
 		})...)
 	}
-	sloChanges, err := e.evaluateSLOs(ctx, now)
-	if err != nil {
-		return err
+	var sloChanges []sloChange
+	sloDue := now.Sub(e.sloLast) >= e.sloEvery || now.Before(e.sloLast)
+	if sloDue {
+		if sloChanges, err = e.evaluateSLOs(ctx, now); err != nil {
+			return err
+		}
 	}
 	drop, deletes := forgotten(e.ev.states, ruleIDs)
 	dirty := 0
@@ -588,6 +597,9 @@ func (e *Engine) cycle(ctx context.Context) error {
 	if len(changes) == 0 && len(sloChanges) == 0 && dirty == 0 && len(cursors) == 0 && len(deletes) == 0 && len(orphans) == 0 {
 		for _, fp := range drop {
 			delete(e.ev.states, fp)
+		}
+		if sloDue {
+			e.sloLast = now
 		}
 		return nil
 	}
@@ -606,6 +618,9 @@ func (e *Engine) cycle(ctx context.Context) error {
 	}
 	for name, c := range cursors {
 		e.ev.cursors[name] = c
+	}
+	if sloDue {
+		e.sloLast = now
 	}
 	if e.afterCommit != nil {
 		e.afterCommit()

@@ -53,6 +53,7 @@ ON CONFLICT (service, timestamp) DO UPDATE SET count = EXCLUDED.count, error_cou
 func (f *fixture) sloEngine(clock *atomic.Int64) *Engine {
 	e := f.engine(f.config(), Deps{})
 	e.now = func() time.Time { return time.Unix(0, clock.Load()).UTC() }
+	e.sloEvery = 0 // every cycle: the fake clock stands still between steps
 	f.start(e)
 	return e
 }
@@ -194,5 +195,29 @@ VALUES (6, 'search availability', 'search', 'availability', 99.9, '30 days', '{s
 	}
 	if m := f.int(`SELECT count(*) FROM analytics_alerts WHERE slo_id = 6 AND status = 'resolved'`); m != 1 {
 		t.Fatalf("%d resolved", m)
+	}
+}
+
+// TestSLOEvaluationThrottled: SLOs are evaluated every sloInterval, not
+// every cycle (burn rates move with one-minute buckets), and at once by a
+// new leader.
+func TestSLOEvaluationThrottled(t *testing.T) {
+	f := newFixture(t)
+	f.exec(`INSERT INTO analytics_slos (name, objective, target, burn_alerts)
+VALUES ('one entry', 'availability', 99, '[{"severity":"page","burn_rate":2,"long":"1h","short":"5m"}]')`)
+	var clock atomic.Int64
+	clock.Store(time.Now().UnixNano())
+	e := f.engine(f.config(), Deps{})
+	e.now = func() time.Time { return time.Unix(0, clock.Load()) }
+	before := sloEvaluationsTotal.Get()
+	f.start(e)
+	f.waitCycles(e, 5)
+	if n := sloEvaluationsTotal.Get() - before; n != 1 {
+		t.Fatalf("%d entry evaluations in 5 cycles within %v, want 1", n, sloInterval)
+	}
+	clock.Add(int64(sloInterval))
+	f.waitCycles(e, 3)
+	if n := sloEvaluationsTotal.Get() - before; n != 2 {
+		t.Fatalf("%d entry evaluations after %v, want 2", n, sloInterval)
 	}
 }
