@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -105,6 +106,13 @@ func TestSLOStatus(t *testing.T) {
 		`INSERT INTO analytics_slos (id, name, service, objective, latency_threshold_ms, target, period, burn_alerts) VALUES (12, 'shop fast', 'shop', 'latency', 300, 99, '7 days', '[{"severity":"ticket","burn_rate":0.5,"long":"12h","short":"1h"}]')`,
 		`INSERT INTO analytics_slos (id, name, objective, target, period) VALUES (13, 'everything', 'availability', 99, '1 day')`,
 		`INSERT INTO analytics_slos (id, name, service, objective, target) VALUES (14, 'idle', 'nobody', 'availability', 99.5)`,
+		// Written by hand with a policy the API would refuse.
+		`INSERT INTO analytics_slos (id, name, service, objective, target, burn_alerts) VALUES (15, 'odd', 'shop', 'availability', 99, '[{"severity":"sev1","burn_rate":2,"long":"1h","short":"5m"}]')`,
+		// An open page of SLO 11 and a resolved one (not listed).
+		`INSERT INTO analytics_alerts (id, alert_id, fingerprint, rule_name, service, severity, metric_name, fired_at, slo_id, slo_burn_alert)
+		 VALUES (42, 'slo-a', 'slo-fp', 'shop availability', 'shop', 'critical', 'burn_rate', '2026-08-23T05:00:00Z', 11, '{"severity":"page","burn_rate":14.4,"long":"1h","short":"5m"}')`,
+		`INSERT INTO analytics_alerts (id, alert_id, fingerprint, rule_name, service, severity, status, metric_name, resolved_at, slo_id, slo_burn_alert)
+		 VALUES (43, 'slo-b', 'slo-fp', 'shop availability', 'shop', 'critical', 'resolved', 'burn_rate', now(), 11, '{"severity":"page","burn_rate":14.4,"long":"1h","short":"5m"}')`,
 	} {
 		if _, err := f.db.Exec(ctx, sql); err != nil {
 			t.Fatal(err)
@@ -124,7 +132,7 @@ func TestSLOStatus(t *testing.T) {
 	for _, s := range list.SLOs {
 		byID[s.ID] = s
 	}
-	if len(list.SLOs) != 5 { // the seed's one and ours
+	if len(list.SLOs) != 6 { // the seed's one and ours
 		t.Fatalf("%d SLOs", len(list.SLOs))
 	}
 
@@ -203,6 +211,20 @@ func TestSLOStatus(t *testing.T) {
 	// 1h window: w1h.Bad() bad events (quiet has none) in its span of
 	// 3440 s, 09:40:00 to 10:37:20.
 	eqPtr(t, "everything time to exhaustion", s.TimeToExhaustionSeconds, fptr((budget-float64(bad))/(float64(w1h.Bad())/3440)))
+
+	// The open alert is listed; the resolved one not.
+	if fa := byID[11].FiringAlerts; len(fa) != 1 || fa[0].ID != 42 || fa[0].Severity != "page" || fa[0].BurnRate != 14.4 ||
+		time.Duration(fa[0].Long) != time.Hour || time.Duration(fa[0].Short) != 5*time.Minute ||
+		!fa[0].StartedAt.Equal(time.Date(2026, 8, 23, 5, 0, 0, 0, time.UTC)) {
+		t.Errorf("firing alerts %+v", fa)
+	}
+	// A stored definition that does not validate is reported, and why.
+	if s := byID[15]; !strings.Contains(s.Invalid, "burn_alerts[0].severity") || s.TotalEvents == 0 {
+		t.Errorf("invalid SLO: %q, %d events", s.Invalid, s.TotalEvents)
+	}
+	if byID[11].Invalid != "" {
+		t.Errorf("valid SLO reported invalid: %s", byID[11].Invalid)
+	}
 
 	// idle: no events → nulls.
 	s = byID[14]
