@@ -537,7 +537,7 @@ func TestSeedSchemaValidation(t *testing.T) {
 	views := strings1(t, conn, `SELECT table_name FROM information_schema.tables 
 WHERE table_name LIKE 'v_%' AND table_schema = 'public';`)
 	wantViews := []string{"v_active_alerts", "v_alert_summary", "v_service_health_current",
-		"v_service_performance_trend", "v_top_error_services", "v_top_latency_services"}
+		"v_service_performance_trend", "v_slo_status", "v_top_error_services", "v_top_latency_services"}
 	if strings.Join(views, ",") != strings.Join(wantViews, ",") {
 		t.Errorf("views = %v\nwant %v", views, wantViews)
 	}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -78,6 +79,19 @@ func TestBenchRunsAndProfiles(t *testing.T) {
 			if d.MeanMS <= 0 || d.Batches <= 0 {
 				t.Errorf("run %d: stage delay %+v", i+1, d)
 			}
+		}
+		// /slos answers over the SLOs the bench defines.
+		slos := false
+		for _, h := range r.Steady.API {
+			if strings.HasPrefix(h.Name, "/slos") {
+				slos = true
+				if h.Requests == 0 || h.Errors != 0 {
+					t.Errorf("run %d: %s: %d requests, %d errors %v", i+1, h.Name, h.Requests, h.Errors, h.ErrorKinds)
+				}
+			}
+		}
+		if !slos {
+			t.Errorf("run %d: /slos not loaded", i+1)
 		}
 	}
 	for run := 1; run <= 2; run++ {
