@@ -242,6 +242,33 @@ func TestSLOStatus(t *testing.T) {
 	t.Logf("GET /slos/11: %s", f.mustGet("/slos/11"))
 }
 
+// TestSLOResponsesKeyedByPath: coalesced and cached responses are keyed by
+// the request's path, so two SLOs of one route never share an answer.
+func TestSLOResponsesKeyedByPath(t *testing.T) {
+	dsn, db, seeded := newDB(t)
+	cfg := testConfig(dsn)
+	cfg.CacheTTL = time.Minute
+	srv, err := New(cfg, Deps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.closePools)
+	f := &fixture{t: t, dsn: dsn, db: db, srv: srv, now: seeded}
+	if _, err := db.Exec(context.Background(), `INSERT INTO analytics_slos (id, name, objective, target) VALUES (31, 'a', 'availability', 99), (32, 'b', 'availability', 99.5)`); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []int64{31, 32} {
+		var s slo.Status
+		if err := json.Unmarshal(f.mustGet(fmt.Sprintf("/slos/%d", id)), &s); err != nil || s.ID != id {
+			t.Fatalf("GET /slos/%d answered SLO %d (%v)", id, s.ID, err)
+		}
+		var h SLOHistoryResponse
+		if err := json.Unmarshal(f.mustGet(fmt.Sprintf("/slos/%d/history", id)), &h); err != nil || h.ID != id {
+			t.Fatalf("GET /slos/%d/history answered SLO %d (%v)", id, h.ID, err)
+		}
+	}
+}
+
 // Counts is a test shorthand: total and bad events.
 func Counts(total, bad int64) slo.Counts { return slo.Counts{Good: total - bad, Total: total} }
 
