@@ -1439,6 +1439,8 @@ func TestSLOAlerts(t *testing.T) {
 	('checkout', date_trunc('hour', now()) - interval '1 hour', 6000, 20, '{"2.5": 5950}'),
 	('checkout', date_trunc('hour', now()) - interval '1 day', 100000, 100000, '{"2.5": 0}'),
 	('other', date_trunc('hour', now()), 500, 0, '{}')`)
+	// Hour buckets are UTC whatever the session's zone (India: +05:30).
+	exec1(t, conn, `SET TimeZone = 'Asia/Kolkata'`)
 	var total, good, bad, firing int64
 	var compliance, budget, remaining float64
 	q := `SELECT total_events, good_events, bad_events, compliance, budget_events, budget_remaining_ratio, firing_alerts FROM v_slo_status WHERE id = $1`

@@ -20,7 +20,8 @@ COMMENT ON COLUMN analytics_alerts.slo_burn_alert IS
     'Burn-rate alerts: the policy entry that fired, {"severity": "page"|"ticket", "burn_rate": 14.4, "long": "1h", "short": "5m"}; NULL for rule alerts.';
 
 -- Each SLO's figures over its period from the 1hour table: the buckets
--- starting after the current hour's start minus the period, the current
+-- starting after the current UTC hour's start minus the period (UTC: the
+-- buckets are, whatever the session's TimeZone), the current
 -- partial hour included — the API's GET /slos (docs/slo.md) computes the
 -- same with the coarsest table that fits, so the two agree whenever that
 -- is 1hour (periods of whole hours from 5h up, with the default windows).
@@ -28,7 +29,7 @@ COMMENT ON COLUMN analytics_alerts.slo_burn_alert IS
 -- float8 text is that for thresholds from 0.0001 ms to below 10^15 ms.
 CREATE VIEW v_slo_status AS
 SELECT s.id, s.name, s.service, s.objective, s.latency_threshold_ms, s.target, s.period, s.enabled,
-       date_trunc('hour', now()) - s.period + interval '1 hour' AS period_start,
+       date_trunc('hour', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' - s.period + interval '1 hour' AS period_start,
        c.total_events, c.good_events, c.total_events - c.good_events AS bad_events,
        CASE WHEN c.total_events > 0 THEN 100.0 * c.good_events / c.total_events END AS compliance,
        (1 - s.target / 100) * c.total_events AS budget_events,
@@ -44,7 +45,7 @@ CROSS JOIN LATERAL (
            COALESCE(sum(CASE WHEN s.objective = 'availability' THEN m.count - m.error_count
                              ELSE (m.latency_good ->> s.latency_threshold_ms::text)::bigint END), 0)::bigint AS good_events
     FROM analytics_metrics_1hour m
-    WHERE m.timestamp > date_trunc('hour', now()) - s.period
+    WHERE m.timestamp > date_trunc('hour', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' - s.period
       AND (s.service IS NULL OR m.service = s.service)
       AND (s.objective = 'availability' OR m.latency_good ? s.latency_threshold_ms::text)
 ) c;

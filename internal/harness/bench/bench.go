@@ -653,6 +653,10 @@ func (r *run) steady(ctx context.Context, d time.Duration) {
 		return
 	}
 	label := fmt.Sprintf("steady at %s ev/s", num(rate))
+	// Before the hold, so the API load's time is not spent on it.
+	if err := seedSLOs(ctx, r.cfg.DB.DSN()); err != nil {
+		r.progress("seeding SLOs for /slos: %v", err)
+	}
 	r.progress("%s: freshness probes every 250 ms and API load (%d clients) for %v", label, clients, d)
 	sctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
@@ -704,9 +708,6 @@ func (r *run) steady(ctx context.Context, d time.Duration) {
 		var out []HTTPResult
 		if r.staticURL != "" {
 			out = append(out, LoadHTTP(sctx, r.hc, "static JSON ("+r.staticWhere+", ingesting)", r.staticURL, clients, per))
-		}
-		if err := seedSLOs(sctx, r.cfg.DB.DSN()); err != nil {
-			r.progress("seeding SLOs for /slos: %v", err)
 		}
 		for _, e := range []struct{ name, path string }{
 			{"/metrics (1min, 100 rows)", "/metrics?window=1min&limit=100"},
