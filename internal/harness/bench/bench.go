@@ -704,7 +704,7 @@ func (r *run) steady(ctx context.Context, d time.Duration) {
 	apiRes := make(chan []HTTPResult, 1)
 	go func() { // API load in the middle of the hold
 		time.Sleep(d / 5)
-		per := max(time.Second, d*3/5/4)
+		per := max(time.Second, d*3/5/5) // five endpoints in the middle 3/5 of the hold
 		var out []HTTPResult
 		if r.staticURL != "" {
 			out = append(out, LoadHTTP(sctx, r.hc, "static JSON ("+r.staticWhere+", ingesting)", r.staticURL, clients, per))
