@@ -102,7 +102,13 @@ type Engine struct {
 
 	ev     *evaluator
 	noData map[string]noDataScan // per window: the last no_data scan
-	cycles atomic.Int64          // completed evaluation cycles (tests)
+	// sloInvalid: why each invalid SLO cannot be evaluated (logged once)
+	sloInvalid map[int64]string
+	// sloEvery throttles SLO evaluation (test seam; 0: every cycle);
+	// sloLast is when it last ran (zero: at the next cycle).
+	sloEvery time.Duration
+	sloLast  time.Time
+	cycles   atomic.Int64 // completed evaluation cycles (tests)
 }
 
 // channelsAll are the outbox channels, in dispatch order.
@@ -142,19 +148,21 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 		log = slog.Default()
 	}
 	e := &Engine{
-		cfg:       cfg,
-		log:       log.With("component", "alerting"),
-		pool:      deps.Pool,
-		nc:        deps.NATS,
-		health:    deps.Health,
-		windows:   map[string]window.Window{},
-		noData:    map[string]noDataScan{},
-		wake:      make(chan struct{}, 1),
-		kicks:     map[string]chan struct{}{},
-		now:       time.Now,
-		retryBase: time.Second,
-		retryMax:  5 * time.Minute,
-		overlap:   10 * time.Second,
+		cfg:        cfg,
+		log:        log.With("component", "alerting"),
+		pool:       deps.Pool,
+		nc:         deps.NATS,
+		health:     deps.Health,
+		windows:    map[string]window.Window{},
+		noData:     map[string]noDataScan{},
+		sloInvalid: map[int64]string{},
+		sloEvery:   sloInterval,
+		wake:       make(chan struct{}, 1),
+		kicks:      map[string]chan struct{}{},
+		now:        time.Now,
+		retryBase:  time.Second,
+		retryMax:   5 * time.Minute,
+		overlap:    10 * time.Second,
 	}
 	for _, w := range cfg.Windows {
 		e.windows[w.Name] = w
@@ -293,6 +301,7 @@ func (e *Engine) lead(ctx context.Context) {
 	}
 	e.ev = nil // reload state from the database: another replica may have led
 	clear(e.noData)
+	e.sloLast = time.Time{}
 	t := time.NewTicker(e.cfg.Alerting.EvalInterval)
 	defer t.Stop()
 	var lastErr string
@@ -567,6 +576,13 @@ func (e *Engine) cycle(ctx context.Context) error {
 			}
 		})...)
 	}
+	var sloChanges []sloChange
+	sloDue := now.Sub(e.sloLast) >= e.sloEvery || now.Before(e.sloLast)
+	if sloDue {
+		if sloChanges, err = e.evaluateSLOs(ctx, now); err != nil {
+			return err
+		}
+	}
 	drop, deletes := forgotten(e.ev.states, ruleIDs)
 	dirty := 0
 	for _, s := range pend {
@@ -578,13 +594,16 @@ func (e *Engine) cycle(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if len(changes) == 0 && dirty == 0 && len(cursors) == 0 && len(deletes) == 0 && len(orphans) == 0 {
+	if len(changes) == 0 && len(sloChanges) == 0 && dirty == 0 && len(cursors) == 0 && len(deletes) == 0 && len(orphans) == 0 {
 		for _, fp := range drop {
 			delete(e.ev.states, fp)
 		}
+		if sloDue {
+			e.sloLast = now
+		}
 		return nil
 	}
-	enqueued, err := e.commit(ctx, now, changes, pend, cursors, deletes, orphans, sils)
+	enqueued, err := e.commit(ctx, now, changes, sloChanges, pend, cursors, deletes, orphans, sils)
 	if err != nil {
 		return err
 	}
@@ -599,6 +618,9 @@ func (e *Engine) cycle(ctx context.Context) error {
 	}
 	for name, c := range cursors {
 		e.ev.cursors[name] = c
+	}
+	if sloDue {
+		e.sloLast = now
 	}
 	if e.afterCommit != nil {
 		e.afterCommit()
@@ -705,11 +727,12 @@ type orphan struct {
 	reason  string
 }
 
-// orphanAlerts are open alerts whose rule was deleted or disabled.
+// orphanAlerts are open rule alerts whose rule was deleted or disabled
+// (burn-rate alerts of SLOs have no rule: evaluateSLOs resolves those).
 func (e *Engine) orphanAlerts(ctx context.Context) ([]orphan, error) {
 	rows, err := e.pool.Query(ctx, `SELECT a.alert_id, CASE WHEN r.id IS NULL THEN 'rule deleted' ELSE 'rule disabled' END
 FROM analytics_alerts a LEFT JOIN analytics_alert_rules r ON r.id = a.rule_id
-WHERE a.status IN ('active', 'acknowledged') AND (r.id IS NULL OR NOT r.enabled)`)
+WHERE a.status IN ('active', 'acknowledged') AND a.slo_burn_alert IS NULL AND (r.id IS NULL OR NOT r.enabled)`)
 	if err != nil {
 		return nil, fmt.Errorf("orphan alerts: %w", err)
 	}
@@ -738,7 +761,7 @@ func (e *Engine) fireChannels(r *Rule) []string {
 // commit writes the cycle's alert changes, their outbox rows, the changed
 // states and the cursors in one transaction; it returns the number of
 // outbox rows enqueued.
-func (e *Engine) commit(ctx context.Context, now time.Time, changes []change, pend map[string]*fpState,
+func (e *Engine) commit(ctx context.Context, now time.Time, changes []change, sloChanges []sloChange, pend map[string]*fpState,
 	cursors map[string]time.Time, drop []string, orphans []orphan, sils []Silence) (int, error) {
 	tx, err := e.pool.Begin(ctx)
 	if err != nil {
@@ -798,6 +821,13 @@ func (e *Engine) commit(ctx context.Context, now time.Time, changes []change, pe
 				alertsCounter(stateResolved, r.Severity).Inc()
 			}
 		}
+	}
+	for _, c := range sloChanges {
+		n, err := e.commitSLO(ctx, tx, now, c, sils)
+		if err != nil {
+			return 0, err
+		}
+		enqueued += n
 	}
 	for _, o := range orphans {
 		ev, n, err := resolve(ctx, tx, nil, o.alertID, nil, nil, now, o.reason)

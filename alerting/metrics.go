@@ -21,7 +21,10 @@ var (
 	silencedTotal     = metrics.NewCounter("stacklens_alerting_silenced_total")
 	invalidRulesGauge = metrics.NewGauge("stacklens_alerting_invalid_rules", nil)
 	isLeaderGauge     = metrics.NewGauge("stacklens_alerting_is_leader", nil)
-	leaseChanges      = metrics.NewCounter("stacklens_alerting_lease_acquisitions_total")
+	invalidSLOsGauge  = metrics.NewGauge("stacklens_alerting_invalid_slos", nil)
+	// sloEvaluationsTotal counts burn-rate policy entries evaluated.
+	sloEvaluationsTotal = metrics.NewCounter("stacklens_alerting_slo_evaluations_total")
+	leaseChanges        = metrics.NewCounter("stacklens_alerting_lease_acquisitions_total")
 )
 
 func alertsCounter(state, severity string) *metrics.Counter {

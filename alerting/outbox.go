@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/stacklens/stacklens/internal/slo"
 )
 
 // Event is one alert state change: the JSON value of the Kafka message on
@@ -35,6 +37,11 @@ type Event struct {
 	Message          string     `json:"message"`
 	Description      string     `json:"description,omitempty"`
 	EmittedAt        time.Time  `json:"emitted_at"`
+	// SLOID and SLOBurnAlert are set on burn-rate alerts of an SLO
+	// (RuleID is null then; docs/slo.md): the SLO (null once deleted) and
+	// the policy entry that fired.
+	SLOID        *int64         `json:"slo_id,omitempty"`
+	SLOBurnAlert *slo.BurnAlert `json:"slo_burn_alert,omitempty"`
 }
 
 // Outbox transitions (analytics_alert_outbox.transition).
@@ -76,11 +83,15 @@ VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING`, ev.AlertID, ch, ev.State, paylo
 // it and enqueues nothing. It returns the alert's id, whether the alert
 // row is new and how many outbox rows were enqueued.
 func fire(ctx context.Context, tx pgx.Tx, ev *Event, channels []string) (string, bool, int, error) {
+	entry, err := burnAlertJSON(ev)
+	if err != nil {
+		return "", false, 0, fmt.Errorf("insert alert: %w", err)
+	}
 	tag, err := tx.Exec(ctx, `INSERT INTO analytics_alerts (alert_id, fingerprint, rule_id, rule_name, service,
-	severity, status, metric_name, value, threshold, "window", window_start, message, fired_at)
-VALUES ($1, $2, $3, $4, $5, $6, 'active', $7, $8, $9, $10, $11, $12, $13)
+	severity, status, metric_name, value, threshold, "window", window_start, message, fired_at, slo_id, slo_burn_alert)
+VALUES ($1, $2, $3, $4, $5, $6, 'active', $7, $8, $9, $10, $11, $12, $13, $14, $15)
 ON CONFLICT DO NOTHING`, ev.AlertID, ev.Fingerprint, ev.RuleID, ev.Rule, ev.Service, ev.Severity,
-		ev.Metric, ev.Value, ev.Threshold, ev.Window, ev.WindowStart, ev.Message, ev.FiredAt)
+		ev.Metric, ev.Value, ev.Threshold, ev.Window, ev.WindowStart, ev.Message, ev.FiredAt, ev.SLOID, entry)
 	if err != nil {
 		return "", false, 0, fmt.Errorf("insert alert: %w", err)
 	}
@@ -112,16 +123,20 @@ func resolve(ctx context.Context, tx pgx.Tx, r *Rule, alertID string, value *flo
 	}
 	var firingWindow *time.Time
 	var msg string
+	var entry []byte
 	err := tx.QueryRow(ctx, `UPDATE analytics_alerts SET status = 'resolved', resolved_at = $2
 WHERE alert_id = $1 AND status IN ('active', 'acknowledged')
 RETURNING fingerprint, rule_id, rule_name, service, severity, metric_name, threshold, "window",
-	window_start, fired_at, acknowledged_at, acknowledged_by, message`, alertID, now).Scan(
+	window_start, fired_at, acknowledged_at, acknowledged_by, message, slo_id, slo_burn_alert`, alertID, now).Scan(
 		&ev.Fingerprint, &ev.RuleID, &ev.Rule, &ev.Service, &ev.Severity, &ev.Metric, &ev.Threshold,
-		&ev.Window, &firingWindow, &ev.FiredAt, &ev.AcknowledgedAt, &ev.AcknowledgedBy, &msg)
+		&ev.Window, &firingWindow, &ev.FiredAt, &ev.AcknowledgedAt, &ev.AcknowledgedBy, &msg, &ev.SLOID, &entry)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, 0, nil
 	}
 	if err != nil {
+		return nil, 0, fmt.Errorf("resolve alert: %w", err)
+	}
+	if ev.SLOBurnAlert, err = parseBurnAlert(entry); err != nil {
 		return nil, 0, fmt.Errorf("resolve alert: %w", err)
 	}
 	ev.WindowStart = windowStart
@@ -160,12 +175,16 @@ func EnqueueAcknowledged(ctx context.Context, tx pgx.Tx, alertID string) error {
 	ev := &Event{AlertID: alertID, State: stateAcknowledged}
 	var firingWindow *time.Time
 	var ackAt *time.Time
+	var entry []byte
 	err := tx.QueryRow(ctx, `SELECT fingerprint, rule_id, rule_name, service, severity, metric_name, value,
-	threshold, "window", window_start, fired_at, acknowledged_at, acknowledged_by, message
+	threshold, "window", window_start, fired_at, acknowledged_at, acknowledged_by, message, slo_id, slo_burn_alert
 FROM analytics_alerts WHERE alert_id = $1`, alertID).Scan(
 		&ev.Fingerprint, &ev.RuleID, &ev.Rule, &ev.Service, &ev.Severity, &ev.Metric, &ev.Value,
-		&ev.Threshold, &ev.Window, &firingWindow, &ev.FiredAt, &ackAt, &ev.AcknowledgedBy, &ev.Message)
+		&ev.Threshold, &ev.Window, &firingWindow, &ev.FiredAt, &ackAt, &ev.AcknowledgedBy, &ev.Message, &ev.SLOID, &entry)
 	if err != nil {
+		return fmt.Errorf("acknowledge %s: %w", alertID, err)
+	}
+	if ev.SLOBurnAlert, err = parseBurnAlert(entry); err != nil {
 		return fmt.Errorf("acknowledge %s: %w", alertID, err)
 	}
 	now := time.Now().UTC()
@@ -185,4 +204,16 @@ FROM analytics_alerts WHERE alert_id = $1`, alertID).Scan(
 	}
 	_, err = insertOutbox(ctx, tx, ev, channels)
 	return err
+}
+
+// parseBurnAlert reads the slo_burn_alert column (nil: a rule alert).
+func parseBurnAlert(b []byte) (*slo.BurnAlert, error) {
+	if b == nil {
+		return nil, nil
+	}
+	var a slo.BurnAlert
+	if err := json.Unmarshal(b, &a); err != nil {
+		return nil, fmt.Errorf("slo_burn_alert: %w", err)
+	}
+	return &a, nil
 }

@@ -99,7 +99,8 @@ type metricSeed struct {
 }
 
 // seed inserts metric rows for four services over the last 15 minutes
-// (1min), 6 five-minute and 3 hourly windows, three alerts and a silence.
+// (1min), 6 five-minute and 3 hourly windows, three alerts, a silence and
+// an SLO.
 func seed(t testing.TB, db *pgx.Conn, now time.Time) {
 	t.Helper()
 	ctx := context.Background()
@@ -153,6 +154,11 @@ func seed(t testing.TB, db *pgx.Conn, now time.Time) {
 	}
 	_, err = db.Exec(ctx, `INSERT INTO analytics_alert_silences (rule_name, service, severity, starts_at, ends_at, created_by, comment)
 		VALUES (NULL, 'search', NULL, now() - interval '1 hour', now() + interval '1 hour', 'user:alice', 'maintenance')`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = db.Exec(ctx, `INSERT INTO analytics_slos (name, service, objective, target, notification_channels)
+		VALUES ('checkout availability', 'checkout', 'availability', 99.9, '{slack}')`)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -66,6 +66,16 @@ func TestBenchAPI(t *testing.T) {
 	t0 := time.Now()
 	n := seedBench(t, db, now, services)
 	t.Logf("seeded %d rows (%d services × 24 h of 1min, 5min, 1hour; 600 alerts) in %v", n, services, time.Since(t0).Round(time.Millisecond))
+	// Four SLOs over those rows: every service and one, availability and
+	// latency (every row counted the 300 ms threshold).
+	if _, err := db.Exec(ctx, `UPDATE analytics_metrics_1min SET latency_good = jsonb_build_object('300', count - error_count);
+		UPDATE analytics_metrics_5min SET latency_good = jsonb_build_object('300', count - error_count);
+		UPDATE analytics_metrics_1hour SET latency_good = jsonb_build_object('300', count - error_count);
+		INSERT INTO analytics_slos (name, service, objective, latency_threshold_ms, target, period) VALUES
+		('all available', NULL, 'availability', NULL, 99.9, '30 days'), ('all fast', NULL, 'latency', 300, 99, '7 days'),
+		('svc-07 available', 'svc-07', 'availability', NULL, 99.5, '30 days'), ('svc-07 fast', 'svc-07', 'latency', 300, 99, '1 day')`); err != nil {
+		t.Fatal(err)
+	}
 
 	static := []byte(`{"count":1,"window":"1min","metrics":[{"service":"static","count":1}]}`)
 	cfg := testConfig(pg.DSN)
@@ -216,6 +226,7 @@ func TestBenchAPI(t *testing.T) {
 		{"/metrics?service= (100 rows)", "/metrics?service=svc-07&limit=100"},
 		{"/health-status (50 services)", "/health-status"},
 		{"/alerts?status=active (20)", "/alerts?status=active"},
+		{"/slos (4 SLOs, 50 services)", "/slos"},
 	}
 	results := []result{run("static JSON (same app)", base, "/bench/static")}
 	for _, c := range cases {

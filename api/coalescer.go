@@ -1,6 +1,7 @@
 package api
 
 import (
+	"strings"
 	"sync"
 	"time"
 
@@ -99,7 +100,9 @@ func (s *Server) sendShared(c *fiber.Ctx, fn func() ([]byte, error)) error {
 	if s.coalesce == nil {
 		body, err = fn()
 	} else {
-		key := c.Route().Path + "?" + string(c.Context().QueryArgs().QueryString())
+		// The request's path, not the route's: /slos/1 and /slos/2 are one
+		// route. Cloned: Fiber's strings alias buffers reused after the request.
+		key := strings.Clone(c.Path()) + "?" + string(c.Context().QueryArgs().QueryString())
 		body, err = s.coalesce.do(key, fn)
 	}
 	if err != nil {

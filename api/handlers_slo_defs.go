@@ -3,7 +3,6 @@ package api
 import (
 	"encoding/json"
 	"fmt"
-	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/stacklens/stacklens/internal/agg"
 	"github.com/stacklens/stacklens/internal/event"
+	"github.com/stacklens/stacklens/internal/slo"
 )
 
 // SLODefinition is one service-level objective as stored (analytics_slos;
@@ -24,7 +24,7 @@ type SLODefinition struct {
 	Objective            string             `json:"objective" enum:"availability,latency"`
 	LatencyThresholdMS   *float64           `json:"latency_threshold_ms" doc:"latency objectives: good events have latency_ms <= it; null otherwise"`
 	Target               float64            `json:"target" doc:"percent of good events, 0 < target < 100"`
-	Period               string             `json:"period" doc:"rolling period: whole days as 30d, else a Go duration (36h)"`
+	Period               string             `json:"period" doc:"rolling period, in its largest whole unit: 30d, 36h, 90m"`
 	BurnAlerts           *[]BurnAlertPolicy `json:"burn_alerts" doc:"null: the default multiwindow policy (docs/slo.md)"`
 	NotificationChannels []string           `json:"notification_channels"`
 	Enabled              bool               `json:"enabled"`
@@ -38,7 +38,7 @@ type SLODefinition struct {
 type BurnAlertPolicy struct {
 	Severity string  `json:"severity" enum:"page,ticket"`
 	BurnRate float64 `json:"burn_rate" doc:"multiple of the error budget's even spend, > 0"`
-	Long     string  `json:"long" doc:"long window: a Go duration (1h) or whole days (3d)"`
+	Long     string  `json:"long" doc:"long window: a whole number of m, h, d or w (1h, 3d)"`
 	Short    string  `json:"short" doc:"short window, shorter than long"`
 }
 
@@ -51,60 +51,23 @@ type SLOInput struct {
 	Objective            string             `json:"objective" required:"true" enum:"availability,latency" doc:"availability: good = events not at level error, critical or fatal; latency: good = events with latency_ms <= latency_threshold_ms"`
 	LatencyThresholdMS   *float64           `json:"latency_threshold_ms,omitempty" doc:"required for latency objectives (0 to 1e15 ms), refused otherwise"`
 	Target               *float64           `json:"target" required:"true" doc:"percent of good events, 0 < target < 100 (99.9)"`
-	Period               string             `json:"period,omitempty" doc:"rolling period: whole days (7d, 28d, 30d) or a Go duration of at least 1h, at most 366d; default 30d"`
+	Period               string             `json:"period,omitempty" doc:"rolling period: a whole number of m, h, d or w (7d, 28d, 30d, 36h, 4w), 1h to 366d; default 30d"`
 	BurnAlerts           *[]BurnAlertPolicy `json:"burn_alerts,omitempty" doc:"at most 16; omitted: the default policy (docs/slo.md); []: no burn-rate alerts"`
 	NotificationChannels []string           `json:"notification_channels,omitempty" doc:"subset of slack, email, pagerduty; default none"`
 	Enabled              *bool              `json:"enabled,omitempty" doc:"default true"`
 	Description          string             `json:"description,omitempty" doc:"at most 1000 characters"`
 }
 
-var (
-	sloObjectives  = []string{"availability", "latency"}
-	burnSeverities = []string{"page", "ticket"}
-)
-
 const (
-	minSLOPeriod   = time.Hour
-	maxSLOPeriod   = 366 * 24 * time.Hour
 	maxBurnAlerts  = 16
 	defaultSLOSpan = "30d"
 )
 
-// parseSLODuration reads whole days ("30d") or a Go duration ("36h",
-// "90m").
-func parseSLODuration(s string) (time.Duration, error) {
-	if n, ok := strings.CutSuffix(s, "d"); ok && digits(n) && n != "" {
-		d, err := strconv.ParseInt(n, 10, 32)
-		if err != nil || d > 100000 {
-			return 0, fmt.Errorf("%q: too many days", truncate(s, 32))
-		}
-		return time.Duration(d) * 24 * time.Hour, nil
-	}
-	d, err := time.ParseDuration(s)
-	if err != nil {
-		return 0, fmt.Errorf("%q: want whole days (30d) or a Go duration (36h)", truncate(s, 32))
-	}
-	return d, nil
-}
-
-// formatSLODuration spells d as whole days when it is some, else as the
-// shortest Go duration ("1h30m", not "1h30m0s").
-func formatSLODuration(d time.Duration) string {
-	if d > 0 && d%(24*time.Hour) == 0 {
-		return strconv.FormatInt(int64(d/(24*time.Hour)), 10) + "d"
-	}
-	s := d.String()
-	if strings.HasSuffix(s, "m0s") {
-		s = strings.TrimSuffix(s, "0s")
-	}
-	if strings.HasSuffix(s, "h0m") {
-		s = strings.TrimSuffix(s, "0m")
-	}
-	return s
-}
-
 // validateSLO checks an SLO body and fills in defaults; the period is
 // returned as a duration, every duration is rewritten in canonical form.
+// Durations, policy and the cross-field rules are internal/slo's, the ones
+// the status reader and the alert engine apply to stored definitions, so
+// nothing accepted here is later skipped as invalid.
 func validateSLO(in *SLOInput, channels []string) (time.Duration, error) {
 	in.Name = strings.TrimSpace(in.Name)
 	if err := validName(in.Name, 200); err != nil {
@@ -115,13 +78,13 @@ func validateSLO(in *SLOInput, channels []string) (time.Duration, error) {
 			return 0, badParam("service", "%s", err)
 		}
 	}
-	if !slices.Contains(sloObjectives, in.Objective) {
+	if in.Objective != slo.Availability && in.Objective != slo.Latency {
 		return 0, badParam("objective", "want availability or latency")
 	}
 	switch lt := in.LatencyThresholdMS; {
-	case in.Objective == "latency" && lt == nil:
+	case in.Objective == slo.Latency && lt == nil:
 		return 0, badParam("latency_threshold_ms", "required for a latency objective")
-	case in.Objective != "latency" && lt != nil:
+	case in.Objective != slo.Latency && lt != nil:
 		return 0, badParam("latency_threshold_ms", "only a latency objective takes a threshold")
 	case lt != nil && !(*lt >= 0 && *lt <= agg.MaxLatencyMS):
 		return 0, badParam("latency_threshold_ms", "want a number of milliseconds from 0 to %v", agg.MaxLatencyMS)
@@ -134,16 +97,17 @@ func validateSLO(in *SLOInput, channels []string) (time.Duration, error) {
 	if in.Period == "" {
 		in.Period = defaultSLOSpan
 	}
-	period, err := parseSLODuration(in.Period)
+	period, err := slo.ParseDuration(in.Period)
 	if err != nil {
 		return 0, badParam("period", "%s", err)
 	}
-	if period < minSLOPeriod || period > maxSLOPeriod {
+	if period < slo.MinPeriod || period > slo.MaxPeriod {
 		return 0, badParam("period", "want 1h to 366d, got %s", in.Period)
 	}
-	in.Period = formatSLODuration(period)
+	in.Period = slo.FormatDuration(period)
+	var policy []slo.BurnAlert
 	if in.BurnAlerts != nil {
-		if err := validateBurnAlerts(*in.BurnAlerts); err != nil {
+		if policy, err = parseBurnAlerts(*in.BurnAlerts); err != nil {
 			return 0, err
 		}
 	}
@@ -167,36 +131,49 @@ func validateSLO(in *SLOInput, channels []string) (time.Duration, error) {
 	if len(in.Description) > 1000 {
 		return 0, badParam("description", "longer than 1000 bytes")
 	}
+	d := slo.Definition{Name: in.Name, Service: in.Service, Objective: in.Objective, LatencyThresholdMS: in.LatencyThresholdMS,
+		Target: *in.Target, Period: period, BurnAlerts: policy, NotificationChannels: in.NotificationChannels}
+	if err := d.Validate(); err != nil {
+		return 0, sloFieldError(err)
+	}
 	return period, nil
 }
 
-func validateBurnAlerts(bs []BurnAlertPolicy) error {
+// parseBurnAlerts reads the body's policy into internal/slo's form and
+// rewrites each window in canonical form.
+func parseBurnAlerts(bs []BurnAlertPolicy) ([]slo.BurnAlert, error) {
 	if len(bs) > maxBurnAlerts {
-		return badParam("burn_alerts", "at most %d entries", maxBurnAlerts)
+		return nil, badParam("burn_alerts", "at most %d entries", maxBurnAlerts)
 	}
+	p := make([]slo.BurnAlert, len(bs))
 	for i := range bs {
 		b := &bs[i]
 		field := func(name string) string { return "burn_alerts[" + strconv.Itoa(i) + "]." + name }
-		if !slices.Contains(burnSeverities, b.Severity) {
-			return badParam(field("severity"), "want page or ticket")
+		long, err := slo.ParseDuration(b.Long)
+		if err != nil {
+			return nil, badParam(field("long"), "%s", err)
 		}
-		if !(b.BurnRate > 0) || math.IsInf(b.BurnRate, 0) {
-			return badParam(field("burn_rate"), "want a positive number")
+		short, err := slo.ParseDuration(b.Short)
+		if err != nil {
+			return nil, badParam(field("short"), "%s", err)
 		}
-		long, err := parseSLODuration(b.Long)
-		if err != nil || long <= 0 || long > maxSLOPeriod {
-			return badParam(field("long"), "want a duration from 1s to 366d, got %q", truncate(b.Long, 32))
-		}
-		short, err := parseSLODuration(b.Short)
-		if err != nil || short <= 0 {
-			return badParam(field("short"), "want a positive duration, got %q", truncate(b.Short, 32))
-		}
-		if short >= long {
-			return badParam(field("short"), "must be shorter than long (%s)", b.Long)
-		}
-		b.Long, b.Short = formatSLODuration(long), formatSLODuration(short)
+		b.Long, b.Short = slo.FormatDuration(long), slo.FormatDuration(short)
+		p[i] = slo.BurnAlert{Severity: b.Severity, BurnRate: b.BurnRate, Long: slo.Duration(long), Short: slo.Duration(short)}
 	}
-	return nil
+	if err := slo.ValidatePolicy(p); err != nil {
+		return nil, sloFieldError(err)
+	}
+	return p, nil
+}
+
+// sloFieldError turns internal/slo's "field: message" into a 400 naming
+// the field.
+func sloFieldError(err error) error {
+	field, msg, ok := strings.Cut(err.Error(), ": ")
+	if !ok {
+		field, msg = "body", err.Error()
+	}
+	return badParam(field, "%s", msg)
 }
 
 // decodeSLOFile reads SLO_FILE's content: a JSON array of SLOInput, each

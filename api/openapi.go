@@ -1,6 +1,7 @@
 package api
 
 import (
+	"encoding/json"
 	"net/http"
 	"reflect"
 	"strconv"
@@ -15,7 +16,10 @@ import (
 // tag describes the field. The document therefore describes exactly what
 // the handlers send; the tests check it against real responses.
 
-var timeType = reflect.TypeOf(time.Time{})
+var (
+	timeType      = reflect.TypeOf(time.Time{})
+	marshalerType = reflect.TypeOf((*json.Marshaler)(nil)).Elem()
+)
 
 type schemaGen struct {
 	components map[string]any
@@ -27,6 +31,9 @@ func (g *schemaGen) schemaFor(t reflect.Type) map[string]any {
 	switch {
 	case t == timeType:
 		return map[string]any{"type": "string", "format": "date-time"}
+	case t.Kind() != reflect.Struct && t.Kind() != reflect.Pointer && t.Implements(marshalerType):
+		// Scalars with their own JSON form are strings (slo.Duration: "1h").
+		return map[string]any{"type": "string"}
 	case t.Kind() == reflect.Pointer:
 		m := g.schemaFor(t.Elem())
 		if _, isRef := m["$ref"]; isRef {
@@ -240,7 +247,7 @@ func buildOpenAPI(s *Server) ([]byte, error) {
 		"info": map[string]any{
 			"title":   "StackLens API",
 			"version": s.cfg.Version,
-			"description": "Live service analytics: per-service window metrics, service health, alerts, SLA reports, alert rules, silences and SLO definitions. " +
+			"description": "Live service analytics: per-service window metrics, service health, alerts, SLA reports, SLOs with error budgets and burn rates (and their definitions), alert rules and silences. " +
 				"Authentication: Authorization: Bearer <key> (API_READER_KEYS / API_ADMIN_KEYS) or Basic (API_USERS). Readers may GET, admins may also write. " +
 				"When no credentials are configured the API only listens on loopback and serves anonymous callers as readers. /health and /ready never need credentials. " +
 				"Errors are {\"error\": ..., \"field\": ...}. See docs/api.md.",

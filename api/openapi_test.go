@@ -217,7 +217,7 @@ func TestOpenAPIDocument(t *testing.T) {
 	if len(missing) > 0 || len(extra) > 0 {
 		t.Fatalf("routes not documented: %v; documented but not routes: %v", missing, extra)
 	}
-	if len(registered) != 24 {
+	if len(registered) != 27 {
 		t.Fatalf("%d routes registered: %v", len(registered), registered)
 	}
 
@@ -243,6 +243,8 @@ func TestOpenAPIDocument(t *testing.T) {
 		{"/health-status", "/health-status"}, {"/alerts", "/alerts"}, {"/alerts/stats", "/alerts/stats"},
 		{"/sla", "/sla"}, {"/sla", "/sla?service=ghost"}, {"/alert-rules", "/alert-rules"}, {"/alert-rules/:id", "/alert-rules/2"},
 		{"/silences", "/silences?state=all"}, {"/silences/:id", "/silences/1"}, {"/silences/:id", "/silences/777"}, {"/stats", "/stats"}, {"/openapi.json", "/openapi.json"},
+		{"/slos", "/slos"}, {"/slos/:id", "/slos/1"}, {"/slos/:id/history", "/slos/1/history"},
+		{"/slos/:id", "/slos/777"}, {"/slos/:id/history", "/slos/1/history?from=2020-01-01T00:00:00Z"},
 		// documented errors
 		{"/metrics", "/metrics?window=7min"}, {"/alert-rules/:id", "/alert-rules/777"}, {"/metrics", "/metrics?x=1"},
 	} {

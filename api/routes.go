@@ -2,6 +2,8 @@ package api
 
 import (
 	"github.com/gofiber/fiber/v2"
+
+	"github.com/stacklens/stacklens/internal/slo"
 )
 
 // routeSpec describes one route once: the server registers it from this
@@ -129,6 +131,31 @@ func routeTable() []*routeSpec {
 			},
 			resp: SLAResponse{}, status: 200, errors: []int{400, 503},
 			handler: func(s *Server) fiber.Handler { return s.handleSLA },
+		},
+		{
+			method: "GET", path: "/slos", access: AccessReader, operationID: "listSLOs", tag: "slos",
+			summary:     "Service-level objectives with their status",
+			description: "Every SLO with its compliance, error budget, burn rates, time to exhaustion and firing burn-rate alerts, computed from the pre-aggregated metrics tables at the time of the request (docs/slo.md).",
+			resp:        SLOsResponse{}, status: 200, errors: []int{400, 503},
+			handler: func(s *Server) fiber.Handler { return s.handleSLOs },
+		},
+		{
+			method: "GET", path: "/slos/:id", access: AccessReader, operationID: "getSLO", tag: "slos",
+			summary: "One SLO with its status", pathID: "SLO id",
+			resp: slo.Status{}, status: 200, errors: []int{400, 404, 503},
+			handler: func(s *Server) fiber.Handler { return s.handleSLO },
+		},
+		{
+			method: "GET", path: "/slos/:id/history", access: AccessReader, operationID: "getSLOHistory", tag: "slos",
+			summary:     "An SLO's burn-down",
+			description: "Good and total events, compliance and remaining budget of the rolling period ending at each step boundary (hourly) in [from, to]; default: the last period before now. At most 366 days.",
+			pathID:      "SLO id",
+			query: []paramSpec{
+				{"from", "inclusive start: RFC 3339 with zone or whole epoch seconds (default: to minus the period)", map[string]any{"type": "string"}},
+				{"to", "inclusive end: RFC 3339 with zone or whole epoch seconds (default: now)", map[string]any{"type": "string"}},
+			},
+			resp: SLOHistoryResponse{}, status: 200, errors: []int{400, 404, 503},
+			handler: func(s *Server) fiber.Handler { return s.handleSLOHistory },
 		},
 		{
 			method: "GET", path: "/alert-rules", access: AccessReader, operationID: "listAlertRules", tag: "rules",

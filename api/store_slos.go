@@ -9,6 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/stacklens/stacklens/internal/slo"
 )
 
 // ---- SLO definitions ----
@@ -26,7 +27,7 @@ func scanSLO(row pgx.Row) (SLODefinition, error) {
 	if err != nil {
 		return d, err
 	}
-	d.Period = formatSLODuration(time.Duration(math.Round(periodSec)) * time.Second)
+	d.Period = slo.FormatDuration(time.Duration(math.Round(periodSec)) * time.Second)
 	if burn != nil {
 		var bs []BurnAlertPolicy
 		if err := json.Unmarshal(burn, &bs); err != nil {

@@ -73,6 +73,10 @@ func TestDashboardSQLRunsAsReader(t *testing.T) {
 		FROM generate_series(1, 3) AS i`); err != nil {
 		t.Fatalf("seed metrics: %v", err)
 	}
+	if _, err := conn.Exec(ctx, `INSERT INTO analytics_slos (name, service, objective, latency_threshold_ms, target)
+		VALUES ('svc-1 available', 'svc-1', 'availability', NULL, 99.9), ('all fast', NULL, 'latency', 300, 99)`); err != nil {
+		t.Fatalf("seed slos: %v", err)
+	}
 
 	files, _ := filepath.Glob(filepath.Join(dashboardsDir, "*.json"))
 	now := time.Now()

@@ -113,7 +113,7 @@ func TestMigrationsEmbedded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"core", "alerting", "views", "functions", "timescale", "roles", "alert_no_data", "windows", "slos"}
+	want := []string{"core", "alerting", "views", "functions", "timescale", "roles", "alert_no_data", "windows", "slos", "slo_alerts"}
 	if len(migs) != len(want) {
 		t.Fatalf("got %d migrations, want %d", len(migs), len(want))
 	}
@@ -537,7 +537,7 @@ func TestSeedSchemaValidation(t *testing.T) {
 	views := strings1(t, conn, `SELECT table_name FROM information_schema.tables 
 WHERE table_name LIKE 'v_%' AND table_schema = 'public';`)
 	wantViews := []string{"v_active_alerts", "v_alert_summary", "v_service_health_current",
-		"v_service_performance_trend", "v_top_error_services", "v_top_latency_services"}
+		"v_service_performance_trend", "v_slo_status", "v_top_error_services", "v_top_latency_services"}
 	if strings.Join(views, ",") != strings.Join(wantViews, ",") {
 		t.Errorf("views = %v\nwant %v", views, wantViews)
 	}
@@ -1420,5 +1420,64 @@ func TestSLOs(t *testing.T) {
 		if _, err := conn.Exec(ctx, sql); pgCode(err) != "23514" {
 			t.Errorf("%s: %v, want a check violation", name, err)
 		}
+	}
+}
+
+// TestSLOAlerts: 0010 lets an alert reference an SLO and its policy entry
+// instead of a rule (never both), keeps it an SLO alert when the SLO is
+// deleted, and v_slo_status sums the 1hour table over each SLO's period.
+func TestSLOAlerts(t *testing.T) {
+	ctx := testCtx(t)
+	_, conn := migrated(t)
+	exec1(t, conn, `INSERT INTO analytics_slos (id, name, service, objective, target, period) VALUES (1, 'checkout availability', 'checkout', 'availability', 99.9, '1 day')`)
+	exec1(t, conn, `INSERT INTO analytics_slos (id, name, objective, latency_threshold_ms, target, period) VALUES (2, 'all fast', 'latency', 2.5, 99, '6 hours')`)
+	// checkout: 10,000 events, 30 errors in the current hour and the one
+	// before; an hour outside the 1d period; 'other' counts only for the
+	// all-services SLO, and its row without the 2.5 key is not counted.
+	exec1(t, conn, `INSERT INTO analytics_metrics_1hour (service, timestamp, count, error_count, latency_good) VALUES
+	('checkout', date_trunc('hour', now()), 4000, 10, '{"2.5": 3900}'),
+	('checkout', date_trunc('hour', now()) - interval '1 hour', 6000, 20, '{"2.5": 5950}'),
+	('checkout', date_trunc('hour', now()) - interval '1 day', 100000, 100000, '{"2.5": 0}'),
+	('other', date_trunc('hour', now()), 500, 0, '{}')`)
+	// Hour buckets are UTC whatever the session's zone (India: +05:30).
+	exec1(t, conn, `SET TimeZone = 'Asia/Kolkata'`)
+	var total, good, bad, firing int64
+	var compliance, budget, remaining float64
+	q := `SELECT total_events, good_events, bad_events, compliance, budget_events, budget_remaining_ratio, firing_alerts FROM v_slo_status WHERE id = $1`
+	if err := conn.QueryRow(ctx, q, 1).Scan(&total, &good, &bad, &compliance, &budget, &remaining, &firing); err != nil {
+		t.Fatal(err)
+	}
+	if total != 10000 || good != 9970 || bad != 30 || !near(compliance, 99.7) || !near(budget, 10) || !near(remaining, -2) || firing != 0 {
+		t.Errorf("availability: %d %d %d %v %v %v %d", total, good, bad, compliance, budget, remaining, firing)
+	}
+	if err := conn.QueryRow(ctx, q, 2).Scan(&total, &good, &bad, &compliance, &budget, &remaining, &firing); err != nil {
+		t.Fatal(err)
+	}
+	if total != 10000 || good != 9850 || bad != 150 || !near(budget, 100) || !near(remaining, -0.5) {
+		t.Errorf("latency: %d %d %d %v %v %v", total, good, bad, compliance, budget, remaining)
+	}
+
+	exec1(t, conn, `INSERT INTO analytics_alerts (alert_id, fingerprint, rule_name, service, severity, metric_name, slo_id, slo_burn_alert)
+VALUES ('a1', 'f1', 'checkout availability', 'checkout', 'critical', 'burn_rate', 1, '{"severity":"page","burn_rate":14.4,"long":"1h","short":"5m"}')`)
+	if got := strings1(t, conn, `SELECT firing_alerts::text FROM v_slo_status WHERE id = 1`); len(got) != 1 || got[0] != "1" {
+		t.Errorf("firing_alerts = %v", got)
+	}
+	for name, sql := range map[string]string{
+		"rule and slo":        `INSERT INTO analytics_alerts (alert_id, fingerprint, rule_id, rule_name, service, severity, metric_name, slo_burn_alert) VALUES ('a2', 'f2', (SELECT min(id) FROM analytics_alert_rules), 'r', 's', 'warning', 'm', '{}')`,
+		"slo without entry":   `INSERT INTO analytics_alerts (alert_id, fingerprint, rule_name, service, severity, metric_name, slo_id) VALUES ('a3', 'f3', 'r', 's', 'warning', 'm', 1)`,
+		"entry not an object": `INSERT INTO analytics_alerts (alert_id, fingerprint, rule_name, service, severity, metric_name, slo_burn_alert) VALUES ('a4', 'f4', 'r', 's', 'warning', 'm', '[]')`,
+	} {
+		if _, err := conn.Exec(ctx, sql); pgCode(err) != "23514" {
+			t.Errorf("%s: %v, want a check violation", name, err)
+		}
+	}
+	exec1(t, conn, `DELETE FROM analytics_slos WHERE id = 1`)
+	if got := strings1(t, conn, `SELECT coalesce(slo_id::text, 'null') || ' ' || (slo_burn_alert IS NOT NULL)::text FROM analytics_alerts WHERE alert_id = 'a1'`); len(got) != 1 || got[0] != "null true" {
+		t.Errorf("after deleting the SLO: %v", got)
+	}
+	// The reader role (Grafana, the API) may read the view.
+	exec1(t, conn, `SET ROLE stacklens_reader`)
+	if got := strings1(t, conn, `SELECT name FROM v_slo_status`); len(got) != 1 || got[0] != "all fast" {
+		t.Errorf("reader: %v", got)
 	}
 }

@@ -220,7 +220,7 @@ func (r *run) targets() {
 	if st := r.rep.Steady; st != nil {
 		worst, _ := worstAPI(st, r.staticURL)
 		r.rep.Targets = append(r.rep.Targets, Target{"dashboard query p99, 32 clients, ingesting", "≤ 10 ms",
-			fmt.Sprintf("%.1f ms (worst of /metrics, /health-status, /alerts at %s ev/s)", worst, num(st.Rate)), yes(worst > 0 && worst <= 10)})
+			fmt.Sprintf("%.1f ms (worst of /metrics, /health-status, /alerts, /slos at %s ev/s)", worst, num(st.Rate)), yes(worst > 0 && worst <= 10)})
 	}
 	if r.procPerCore > 0 {
 		r.rep.Targets = append(r.rep.Targets, Target{"processor per core", "≥ 150k ev/s per core",

@@ -28,6 +28,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/segmentio/kafka-go"
@@ -658,6 +659,10 @@ func (r *run) steady(ctx context.Context, d time.Duration) {
 		return
 	}
 	label := fmt.Sprintf("steady at %s ev/s", num(rate))
+	// Before the hold, so the API load's time is not spent on it.
+	if err := seedSLOs(ctx, r.cfg.DB.DSN()); err != nil {
+		r.progress("seeding SLOs for /slos: %v", err)
+	}
 	r.progress("%s: freshness probes every 250 ms and API load (%d clients) for %v", label, clients, d)
 	sctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
@@ -705,7 +710,7 @@ func (r *run) steady(ctx context.Context, d time.Duration) {
 	apiRes := make(chan []HTTPResult, 1)
 	go func() { // API load in the middle of the hold
 		time.Sleep(d / 5)
-		per := max(time.Second, d*3/5/4)
+		per := max(time.Second, d*3/5/5) // five endpoints in the middle 3/5 of the hold
 		var out []HTTPResult
 		if r.staticURL != "" {
 			out = append(out, LoadHTTP(sctx, r.hc, "static JSON ("+r.staticWhere+", ingesting)", r.staticURL, clients, per))
@@ -714,6 +719,7 @@ func (r *run) steady(ctx context.Context, d time.Duration) {
 			{"/metrics (1min, 100 rows)", "/metrics?window=1min&limit=100"},
 			{"/health-status", "/health-status"},
 			{"/alerts", "/alerts"},
+			{"/slos (4 SLOs)", "/slos"},
 		} {
 			if sctx.Err() != nil {
 				break
@@ -757,4 +763,25 @@ func (r *run) visible(ctx context.Context, url string) bool {
 		return false
 	}
 	return body.Count > 0
+}
+
+// seedSLOs defines four SLOs — every service and one loadgen service, by
+// availability and by latency — so /slos sums real metrics rows (once per
+// run: the names are unique).
+func seedSLOs(ctx context.Context, dsn string) error {
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return fmt.Errorf("connect: %w", err)
+	}
+	defer conn.Close(context.Background())
+	_, err = conn.Exec(ctx, `INSERT INTO analytics_slos (name, service, objective, latency_threshold_ms, target, period) VALUES
+	('bench: all available', NULL, 'availability', NULL, 99.9, '30 days'),
+	('bench: all fast', NULL, 'latency', 300, 99, '7 days'),
+	('bench: one available', (SELECT service FROM analytics_metrics_1min ORDER BY timestamp DESC LIMIT 1), 'availability', NULL, 99.5, '30 days'),
+	('bench: one fast', (SELECT service FROM analytics_metrics_1min ORDER BY timestamp DESC LIMIT 1), 'latency', 500, 99, '1 day')
+	ON CONFLICT (name) DO NOTHING`)
+	if err != nil {
+		return fmt.Errorf("insert: %w", err)
+	}
+	return nil
 }

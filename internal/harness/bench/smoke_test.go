@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -109,6 +110,13 @@ func TestBenchRunsAndProfiles(t *testing.T) {
 				if sb := stores[name]; sb.PerEvent <= 0 || sb.Ratio <= 0 {
 					t.Errorf("run %d: store %q: %+v", i+1, name, sb)
 				}
+			}
+		}
+		// /slos answers over the SLOs the bench defines without errors (it
+		// is loaded last, so an overloaded machine may end the hold first).
+		for _, h := range r.Steady.API {
+			if strings.HasPrefix(h.Name, "/slos") && h.Errors != 0 {
+				t.Errorf("run %d: %s: %d requests, %d errors %v", i+1, h.Name, h.Requests, h.Errors, h.ErrorKinds)
 			}
 		}
 	}
