@@ -17,7 +17,7 @@ type flight struct {
 }
 
 // coalescer shares the encoded response of identical concurrent GET
-// requests (same route and query string): the first runs the query, the
+// requests (same path and query string): the first runs the query, the
 // others wait for it. With ttl > 0 results are also reused for ttl after
 // they were produced. Errors are never reused after their flight ends.
 // A waiter's response can therefore be older than its request by at most
@@ -99,7 +99,9 @@ func (s *Server) sendShared(c *fiber.Ctx, fn func() ([]byte, error)) error {
 	if s.coalesce == nil {
 		body, err = fn()
 	} else {
-		key := c.Route().Path + "?" + string(c.Context().QueryArgs().QueryString())
+		// The request's path, not the route's pattern: /slos/1 and /slos/2
+		// are one route but different reads.
+		key := c.Path() + "?" + string(c.Context().QueryArgs().QueryString())
 		body, err = s.coalesce.do(key, fn)
 	}
 	if err != nil {

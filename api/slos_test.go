@@ -266,3 +266,34 @@ func TestSLOHistory(t *testing.T) {
 	f.expectError("GET", "/slos/21/history?from=2024-01-01T00:00:00Z&to=2026-01-01T00:00:00Z", "", nil, 400, "from")
 	f.expectError("GET", "/slos/999/history", "", nil, 404, "id")
 }
+
+// TestSLORoutesSharedByPath: reads are shared by their request path, not
+// their route pattern — GET /slos/32 is not GET /slos/31's response (it
+// was: the shared-read key was "/slos/:id", so concurrent or, with a cache
+// TTL, successive reads of different SLOs got the first one's body).
+func TestSLORoutesSharedByPath(t *testing.T) {
+	now := time.Now().UTC().Truncate(time.Hour)
+	dsn, db, seeded := newDB(t)
+	cfg := testConfig(dsn)
+	cfg.CacheTTL = time.Hour // the fixed clock never lets it expire
+	srv, err := New(cfg, Deps{Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.closePools)
+	f := &fixture{t: t, dsn: dsn, db: db, srv: srv, now: seeded}
+	if _, err := db.Exec(context.Background(), `INSERT INTO analytics_slos (id, name, objective, target, period) VALUES
+		(31, 'first', 'availability', 99, '1 day'), (32, 'second', 'availability', 99.9, '2 days')`); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []int64{31, 32, 31} {
+		var st slo.Status
+		if err := json.Unmarshal(f.mustGet(fmt.Sprintf("/slos/%d", id)), &st); err != nil || st.ID != id {
+			t.Errorf("GET /slos/%d: id %d (%v)", id, st.ID, err)
+		}
+		var h SLOHistoryResponse
+		if err := json.Unmarshal(f.mustGet(fmt.Sprintf("/slos/%d/history", id)), &h); err != nil || h.ID != id {
+			t.Errorf("GET /slos/%d/history: id %d (%v)", id, h.ID, err)
+		}
+	}
+}
