@@ -141,6 +141,8 @@ type sloShown struct {
 	ChartPoints    string              `json:"chart_points"`
 	ChartDesc      string              `json:"chart_desc"`
 	Flags          string              `json:"flags"`
+	ChartYs        []float64           `json:"chart_ys"`
+	ChartHeight    float64             `json:"chart_height"`
 }
 
 const readSLOsJS = `[...document.querySelectorAll('[data-testid=slo-card]')].map(c => {
@@ -158,7 +160,10 @@ const readSLOsJS = `[...document.querySelectorAll('[data-testid=slo-card]')].map
     alerts: [...c.querySelectorAll('[data-testid=slo-alert]')].map(li => ({id: li.dataset.alertId, severity: li.dataset.severity, text: li.textContent})),
     no_alerts: !c.querySelector('.hint').hidden,
     chart_points: q('slo-chart').dataset.points || '', chart_desc: c.querySelector('[data-testid=slo-chart] desc').textContent,
-    flags: c.querySelector('.slo-flags').textContent};
+    flags: c.querySelector('.slo-flags').textContent,
+    chart_ys: [...c.querySelectorAll('[data-testid=slo-chart] path.line')].filter(p => p.getAttribute('visibility') === 'visible')
+      .flatMap(p => [...p.getAttribute('d').matchAll(/[ML][-\d.]+,([-\d.]+)/g)].map(m => Number(m[1]))),
+    chart_height: c.querySelector('[data-testid=slo-chart] svg').clientHeight};
 })`
 
 // sloStatus is the part of GET /slos the test compares.
@@ -207,6 +212,7 @@ func near(got string, want float64) bool {
 // with a point per history point; an API error shown in the panel with the
 // last data kept; and a reader signing in to an API with credentials.
 func TestSLOsInBrowser(t *testing.T) {
+	start := time.Now()
 	ctx, cons, ready, stopBrowser := browser(t)
 	pg := testenv.Postgres(t)
 	dbctx := context.Background()
@@ -219,7 +225,9 @@ func TestSLOsInBrowser(t *testing.T) {
 		t.Fatal(err)
 	}
 	now := time.Now().UTC().Truncate(time.Hour)
+	t.Logf("database (%s) ready after %v", pg.Source, time.Since(start).Round(time.Millisecond))
 	seedSLOTraffic(t, db, now)
+	t.Logf("seeded after %v", time.Since(start).Round(time.Millisecond))
 	clock := api.Deps{Now: func() time.Time { return now }}
 	anon := serveWith(t, apiConfig(pg.DSN, false), clock)
 	secured := serveWith(t, apiConfig(pg.DSN, true), clock)
@@ -237,6 +245,7 @@ func TestSLOsInBrowser(t *testing.T) {
 	}
 
 	// SLOs appear at the next refresh, without a reload.
+	t.Logf("empty state shown after %v", time.Since(start).Round(time.Millisecond))
 	if _, err := db.Exec(dbctx, `
 INSERT INTO analytics_slos (id, name, service, objective, latency_threshold_ms, target, period, enabled) VALUES
   (1, 'checkout availability', 'checkout', 'availability', NULL, 99.5, '30 days', true),
@@ -255,6 +264,7 @@ INSERT INTO analytics_alerts (alert_id, fingerprint, rule_id, rule_name, service
 		now.Add(-50*time.Minute), now.Add(-239*time.Hour), now.Add(-236*time.Hour)); err != nil {
 		t.Fatal(err)
 	}
+	refreshNow(t, ctx)
 	poll(t, ctx, "four SLO cards with their charts", `document.querySelector('#slo-list[data-count="4"]') && document.getElementById('slos-empty').hidden &&
 		document.querySelectorAll('[data-testid=slo-chart][data-points]').length === 4`)
 
@@ -294,8 +304,16 @@ INSERT INTO analytics_alerts (alert_id, fingerprint, rule_id, rule_name, service
 				n++
 			}
 		}
-		if c.ChartPoints != fmt.Sprint(n) {
-			t.Errorf("%s: chart has %s points, history %d", s.Name, c.ChartPoints, n)
+		if c.ChartPoints != fmt.Sprint(n) || len(c.ChartYs) != n {
+			t.Errorf("%s: chart has %s points (%d drawn), history %d", s.Name, c.ChartPoints, len(c.ChartYs), n)
+		}
+		// inside the plot area (8 px margin on top, 22 px for the time
+		// axis), an overspent budget's negative values too
+		for _, y := range c.ChartYs {
+			if y < 8-0.05 || y > c.ChartHeight-22+0.05 {
+				t.Errorf("%s: chart point at y %v outside the plot (height %v)", s.Name, y, c.ChartHeight)
+				break
+			}
 		}
 	}
 
@@ -422,6 +440,7 @@ INSERT INTO analytics_alerts (alert_id, fingerprint, rule_id, rule_name, service
 	if _, err := db.Exec(dbctx, `REVOKE SELECT ON analytics_slos FROM stacklens_reader`); err != nil {
 		t.Fatal(err)
 	}
+	refreshNow(t, ctx)
 	poll(t, ctx, "the SLO error", `!document.getElementById('slos-error').hidden && document.querySelector('#slo-list[data-count="4"]')`)
 	msg, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.getElementById('slos-error').textContent`))
 	if !strings.HasPrefix(msg, "Could not load: ") || !strings.Contains(msg, "(HTTP 5") || !strings.HasSuffix(msg, "Showing the last data received.") {
@@ -433,6 +452,7 @@ INSERT INTO analytics_alerts (alert_id, fingerprint, rule_id, rule_name, service
 	if _, err := db.Exec(dbctx, `GRANT SELECT ON analytics_slos TO stacklens_reader`); err != nil {
 		t.Fatal(err)
 	}
+	refreshNow(t, ctx)
 	poll(t, ctx, "the SLO error gone", `document.getElementById('slos-error').hidden`)
 	if p := cons.problems(func(m chromedp.ConsoleMessage) bool {
 		return m.Source == "network" && strings.Contains(m.URL, "/slos") && strings.Contains(m.Text, "status of 5")
@@ -452,6 +472,18 @@ INSERT INTO analytics_alerts (alert_id, fingerprint, rule_id, rule_name, service
 	if v, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.querySelector('[data-slo-id="1"] [data-testid=slo-compliance]').dataset.value`)); v != cards[0].Compliance {
 		t.Errorf("compliance signed in %q, want %q", v, cards[0].Compliance)
 	}
+	t.Logf("took %v", time.Since(start).Round(time.Millisecond))
+}
+
+// refreshNow refreshes the page's data as a user can: Pause, then Resume
+// (which refreshes at once), instead of waiting up to 5 s for the next
+// automatic refresh.
+func refreshNow(t *testing.T, ctx context.Context) {
+	t.Helper()
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`#pause`)), chromedp.Click(chromedp.CSS(`#pause`))); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, ctx, "the resumed refresh", `document.getElementById('pause').getAttribute('aria-pressed') === 'false'`)
 }
 
 // writeArtifact writes a screenshot next to the others.
