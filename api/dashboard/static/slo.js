@@ -113,7 +113,7 @@ export class SLOPanel {
     c.counts = h('dd', { class: 'detail', 'data-testid': 'slo-counts' });
     c.budget = h('dd', { class: 'fig', 'data-testid': 'slo-budget' });
     c.fill = h('span', { class: 'fill' });
-    c.bar = h('dd', { class: 'bar', role: 'meter', 'aria-valuemin': '0', 'aria-valuemax': '100', 'data-testid': 'slo-budget-bar' }, c.fill);
+    c.bar = h('div', { class: 'bar', role: 'meter', 'aria-valuemin': '0', 'aria-valuemax': '100', 'data-testid': 'slo-budget-bar' }, c.fill);
     c.bar.setAttribute('aria-label', 'Error budget left');
     c.budgetEvents = h('dd', { class: 'detail', 'data-testid': 'slo-budget-events' });
     c.tte = h('dd', { class: 'fig', 'data-testid': 'slo-tte' });
@@ -121,7 +121,7 @@ export class SLOPanel {
     const fig = (label, ...dds) => h('div', { class: 'slo-fig' }, h('dt', { text: label }), ...dds);
     const figs = h('dl', { class: 'slo-figs' },
       fig('Compliance', c.compliance, c.counts),
-      fig('Error budget left', c.budget, c.bar, c.budgetEvents),
+      fig('Error budget left', c.budget, h('dd', {}, c.bar), c.budgetEvents),
       fig('Time to exhaustion', c.tte, c.tteNote));
 
     c.burnHead = h('tr');
