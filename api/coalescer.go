@@ -18,7 +18,7 @@ type flight struct {
 }
 
 // coalescer shares the encoded response of identical concurrent GET
-// requests (same route and query string): the first runs the query, the
+// requests (same path and query string): the first runs the query, the
 // others wait for it. With ttl > 0 results are also reused for ttl after
 // they were produced. Errors are never reused after their flight ends.
 // A waiter's response can therefore be older than its request by at most

@@ -1,7 +1,7 @@
 // Package dashboard is StackLens' web dashboard (docs/ARCHITECTURE.md §2.5, docs/dashboard.md): a
 // single page of plain HTML, CSS and JavaScript, embedded in the binary, that
 // the API serves at GET /. It reads the same authenticated JSON API as every
-// other client (/metrics, /health-status, /alerts, /health) from the browser;
+// other client (/metrics, /health-status, /alerts, /health, /slos) from the browser;
 // the server side only serves files.
 //
 // Mount it on the API with api.Deps{Mount: dashboard.Mount}. The page and

@@ -93,7 +93,7 @@ func TestAssets(t *testing.T) {
 	if csp := resp.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "script-src 'self'") || strings.Contains(csp, "unsafe-inline") {
 		t.Fatalf("CSP %q", csp)
 	}
-	for _, name := range []string{"app.js", "chart.js", "style.css", "favicon.svg"} {
+	for _, name := range []string{"app.js", "chart.js", "slo.js", "style.css", "favicon.svg"} {
 		resp, body := get(dashboard.Prefix + name)
 		if resp.StatusCode != 200 || len(body) == 0 {
 			t.Fatalf("GET %s: %d", name, resp.StatusCode)

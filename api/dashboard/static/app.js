@@ -1,6 +1,7 @@
 // StackLens dashboard: reads the JSON API (/metrics, /health-status,
-// /alerts, /health) every 5 seconds and updates the page in place.
+// /alerts, /health, /slos) every 5 seconds and updates the page in place.
 import { LineChart, fmtClock } from './chart.js';
+import { SLOPanel } from './slo.js';
 
 const REFRESH_MS = 5000;
 const KEY_STORE = 'stacklens.apiKey';
@@ -603,6 +604,11 @@ function pipelineParts(p) {
   return parts;
 }
 
+// ---------- SLOs (/slos, slo.js) ----------
+const slos = new SLOPanel({
+  api, isAuthError: (e) => e instanceof AuthError, showError, h, setText, setNum, badge, fmtDuration, fmtAgo, fmtTime,
+});
+
 // ---------- refresh loop ----------
 function announce(text, bad = false) {
   const s = $('status');
@@ -615,7 +621,7 @@ function refresh() {
   if (state.authRequired) return Promise.resolve();
   if (state.inflight) { state.again = true; return state.inflight; }
   state.inflight = (async () => {
-    const results = await Promise.allSettled([loadMetrics(), loadHealthStatus(), loadAlerts(), loadPipeline()]);
+    const results = await Promise.allSettled([loadMetrics(), loadHealthStatus(), loadAlerts(), loadPipeline(), slos.load()]);
     const failed = results.filter((r) => r.status === 'rejected').map((r) => r.reason);
     const auth = failed.find((e) => e instanceof AuthError);
     if (auth) {

@@ -130,15 +130,25 @@ export class LineChart {
     this.h = h;
     const { series, format } = this.opts;
     const pts = this.points;
-    let max = 0;
-    for (const p of pts) for (const s of series) max = Math.max(max, p.v[s.key] || 0);
-    if (max <= 0) max = 1;
-    const step = niceStep(max, 4);
+    // the y axis starts at 0, or lower for negative values (an overspent
+    // error budget)
+    let max = 0, min = 0;
+    for (const p of pts) {
+      for (const s of series) {
+        const v = p.v[s.key];
+        if (v == null || !isFinite(v)) continue;
+        max = Math.max(max, v);
+        min = Math.min(min, v);
+      }
+    }
+    if (max - min <= 0) max = 1;
+    const step = niceStep(max - min, 4);
     const top = Math.ceil(max / step) * step;
+    const bottom = Math.floor(min / step) * step;
     this.yTop = top;
     const pw = w - M.left - M.right, ph = h - M.top - M.bottom;
     const x = (t) => M.left + ((t - this.from) / (this.to - this.from)) * pw;
-    const y = (v) => M.top + ph - (v / top) * ph;
+    const y = (v) => M.top + ph - ((v - bottom) / (top - bottom)) * ph;
     this.x = x;
     this.y = y;
     this.clipRect.setAttribute('x', M.left);
@@ -149,7 +159,7 @@ export class LineChart {
     // axes and grid: rebuilt in one synchronous pass (no flicker)
     const g = this.gGrid;
     g.replaceChildren();
-    for (let v = 0; v <= top + step / 2; v += step) {
+    for (let v = bottom; v <= top + step / 2; v += step) {
       el('line', { class: 'gridline', x1: M.left, x2: w - M.right, y1: y(v), y2: y(v) }, g);
       const t = el('text', { x: M.left - 6, y: y(v) + 4, 'text-anchor': 'end' }, g);
       t.textContent = format(v, true);
