@@ -81,6 +81,7 @@ type Engine struct {
 	cfg     Config
 	log     *slog.Logger
 	pool    *pgxpool.Pool
+	dpool   *pgxpool.Pool // the dispatchers' sessions (dispatchPool)
 	ownPool bool
 	nc      *nats.Conn
 	health  *telemetry.Health
@@ -97,8 +98,9 @@ type Engine struct {
 	retryBase   time.Duration
 	retryMax    time.Duration
 	overlap     time.Duration
-	dispatchOff bool   // do not start the dispatchers (crash tests)
-	afterCommit func() // runs after an evaluation transaction committed
+	dispatchOff bool          // do not start the dispatchers (crash tests)
+	idleInTx    time.Duration // the dispatchers' idle_in_transaction_session_timeout
+	afterCommit func()        // runs after an evaluation transaction committed
 
 	ev     *evaluator
 	noData map[string]noDataScan // per window: the last no_data scan
@@ -155,6 +157,7 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 		retryBase: time.Second,
 		retryMax:  5 * time.Minute,
 		overlap:   10 * time.Second,
+		idleInTx:  5 * time.Second,
 	}
 	for _, w := range cfg.Windows {
 		e.windows[w.Name] = w
@@ -163,15 +166,15 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 	for _, c := range channelsAll {
 		e.kicks[c] = make(chan struct{}, 1)
 	}
-	var err error
-	if e.senders, err = newSenders(cfg); err != nil {
-		return nil, err
-	}
-	initMetrics(e.senders)
 	host, _ := os.Hostname()
 	var rnd [4]byte
 	_, _ = rand.Read(rnd[:])
 	e.holder = fmt.Sprintf("%s:%d:%s", host, os.Getpid(), hex.EncodeToString(rnd[:]))
+	var err error
+	if e.senders, err = newSenders(cfg, e.holder, e.log); err != nil {
+		return nil, err
+	}
+	initMetrics(e.senders)
 	return e, nil
 }
 
@@ -200,10 +203,19 @@ func (e *Engine) Run(ctx context.Context) error {
 		}
 		e.ownPool = true
 	}
+	dpool, err := e.dispatchPool(ctx)
+	if err != nil {
+		if e.ownPool {
+			e.pool.Close()
+		}
+		return err
+	}
+	e.dpool = dpool
 	defer func() {
 		for _, s := range e.senders {
 			_ = s.Close()
 		}
+		e.dpool.Close()
 		if e.ownPool {
 			e.pool.Close()
 		}

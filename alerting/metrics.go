@@ -22,6 +22,9 @@ var (
 	invalidRulesGauge = metrics.NewGauge("stacklens_alerting_invalid_rules", nil)
 	isLeaderGauge     = metrics.NewGauge("stacklens_alerting_is_leader", nil)
 	leaseChanges      = metrics.NewCounter("stacklens_alerting_lease_acquisitions_total")
+	// kafkaFenced counts Kafka transactions refused because a newer
+	// dispatcher session took the transactional ID (a zombie stopped).
+	kafkaFenced = metrics.NewCounter("stacklens_alerting_kafka_fenced_total")
 )
 
 func alertsCounter(state, severity string) *metrics.Counter {
