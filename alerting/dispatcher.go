@@ -180,14 +180,15 @@ RETURNING o.id, o.attempts, o.created_at, o.payload`, channel, claimLimit(channe
 func (e *Engine) dispatchOnce(ctx context.Context, channel string) (int, error) {
 	s := e.senders[channel]
 	k, _ := s.(*kafkaSink)
-	if k != nil {
-		if err := k.ready(ctx, e.dpool); err != nil {
-			return 0, err
-		}
-	}
 	claimed, err := e.claim(ctx, channel)
 	if err != nil || len(claimed) == 0 {
 		return 0, err
+	}
+	var sessionErr error
+	if k != nil && !k.open() {
+		if claimed, sessionErr = e.openKafkaSession(ctx, k, claimed); sessionErr == nil && len(claimed) == 0 {
+			return 0, nil
+		}
 	}
 	errs := make([]error, len(claimed))
 	var evs []*Event
@@ -205,6 +206,10 @@ func (e *Engine) dispatchOnce(ctx context.Context, channel string) (int, error) 
 		idx = append(idx, i)
 	}
 	switch {
+	case sessionErr != nil:
+		for _, i := range idx {
+			errs[i] = sessionErr
+		}
 	case s == nil:
 		for _, i := range idx {
 			errs[i] = permanent(fmt.Errorf("channel %s is not configured", channel))
@@ -236,6 +241,31 @@ func (e *Engine) dispatchOnce(ctx context.Context, channel string) (int, error) 
 		return 0, err
 	}
 	return len(claimed), nil
+}
+
+// openKafkaSession opens a Kafka session (kafkaSink.ready) for rows
+// claimed before it: opening it marks sent the rows the previous session
+// delivered but could not record, so the claimed rows are re-read and only
+// those still pending are returned.
+func (e *Engine) openKafkaSession(ctx context.Context, k *kafkaSink, claimed []outboxRow) ([]outboxRow, error) {
+	if err := k.ready(ctx, e.dpool); err != nil {
+		return claimed, err
+	}
+	ids := make([]int64, len(claimed))
+	for i, o := range claimed {
+		ids[i] = o.id
+	}
+	rows, err := e.dpool.Query(ctx, `SELECT id FROM analytics_alert_outbox WHERE id = ANY($1) AND state = 'pending'`, ids)
+	if err != nil {
+		k.reset()
+		return claimed, fmt.Errorf("dispatch: re-read claimed rows: %w", err)
+	}
+	pending, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		k.reset()
+		return claimed, fmt.Errorf("dispatch: re-read claimed rows: %w", err)
+	}
+	return slices.DeleteFunc(claimed, func(o outboxRow) bool { return !slices.Contains(pending, o.id) }), nil
 }
 
 // record stores the outcome of a claimed batch in one statement batch

@@ -152,14 +152,15 @@ func (s *kafkaSink) reset() {
 	}
 }
 
-// ready makes sure a session is open: a transactional producer that has
-// fenced every older producer of the deployment, with the rows of the
-// last committed transaction marked sent in the outbox. Only then may
-// rows be claimed: every row still pending is then not on Kafka.
+// open reports whether a session is open.
+func (s *kafkaSink) open() bool { return s.cl != nil }
+
+// ready opens a session: a transactional producer that has fenced every
+// older producer of the deployment, with the rows of the last committed
+// transaction marked sent in the outbox. Every earlier transaction's rows
+// were marked before the next one began, so once ready returns, a row
+// still pending is not on Kafka.
 func (s *kafkaSink) ready(ctx context.Context, db *pgxpool.Pool) error {
-	if s.cl != nil {
-		return nil
-	}
 	opts := append(s.opts[:len(s.opts):len(s.opts)],
 		kgo.TransactionalID(s.txnID),
 		// A transaction open longer than this is aborted by the broker
@@ -238,11 +239,28 @@ func (s *kafkaSink) fence(ctx context.Context, cl *kgo.Client) error {
 		return err
 	}
 	probe := &kgo.Record{Topic: s.posTopic, Partition: 0, Key: []byte("fence"), Value: []byte(`{"fence":true}`)}
-	perr := cl.ProduceSync(ctx, probe).FirstErr()
+	perr := produceSync(ctx, cl, s.timeout, probe)
 	if err := cl.EndTransaction(ctx, kgo.TryAbort); err != nil {
 		return err
 	}
 	return perr
+}
+
+// produceSync produces recs and waits for their acknowledgement, at most
+// timeout (and not past ctx). kgo keeps retrying a record that may have
+// reached the broker, regardless of its context, so the wait is given up
+// on here; the caller then closes the client, which fails the records.
+func produceSync(ctx context.Context, cl *kgo.Client, timeout time.Duration, recs ...*kgo.Record) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- cl.ProduceSync(ctx, recs...).FirstErr() }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("kafka produce: no acknowledgement: %w", ctx.Err())
+	}
 }
 
 // readPosition returns the newest committed position record (nil: none
@@ -358,7 +376,7 @@ func (s *kafkaSink) deliver(ctx context.Context, ids []int64, evs []*Event) (err
 			s.reset()
 		}
 	}()
-	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	pctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	if err := s.cl.BeginTransaction(); err != nil {
 		return fmt.Errorf("kafka begin: %w", err)
@@ -372,11 +390,15 @@ func (s *kafkaSink) deliver(ctx context.Context, ids []int64, evs []*Event) (err
 	}
 	pv, _ := json.Marshal(position{IDs: ids, MaxID: ids[len(ids)-1], Holder: s.holder, At: time.Now().UTC()})
 	recs = append(recs, &kgo.Record{Topic: s.posTopic, Partition: 0, Key: []byte(positionKey), Value: pv})
-	if err := s.cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+	if err := produceSync(pctx, s.cl, s.timeout, recs...); err != nil {
 		return fmt.Errorf("kafka produce: %w", err)
 	}
 	faultpoint.Hit(fpKafkaProduced)
-	if err := s.cl.EndTransaction(ctx, kgo.TryCommit); err != nil {
+	// The commit has a timeout of its own: a dispatcher that stalled
+	// after producing still asks, and the broker refuses a fenced one.
+	cctx, ccancel := context.WithTimeout(ctx, s.timeout)
+	defer ccancel()
+	if err := s.cl.EndTransaction(cctx, kgo.TryCommit); err != nil {
 		if errors.Is(err, kerr.ProducerFenced) || errors.Is(err, kerr.InvalidProducerEpoch) {
 			kafkaFenced.Inc()
 			return fmt.Errorf("kafka commit: fenced by a newer dispatcher session: %w", err)
