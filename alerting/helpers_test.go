@@ -40,7 +40,7 @@ const topic = "analytics-alerts"
 // fixture is one test's world: a migrated database, a Kafka broker, and
 // in-process Slack, PagerDuty and SMTP receivers.
 type fixture struct {
-	t     *testing.T
+	t     testing.TB
 	ctx   context.Context
 	db    *pgxpool.Pool
 	kafka *testenv.KafkaBroker
@@ -50,7 +50,7 @@ type fixture struct {
 	base  time.Time // start of the first test window (1min)
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	ctx := testenv.Context(t)
 	pg := testenv.Postgres(t)
@@ -310,7 +310,7 @@ type hook struct {
 	hits   atomic.Int64
 }
 
-func newHook(t *testing.T) *hook {
+func newHook(t testing.TB) *hook {
 	h := &hook{}
 	h.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h.hits.Add(1)
@@ -349,7 +349,7 @@ func (h *hook) get(i int) map[string]any {
 // smtpServer is a tiny in-process SMTP receiver (RFC 5321 subset:
 // EHLO/HELO, STARTTLS, AUTH PLAIN, MAIL, RCPT, DATA, RSET, NOOP, QUIT).
 type smtpServer struct {
-	t        *testing.T
+	t        testing.TB
 	ln       net.Listener
 	tls      *tls.Config // nil: no STARTTLS
 	implicit bool        // TLS from the first byte
@@ -365,7 +365,7 @@ type smtpMsg struct {
 	data string
 }
 
-func newSMTPServer(t *testing.T, tc *tls.Config, implicit bool) *smtpServer {
+func newSMTPServer(t testing.TB, tc *tls.Config, implicit bool) *smtpServer {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
