@@ -28,7 +28,7 @@ func BenchmarkKafkaDelivery(b *testing.B) {
 			seen := make(chan int, 1024)
 			rd, err := kgo.NewClient(kgo.SeedBrokers(f.kafka.Brokers...), kgo.ConsumeTopics(topic),
 				kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-				kgo.FetchMaxWait(5*time.Millisecond))
+				kgo.FetchMaxWait(10*time.Millisecond))
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -127,8 +127,8 @@ func (e *Engine) backoff(attempts int) time.Duration {
 // dispatcher that vanishes mid-send holds its rows no longer than this.
 func claimTTL(deliveryTimeout time.Duration) time.Duration { return 2 * deliveryTimeout }
 
-// fpClaimed: the claim is made but not committed (tests pause here to
-// strand an open transaction, as a vanished host would).
+// fpClaimed: rows are claimed but the claim is not committed (tests
+// pause here to strand an open transaction, as a vanished host would).
 const fpClaimed = "alerting.dispatch.claimed"
 
 // claim takes up to claimLimit due rows of channel for this dispatcher in
@@ -162,6 +162,9 @@ RETURNING o.id, o.attempts, o.created_at, o.payload`, channel, claimLimit(channe
 	})
 	if err != nil {
 		return nil, fmt.Errorf("dispatch claim: %w", err)
+	}
+	if len(claimed) == 0 {
+		return nil, nil // nothing changed: the deferred rollback ends it
 	}
 	faultpoint.Hit(fpClaimed)
 	if err := tx.Commit(ctx); err != nil {

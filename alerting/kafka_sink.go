@@ -167,6 +167,7 @@ func (s *kafkaSink) ready(ctx context.Context, db *pgxpool.Pool) error {
 		// (a paused or partitioned session); the rows' claims last as long.
 		kgo.TransactionTimeout(claimTTL(s.timeout)),
 		kgo.RecordDeliveryTimeout(s.timeout),
+		kgo.ProducerLinger(0), // a batch is produced at once and committed right after
 		kgo.RecordPartitioner(kgo.BasicConsistentPartitioner(s.partition)),
 		kgo.AllowAutoTopicCreation(),
 	)
