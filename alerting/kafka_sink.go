@@ -132,9 +132,15 @@ func newKafkaSink(k config.Kafka, timeout time.Duration, holder string, log *slo
 		txnID: transactionalID(k.OutputTopic), holder: holder, timeout: timeout, log: log}, nil
 }
 
-// send is not used for Kafka (see deliver); it exists for the sender
-// interface.
-func (s *kafkaSink) send(context.Context, []*Event) []error { panic("kafkaSink.send: use deliver") }
+// send only satisfies the sender interface: Kafka needs the outbox ids
+// (deliver), so a caller that has none gets a permanent error per event.
+func (s *kafkaSink) send(_ context.Context, evs []*Event) []error {
+	errs := make([]error, len(evs))
+	for i := range errs {
+		errs[i] = permanent(errors.New("kafka: events are delivered with their outbox ids (deliver)"))
+	}
+	return errs
+}
 
 // Close ends the session; an open transaction is aborted by the broker.
 func (s *kafkaSink) Close() error {
@@ -161,17 +167,7 @@ func (s *kafkaSink) open() bool { return s.cl != nil }
 // were marked before the next one began, so once ready returns, a row
 // still pending is not on Kafka.
 func (s *kafkaSink) ready(ctx context.Context, db *pgxpool.Pool) error {
-	opts := append(s.opts[:len(s.opts):len(s.opts)],
-		kgo.TransactionalID(s.txnID),
-		// A transaction open longer than this is aborted by the broker
-		// (a paused or partitioned session); the rows' claims last as long.
-		kgo.TransactionTimeout(claimTTL(s.timeout)),
-		kgo.RecordDeliveryTimeout(s.timeout),
-		kgo.ProducerLinger(0), // a batch is produced at once and committed right after
-		kgo.RecordPartitioner(kgo.BasicConsistentPartitioner(s.partition)),
-		kgo.AllowAutoTopicCreation(),
-	)
-	cl, err := kgo.NewClient(opts...)
+	cl, err := s.newClient()
 	if err != nil {
 		return fmt.Errorf("kafka session: %w", err)
 	}
@@ -203,6 +199,21 @@ func (s *kafkaSink) ready(ctx context.Context, db *pgxpool.Pool) error {
 	}
 	s.cl = cl
 	return nil
+}
+
+// newClient builds the transactional producer of a session.
+func (s *kafkaSink) newClient() (*kgo.Client, error) {
+	opts := append(s.opts[:len(s.opts):len(s.opts)],
+		kgo.TransactionalID(s.txnID),
+		// A transaction open longer than this is aborted by the broker
+		// (a paused or partitioned session); the rows' claims last as long.
+		kgo.TransactionTimeout(claimTTL(s.timeout)),
+		kgo.RecordDeliveryTimeout(s.timeout),
+		kgo.ProducerLinger(0), // a batch is produced at once and committed right after
+		kgo.RecordPartitioner(kgo.BasicConsistentPartitioner(s.partition)),
+		kgo.AllowAutoTopicCreation(),
+	)
+	return kgo.NewClient(opts...)
 }
 
 // ensurePositionTopic creates the compacted, single-partition position
