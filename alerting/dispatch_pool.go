@@ -42,10 +42,7 @@ func (e *Engine) dispatchPool(ctx context.Context) (*pgxpool.Pool, error) {
 	pc.MaxConns, pc.MinConns = 4, 0
 	pc.MaxConnIdleTime = dispatchMaxConnIdle
 	pc.HealthCheckPeriod = 15 * time.Second
-	cc := pc.ConnConfig
-	if cc.RuntimeParams == nil {
-		cc.RuntimeParams = map[string]string{}
-	}
+	cc := pc.ConnConfig // from pgx's ParseConfig: RuntimeParams is never nil
 	ms := func(d time.Duration) string { return strconv.FormatInt(d.Milliseconds(), 10) }
 	for k, v := range map[string]string{
 		"application_name":                    "stacklens-alerting-dispatch",

@@ -142,3 +142,74 @@ func mustClient(t *testing.T, s *kafkaSink) *kgo.Client {
 	t.Cleanup(cl.Close)
 	return cl
 }
+
+// TestKafkaSessionFaults: a session that cannot be opened — an unreadable
+// position record, an outbox that refuses the bookkeeping — is an error
+// (retried by the dispatcher), and nothing is delivered without a session.
+func TestKafkaSessionFaults(t *testing.T) {
+	f := newFixture(t)
+	e := f.engine(f.kafkaOnly(), Deps{})
+	dpool, err := e.dispatchPool(f.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dpool.Close()
+	s, err := newKafkaSink(f.kafkaOnly().Kafka, 2*time.Second, "test", telemetry.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	if err := s.deliver(f.ctx, []int64{1}, []*Event{testEvent()}); err == nil {
+		t.Error("delivered without a session")
+	}
+	if err := s.ready(f.ctx, dpool); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.deliver(f.ctx, []int64{1, 2}, []*Event{testEvent(), testEvent()}); err != nil {
+		t.Fatal(err)
+	}
+	f.exec(`CREATE FUNCTION refuse_sent() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION 'injected fault: cannot mark sent'; END $$`)
+	f.exec(`CREATE TRIGGER refuse_sent BEFORE UPDATE ON analytics_alert_outbox FOR EACH ROW
+WHEN (NEW.state = 'sent') EXECUTE FUNCTION refuse_sent()`)
+	tx, err := f.db.Begin(f.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC()
+	if _, _, _, err := fire(f.ctx, tx, &Event{AlertID: "alr_f", Fingerprint: "fpf", State: stateFiring, Rule: "r",
+		Service: "svc", Severity: "critical", Window: "1min", FiredAt: now, EmittedAt: now}, []string{"kafka"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(f.ctx); err != nil {
+		t.Fatal(err)
+	}
+	var id int64
+	if err := f.db.QueryRow(f.ctx, `SELECT id FROM analytics_alert_outbox`).Scan(&id); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.deliver(f.ctx, []int64{id}, []*Event{testEvent()}); err != nil {
+		t.Fatal(err)
+	}
+	s.reset()
+	if err := s.ready(f.ctx, dpool); err == nil || s.open() {
+		t.Errorf("session opened though its bookkeeping was refused: %v", err)
+	}
+	f.exec(`DROP TRIGGER refuse_sent ON analytics_alert_outbox`)
+
+	// A record under the position key that is not a position.
+	cl := mustClient(t, s)
+	if err := cl.BeginTransaction(); err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.ProduceSync(f.ctx, &kgo.Record{Topic: s.posTopic, Key: []byte(positionKey), Value: []byte("garbage")}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.EndTransaction(f.ctx, kgo.TryCommit); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ready(f.ctx, dpool); err == nil || s.open() {
+		t.Errorf("session opened on an unreadable position: %v", err)
+	}
+
+}
