@@ -76,6 +76,11 @@ func claimLimit(channel string) int {
 // dispatchLoop delivers channel's due outbox rows until ctx is done: at
 // once when kicked after an evaluation enqueued rows, else every poll.
 func (e *Engine) dispatchLoop(ctx context.Context, channel string) {
+	if k, ok := e.senders[channel].(*kafkaSink); ok {
+		// Each leadership term opens a new Kafka session, fencing whoever
+		// dispatched in between.
+		k.reset()
+	}
 	poll := min(time.Second, e.cfg.Alerting.EvalInterval)
 	t := time.NewTimer(0)
 	defer t.Stop()
