@@ -212,4 +212,19 @@ WHEN (NEW.state = 'sent') EXECUTE FUNCTION refuse_sent()`)
 		t.Errorf("session opened on an unreadable position: %v", err)
 	}
 
+	// A client already inside a transaction: an error, not a hang.
+	inTxn, err := s.newClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := inTxn.BeginTransaction(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.fence(f.ctx, inTxn); err == nil {
+		t.Error("fenced from inside a transaction")
+	}
+	s.cl = inTxn
+	if err := s.deliver(f.ctx, []int64{1}, []*Event{testEvent()}); err == nil || s.open() {
+		t.Errorf("delivered from inside a transaction: %v", err)
+	}
 }
