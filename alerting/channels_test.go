@@ -217,9 +217,12 @@ SELECT alert_id, 'email', 'acknowledged', '"not an object"' FROM analytics_alert
 	if !strings.Contains(lastErr, "400") {
 		t.Errorf("slack last_error %q", lastErr)
 	}
-	if len(f.messages()) != 1 {
-		t.Error("kafka not delivered")
-	}
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if n := len(f.messages()); n != 1 {
+			return fmt.Errorf("%d kafka messages, want 1", n)
+		}
+		return nil
+	})
 }
 
 func TestBackoff(t *testing.T) {

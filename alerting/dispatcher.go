@@ -1,14 +1,19 @@
 package alerting
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/stacklens/stacklens/internal/faultpoint"
 )
 
 // sender delivers events to one channel.
@@ -19,9 +24,9 @@ type sender interface {
 	Close() error
 }
 
-func newSenders(cfg Config) (map[string]sender, error) {
+func newSenders(cfg Config, holder string, log *slog.Logger) (map[string]sender, error) {
 	out := map[string]sender{}
-	k, err := newKafkaSink(cfg.Kafka, cfg.Alerting.DeliveryTimeout)
+	k, err := newKafkaSink(cfg.Kafka, cfg.Alerting.DeliveryTimeout, holder, log)
 	if err != nil {
 		return nil, err
 	}
@@ -71,6 +76,11 @@ func claimLimit(channel string) int {
 // dispatchLoop delivers channel's due outbox rows until ctx is done: at
 // once when kicked after an evaluation enqueued rows, else every poll.
 func (e *Engine) dispatchLoop(ctx context.Context, channel string) {
+	if k, ok := e.senders[channel].(*kafkaSink); ok {
+		// Each leadership term opens a new Kafka session, fencing whoever
+		// dispatched in between.
+		k.reset()
+	}
 	poll := min(time.Second, e.cfg.Alerting.EvalInterval)
 	t := time.NewTimer(0)
 	defer t.Stop()
@@ -117,39 +127,80 @@ func (e *Engine) backoff(attempts int) time.Duration {
 	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
 }
 
-// dispatchOnce claims the due rows of channel (FOR UPDATE SKIP LOCKED, so
-// concurrent dispatchers never share a row), sends them and records the
-// outcome in the same transaction. A crash before the commit leaves the
-// rows pending: they are sent again (at-least-once).
-func (e *Engine) dispatchOnce(ctx context.Context, channel string) (int, error) {
-	tx, err := e.pool.Begin(ctx)
+// claimTTL is how long a claim keeps a row from other dispatchers: a send
+// (bounded by ALERT_DELIVERY_TIMEOUT) plus recording its outcome. A
+// dispatcher that vanishes mid-send holds its rows no longer than this.
+func claimTTL(deliveryTimeout time.Duration) time.Duration { return 2 * deliveryTimeout }
+
+// fpClaimed: rows are claimed but the claim is not committed (tests
+// pause here to strand an open transaction, as a vanished host would).
+const fpClaimed = "alerting.dispatch.claimed"
+
+// claim takes up to claimLimit due rows of channel for this dispatcher in
+// a short transaction of its own: a row is due when pending and its
+// next_attempt_at has passed; claiming moves next_attempt_at to the claim's
+// expiry and counts the attempt. No lock or transaction outlives the claim,
+// so another dispatcher takes the rows over once the claim expires. A row
+// waits while an older row of the same alert and channel is pending, so
+// firing is never delivered after its resolution.
+func (e *Engine) claim(ctx context.Context, channel string) ([]outboxRow, error) {
+	tx, err := e.dpool.Begin(ctx)
 	if err != nil {
-		return 0, fmt.Errorf("dispatch: %w", err)
+		return nil, fmt.Errorf("dispatch claim: %w", err)
 	}
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-	// A row waits while an older row of the same alert and channel is
-	// pending, so firing is never delivered after its resolution.
-	rows, err := tx.Query(ctx, `SELECT o.id, o.attempts, o.created_at, o.payload
-FROM analytics_alert_outbox o
-WHERE o.state = 'pending' AND o.channel = $1 AND o.next_attempt_at <= now()
-	AND NOT EXISTS (SELECT 1 FROM analytics_alert_outbox p
-		WHERE p.alert_id = o.alert_id AND p.channel = o.channel AND p.state = 'pending' AND p.id < o.id)
-ORDER BY o.id LIMIT $2 FOR UPDATE OF o SKIP LOCKED`, channel, claimLimit(channel))
+	rows, err := tx.Query(ctx, `UPDATE analytics_alert_outbox o SET attempts = o.attempts + 1,
+	next_attempt_at = now() + make_interval(secs => $3::float8)
+FROM (SELECT c.id FROM analytics_alert_outbox c
+	WHERE c.state = 'pending' AND c.channel = $1 AND c.next_attempt_at <= now()
+		AND NOT EXISTS (SELECT 1 FROM analytics_alert_outbox p
+			WHERE p.alert_id = c.alert_id AND p.channel = c.channel AND p.state = 'pending' AND p.id < c.id)
+	ORDER BY c.id LIMIT $2 FOR UPDATE SKIP LOCKED) due
+WHERE o.id = due.id
+RETURNING o.id, o.attempts, o.created_at, o.payload`, channel, claimLimit(channel), claimTTL(e.cfg.Alerting.DeliveryTimeout).Seconds())
 	if err != nil {
-		return 0, fmt.Errorf("dispatch claim: %w", err)
+		return nil, fmt.Errorf("dispatch claim: %w", err)
 	}
 	claimed, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (outboxRow, error) {
 		var o outboxRow
 		return o, r.Scan(&o.id, &o.attempts, &o.created, &o.payload)
 	})
 	if err != nil {
-		return 0, fmt.Errorf("dispatch claim: %w", err)
+		return nil, fmt.Errorf("dispatch claim: %w", err)
 	}
 	if len(claimed) == 0 {
-		return 0, nil
+		return nil, nil // nothing changed: the deferred rollback ends it
+	}
+	faultpoint.Hit(fpClaimed)
+	if err := tx.Commit(ctx); err != nil {
+		return nil, fmt.Errorf("dispatch claim commit: %w", err)
+	}
+	slices.SortFunc(claimed, func(a, b outboxRow) int { return cmp.Compare(a.id, b.id) })
+	return claimed, nil
+}
+
+// dispatchOnce claims channel's due rows (claim), sends them with no
+// transaction open, then records each outcome. Slack, email and PagerDuty
+// are at least once: a crash between send and record sends the rows again
+// once their claim expires. Kafka is exactly once (kafkaSink): the rows of
+// a committed Kafka transaction are marked sent by the next session even
+// when this one could not record them.
+func (e *Engine) dispatchOnce(ctx context.Context, channel string) (int, error) {
+	s := e.senders[channel]
+	k, _ := s.(*kafkaSink)
+	claimed, err := e.claim(ctx, channel)
+	if err != nil || len(claimed) == 0 {
+		return 0, err
+	}
+	var sessionErr error
+	if k != nil && !k.open() {
+		if claimed, sessionErr = e.openKafkaSession(ctx, k, claimed); sessionErr == nil && len(claimed) == 0 {
+			return 0, nil
+		}
 	}
 	errs := make([]error, len(claimed))
 	var evs []*Event
+	var ids []int64
 	var idx []int
 	for i := range claimed {
 		ev := &Event{}
@@ -159,14 +210,27 @@ ORDER BY o.id LIMIT $2 FOR UPDATE OF o SKIP LOCKED`, channel, claimLimit(channel
 		}
 		claimed[i].ev = ev
 		evs = append(evs, ev)
+		ids = append(ids, claimed[i].id)
 		idx = append(idx, i)
 	}
-	s := e.senders[channel]
-	if s == nil {
+	switch {
+	case sessionErr != nil:
+		for _, i := range idx {
+			errs[i] = sessionErr
+		}
+	case s == nil:
 		for _, i := range idx {
 			errs[i] = permanent(fmt.Errorf("channel %s is not configured", channel))
 		}
-	} else if len(evs) > 0 {
+	case len(evs) == 0:
+	case k != nil:
+		began := time.Now()
+		err := k.deliver(ctx, ids, evs)
+		sendSeconds(channel).UpdateDuration(began)
+		for _, i := range idx {
+			errs[i] = err
+		}
+	default:
 		began := time.Now()
 		res := s.send(ctx, evs)
 		sendSeconds(channel).UpdateDuration(began)
@@ -174,38 +238,76 @@ ORDER BY o.id LIMIT $2 FOR UPDATE OF o SKIP LOCKED`, channel, claimLimit(channel
 			errs[i] = res[j]
 		}
 	}
-	if ctx.Err() != nil {
-		return 0, ctx.Err() // lost the lease mid-send: leave the rows pending
+	// The outcome is recorded even when ctx ended mid-send (lost lease,
+	// shutdown): what was sent must not be sent again.
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.cfg.Alerting.DeliveryTimeout)
+	defer cancel()
+	if err := e.record(rctx, channel, claimed, errs); err != nil {
+		if k != nil {
+			k.reset() // the next session marks the committed rows sent
+		}
+		return 0, err
 	}
+	return len(claimed), nil
+}
+
+// openKafkaSession opens a Kafka session (kafkaSink.ready) for rows
+// claimed before it: opening it marks sent the rows the previous session
+// delivered but could not record, so the claimed rows are re-read and only
+// those still pending are returned.
+func (e *Engine) openKafkaSession(ctx context.Context, k *kafkaSink, claimed []outboxRow) ([]outboxRow, error) {
+	if err := k.ready(ctx, e.dpool); err != nil {
+		return claimed, err
+	}
+	ids := make([]int64, len(claimed))
+	for i, o := range claimed {
+		ids[i] = o.id
+	}
+	rows, err := e.dpool.Query(ctx, `SELECT id FROM analytics_alert_outbox WHERE id = ANY($1) AND state = 'pending'`, ids)
+	if err != nil {
+		k.reset()
+		return claimed, fmt.Errorf("dispatch: re-read claimed rows: %w", err)
+	}
+	pending, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		k.reset()
+		return claimed, fmt.Errorf("dispatch: re-read claimed rows: %w", err)
+	}
+	return slices.DeleteFunc(claimed, func(o outboxRow) bool { return !slices.Contains(pending, o.id) }), nil
+}
+
+// record stores the outcome of a claimed batch in one statement batch
+// (no explicit transaction: each row's update stands alone). A retry is
+// recorded only while the claim is still this dispatcher's (attempts
+// unchanged): a dispatcher that overran its claim leaves the row to the
+// one that took it over.
+func (e *Engine) record(ctx context.Context, channel string, claimed []outboxRow, errs []error) error {
 	b := &pgx.Batch{}
 	now := time.Now()
 	for i, o := range claimed {
 		err := errs[i]
 		switch {
 		case err == nil:
-			b.Queue(`UPDATE analytics_alert_outbox SET state = 'sent', sent_at = now(), attempts = attempts + 1,
-	last_error = NULL WHERE id = $1`, o.id)
+			b.Queue(`UPDATE analytics_alert_outbox SET state = 'sent', sent_at = now(), last_error = NULL
+WHERE id = $1 AND state = 'pending'`, o.id)
 			deliveriesCounter(channel, "ok").Inc()
 			deliveryLatency(channel).Update(now.Sub(o.created).Seconds())
 		case isPermanent(err):
-			b.Queue(`UPDATE analytics_alert_outbox SET state = 'failed', attempts = attempts + 1, last_error = $2
-WHERE id = $1`, o.id, truncate(err.Error(), 1000))
+			b.Queue(`UPDATE analytics_alert_outbox SET state = 'failed', last_error = $2
+WHERE id = $1 AND state = 'pending' AND attempts = $3`, o.id, truncate(err.Error(), 1000), o.attempts)
 			deliveriesCounter(channel, "failed").Inc()
 			e.log.Error("alert notification abandoned", "channel", channel, "outbox_id", o.id, "err", err)
 		default:
-			b.Queue(`UPDATE analytics_alert_outbox SET attempts = attempts + 1, last_error = $2,
-	next_attempt_at = now() + make_interval(secs => $3::float8) WHERE id = $1`, o.id, truncate(err.Error(), 1000),
-				e.backoff(o.attempts+1).Seconds())
+			b.Queue(`UPDATE analytics_alert_outbox SET last_error = $2,
+	next_attempt_at = now() + make_interval(secs => $3::float8) WHERE id = $1 AND state = 'pending' AND attempts = $4`,
+				o.id, truncate(err.Error(), 1000), e.backoff(o.attempts).Seconds(), o.attempts)
 			deliveriesCounter(channel, "error").Inc()
 		}
 	}
-	if err := tx.SendBatch(ctx, b).Close(); err != nil {
-		return 0, fmt.Errorf("dispatch record: %w", err)
+	if err := e.dpool.SendBatch(ctx, b).Close(); err != nil {
+		return fmt.Errorf("dispatch record: %w", err)
 	}
-	if err := tx.Commit(ctx); err != nil {
-		return 0, fmt.Errorf("dispatch commit: %w", err)
-	}
-	return len(claimed), nil
+	return nil
 }
 
 // permanentError is a delivery failure retrying cannot fix.

@@ -81,6 +81,7 @@ type Engine struct {
 	cfg     Config
 	log     *slog.Logger
 	pool    *pgxpool.Pool
+	dpool   *pgxpool.Pool // the dispatchers' sessions (dispatchPool)
 	ownPool bool
 	nc      *nats.Conn
 	health  *telemetry.Health
@@ -97,8 +98,9 @@ type Engine struct {
 	retryBase   time.Duration
 	retryMax    time.Duration
 	overlap     time.Duration
-	dispatchOff bool   // do not start the dispatchers (crash tests)
-	afterCommit func() // runs after an evaluation transaction committed
+	dispatchOff bool          // do not start the dispatchers (crash tests)
+	idleInTx    time.Duration // idle_in_transaction_session_timeout of the engine's sessions
+	afterCommit func()        // runs after an evaluation transaction committed
 
 	ev     *evaluator
 	noData map[string]noDataScan // per window: the last no_data scan
@@ -163,6 +165,7 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 		retryBase:  time.Second,
 		retryMax:   5 * time.Minute,
 		overlap:    10 * time.Second,
+		idleInTx:   5 * time.Second,
 	}
 	for _, w := range cfg.Windows {
 		e.windows[w.Name] = w
@@ -171,15 +174,15 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 	for _, c := range channelsAll {
 		e.kicks[c] = make(chan struct{}, 1)
 	}
-	var err error
-	if e.senders, err = newSenders(cfg); err != nil {
-		return nil, err
-	}
-	initMetrics(e.senders)
 	host, _ := os.Hostname()
 	var rnd [4]byte
 	_, _ = rand.Read(rnd[:])
 	e.holder = fmt.Sprintf("%s:%d:%s", host, os.Getpid(), hex.EncodeToString(rnd[:]))
+	var err error
+	if e.senders, err = newSenders(cfg, e.holder, e.log); err != nil {
+		return nil, err
+	}
+	initMetrics(e.senders)
 	return e, nil
 }
 
@@ -203,15 +206,27 @@ func (e *Engine) Run(ctx context.Context) error {
 		}
 		pc.MaxConns = 4
 		pc.MinConns = 1
+		// The evaluator's transactions lock alert rows; a leader whose host
+		// vanishes mid-transaction must not hold them for hours.
+		limitSessions(pc.ConnConfig, "stacklens-alerting", evaluatorIdleInTx, nil)
 		if e.pool, err = pgxpool.NewWithConfig(ctx, pc); err != nil {
 			return fmt.Errorf("alerting: database: %w", err)
 		}
 		e.ownPool = true
 	}
+	dpool, err := e.dispatchPool(ctx)
+	if err != nil {
+		if e.ownPool {
+			e.pool.Close()
+		}
+		return err
+	}
+	e.dpool = dpool
 	defer func() {
 		for _, s := range e.senders {
 			_ = s.Close()
 		}
+		e.dpool.Close()
 		if e.ownPool {
 			e.pool.Close()
 		}

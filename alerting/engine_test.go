@@ -479,7 +479,7 @@ func TestKafkaOutageWhileRunning(t *testing.T) {
 	down.Store(false)
 	f.waitCounts(1, 1, 0, 0)
 	testenv.Eventually(t, 10*time.Second, func() error {
-		if n := f.int(`SELECT count(*) FROM analytics_alert_outbox WHERE channel = 'kafka' AND state = 'sent' AND attempts >= 4`); n != 1 {
+		if n := f.int(`SELECT count(*) FROM analytics_alert_outbox WHERE channel = 'kafka' AND state = 'sent' AND attempts >= 3`); n != 1 {
 			return fmt.Errorf("kafka row not recorded as sent")
 		}
 		return nil

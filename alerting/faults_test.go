@@ -112,42 +112,49 @@ func TestDatabaseFaultsAtEveryStep(t *testing.T) {
 	}
 }
 
-// TestDispatchRecordRefused: the outcome of a delivery cannot be recorded
-// (PostgreSQL refuses the outbox update): the row stays pending and is
-// sent again (at-least-once) until the outcome can be recorded; then it is
-// marked sent and delivery stops.
+// TestDispatchRecordRefused: a delivery succeeds but PostgreSQL refuses
+// to mark the row sent. Kafka stays exactly once — the next session
+// keeps trying to mark the rows of the committed transaction and sends
+// nothing again — while Slack is at least once: re-sent each time its
+// claim expires. Once the fault is gone both rows are marked sent and
+// delivery stops.
 func TestDispatchRecordRefused(t *testing.T) {
 	f := newFixture(t)
-	f.rule("Burst", "error_rate", ">", 20, nil, 1, "critical")
+	f.rule("Burst", "error_rate", ">", 20, nil, 1, "critical", "slack")
 	e := f.engine(f.config(), Deps{})
-	lift := f.refuse("analytics_alert_outbox", "UPDATE")
+	f.exec(`CREATE FUNCTION refuse_sent() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION 'injected fault: cannot mark sent'; END $$`)
+	f.exec(`CREATE TRIGGER refuse_sent BEFORE UPDATE ON analytics_alert_outbox FOR EACH ROW
+WHEN (NEW.state = 'sent') EXECUTE FUNCTION refuse_sent()`)
 	f.start(e)
 	f.window("checkout", 0, 90)
-	testenv.Eventually(t, 15*time.Second, func() error {
-		if n := len(f.messages()); n < 2 {
-			return fmt.Errorf("%d deliveries", n)
+	testenv.Eventually(t, 20*time.Second, func() error {
+		if n := f.slack.count(); n < 2 {
+			return fmt.Errorf("%d slack deliveries", n)
 		}
 		return nil
 	})
-	if n := f.int(`SELECT count(*) FROM analytics_alert_outbox WHERE state = 'pending'`); n != 1 {
-		t.Fatalf("%d pending outbox rows, want 1", n)
+	if n := len(f.messages()); n != 1 {
+		t.Errorf("%d kafka messages while the outcome cannot be recorded, want 1", n)
 	}
-	lift()
+	if n := f.int(`SELECT count(*) FROM analytics_alert_outbox WHERE state = 'pending'`); n != 2 {
+		t.Fatalf("%d pending outbox rows, want 2", n)
+	}
+	f.exec(`DROP TRIGGER refuse_sent ON analytics_alert_outbox`)
 	testenv.Eventually(t, 15*time.Second, func() error {
-		if n := f.int(`SELECT count(*) FROM analytics_alert_outbox WHERE state = 'sent'`); n != 1 {
+		if n := f.int(`SELECT count(*) FROM analytics_alert_outbox WHERE state = 'sent'`); n != 2 {
 			return fmt.Errorf("%d sent outbox rows", n)
 		}
 		return nil
 	})
-	sent := len(f.messages())
+	sent := f.slack.count()
 	f.waitCycles(e, 3)
-	if n := len(f.messages()); n != sent {
-		t.Errorf("%d deliveries after the outcome was recorded, want %d", n, sent)
+	if n := f.slack.count(); n != sent {
+		t.Errorf("%d slack deliveries after the outcome was recorded, want %d", n, sent)
 	}
-	for _, m := range f.messages() {
-		if m.State != "firing" || m.Service != "checkout" {
-			t.Errorf("message %+v", m)
-		}
+	msgs := f.messages()
+	if len(msgs) != 1 || msgs[0].State != "firing" || msgs[0].Service != "checkout" {
+		t.Errorf("kafka messages %+v, want one firing", msgs)
 	}
 }
 

@@ -24,7 +24,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/stacklens/stacklens/internal/config"
 	"github.com/stacklens/stacklens/internal/harness/testenv"
@@ -39,7 +40,7 @@ const topic = "analytics-alerts"
 // fixture is one test's world: a migrated database, a Kafka broker, and
 // in-process Slack, PagerDuty and SMTP receivers.
 type fixture struct {
-	t     *testing.T
+	t     testing.TB
 	ctx   context.Context
 	db    *pgxpool.Pool
 	kafka *testenv.KafkaBroker
@@ -49,7 +50,7 @@ type fixture struct {
 	base  time.Time // start of the first test window (1min)
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	ctx := testenv.Context(t)
 	pg := testenv.Postgres(t)
@@ -192,32 +193,12 @@ func (f *fixture) waitCycles(e *Engine, n int64) {
 	})
 }
 
-// messages reads every alert message on the topic (partition 0).
+// messages reads every committed alert message on the topic, as its
+// consumers must: read_committed.
 func (f *fixture) messages() []Event {
 	f.t.Helper()
-	conn, err := kafka.DialLeader(f.ctx, "tcp", f.kafka.Brokers[0], topic, 0)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	defer conn.Close()
-	last, err := conn.ReadLastOffset()
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	if last == 0 {
-		return nil
-	}
-	r := kafka.NewReader(kafka.ReaderConfig{Brokers: f.kafka.Brokers, Topic: topic, Partition: 0,
-		MinBytes: 1, MaxBytes: 10 << 20, MaxWait: 50 * time.Millisecond})
-	defer r.Close()
 	var out []Event
-	ctx, cancel := context.WithTimeout(f.ctx, 10*time.Second)
-	defer cancel()
-	for int64(len(out)) < last {
-		m, err := r.ReadMessage(ctx)
-		if err != nil {
-			f.t.Fatal(err)
-		}
+	for _, m := range readCommitted(f.t, f.ctx, f.kafka.Brokers, topic) {
 		var ev Event
 		if err := json.Unmarshal(m.Value, &ev); err != nil {
 			f.t.Fatal(err)
@@ -226,6 +207,82 @@ func (f *fixture) messages() []Event {
 			f.t.Errorf("key %q, fingerprint %q", m.Key, ev.Fingerprint)
 		}
 		out = append(out, ev)
+	}
+	return out
+}
+
+// readCommitted returns the committed data records of every partition of
+// topic up to its last stable offset, partition by partition. Control
+// records are fetched too (and dropped), so reaching the end is visible.
+func readCommitted(t testing.TB, ctx context.Context, brokers []string, topic string) []*kgo.Record {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	mreq := kmsg.NewPtrMetadataRequest()
+	mt := kmsg.NewMetadataRequestTopic()
+	mt.Topic = kmsg.StringPtr(topic)
+	mreq.Topics = append(mreq.Topics, mt)
+	mresp, err := mreq.RequestWith(ctx, cl)
+	if err != nil || len(mresp.Topics) != 1 {
+		t.Fatalf("metadata of %s: %v", topic, err)
+	}
+	lreq := kmsg.NewPtrListOffsetsRequest()
+	lreq.IsolationLevel = 1
+	lt := kmsg.NewListOffsetsRequestTopic()
+	lt.Topic = topic
+	for _, p := range mresp.Topics[0].Partitions {
+		lp := kmsg.NewListOffsetsRequestTopicPartition()
+		lp.Partition, lp.Timestamp = p.Partition, -1
+		lt.Partitions = append(lt.Partitions, lp)
+	}
+	lreq.Topics = append(lreq.Topics, lt)
+	lresp, err := lreq.RequestWith(ctx, cl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ends := map[int32]int64{}
+	for _, p := range lresp.Topics[0].Partitions {
+		if p.Offset > 0 {
+			ends[p.Partition] = p.Offset
+		}
+	}
+	if len(ends) == 0 {
+		return nil
+	}
+	rd, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.KeepControlRecords(), kgo.FetchMaxWait(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd.Close()
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	byPart := map[int32][]*kgo.Record{}
+	for len(ends) > 0 {
+		fs := rd.PollFetches(rctx)
+		if rctx.Err() != nil {
+			t.Fatalf("reading %s to its end: %v (left: %v)", topic, rctx.Err(), ends)
+		}
+		fs.EachRecord(func(r *kgo.Record) {
+			end, ok := ends[r.Partition]
+			if !ok || r.Offset >= end {
+				return
+			}
+			if !r.Attrs.IsControl() {
+				byPart[r.Partition] = append(byPart[r.Partition], r)
+			}
+			if r.Offset >= end-1 {
+				delete(ends, r.Partition)
+			}
+		})
+	}
+	var out []*kgo.Record
+	for p := range int32(len(mresp.Topics[0].Partitions)) {
+		out = append(out, byPart[p]...)
 	}
 	return out
 }
@@ -253,7 +310,7 @@ type hook struct {
 	hits   atomic.Int64
 }
 
-func newHook(t *testing.T) *hook {
+func newHook(t testing.TB) *hook {
 	h := &hook{}
 	h.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h.hits.Add(1)
@@ -292,7 +349,7 @@ func (h *hook) get(i int) map[string]any {
 // smtpServer is a tiny in-process SMTP receiver (RFC 5321 subset:
 // EHLO/HELO, STARTTLS, AUTH PLAIN, MAIL, RCPT, DATA, RSET, NOOP, QUIT).
 type smtpServer struct {
-	t        *testing.T
+	t        testing.TB
 	ln       net.Listener
 	tls      *tls.Config // nil: no STARTTLS
 	implicit bool        // TLS from the first byte
@@ -308,7 +365,7 @@ type smtpMsg struct {
 	data string
 }
 
-func newSMTPServer(t *testing.T, tc *tls.Config, implicit bool) *smtpServer {
+func newSMTPServer(t testing.TB, tc *tls.Config, implicit bool) *smtpServer {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/stacklens/stacklens/internal/harness/testenv"
 )
@@ -39,25 +39,28 @@ func TestAlertLatency(t *testing.T) {
 
 	var mu sync.Mutex
 	recv := map[string]time.Time{}
-	r := kafka.NewReader(kafka.ReaderConfig{Brokers: f.kafka.Brokers, Topic: topic, Partition: 0,
-		MinBytes: 1, MaxBytes: 10 << 20, MaxWait: 10 * time.Millisecond,
-		ReadBackoffMin: time.Millisecond, ReadBackoffMax: 5 * time.Millisecond})
+	// read_committed, as every consumer of the topic must read it.
+	r, err := kgo.NewClient(kgo.SeedBrokers(f.kafka.Brokers...), kgo.ConsumeTopics(topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.FetchMaxWait(10*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer r.Close()
 	ctx, cancel := context.WithCancel(f.ctx)
 	defer cancel()
 	go func() {
-		for {
-			m, err := r.ReadMessage(ctx)
-			if err != nil {
-				return
-			}
+		for ctx.Err() == nil {
+			fs := r.PollFetches(ctx)
 			at := time.Now()
-			var ev Event
-			if json.Unmarshal(m.Value, &ev) == nil {
-				mu.Lock()
-				recv[ev.Service] = at
-				mu.Unlock()
-			}
+			fs.EachRecord(func(m *kgo.Record) {
+				var ev Event
+				if json.Unmarshal(m.Value, &ev) == nil {
+					mu.Lock()
+					recv[ev.Service] = at
+					mu.Unlock()
+				}
+			})
 		}
 	}()
 

@@ -25,6 +25,9 @@ var (
 	// sloEvaluationsTotal counts burn-rate policy entries evaluated.
 	sloEvaluationsTotal = metrics.NewCounter("stacklens_alerting_slo_evaluations_total")
 	leaseChanges        = metrics.NewCounter("stacklens_alerting_lease_acquisitions_total")
+	// kafkaFenced counts Kafka transactions refused because a newer
+	// dispatcher session took the transactional ID (a zombie stopped).
+	kafkaFenced = metrics.NewCounter("stacklens_alerting_kafka_fenced_total")
 )
 
 func alertsCounter(state, severity string) *metrics.Counter {

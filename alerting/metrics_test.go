@@ -44,3 +44,31 @@ func TestMetricsExistBeforeFirstEvent(t *testing.T) {
 		}
 	}
 }
+
+// TestProgressFigures: the progress line sums deliveries per result over
+// every channel.
+func TestProgressFigures(t *testing.T) {
+	get := func() map[string]float64 {
+		out := map[string]float64{}
+		for _, f := range ProgressFigures() {
+			out[f.Name] = f.Value
+		}
+		return out
+	}
+	before := get()
+	deliveriesCounter("kafka", "ok").Inc()
+	deliveriesCounter("slack", "ok").Inc()
+	deliveriesCounter("email", "failed").Inc()
+	deliveriesCounter("pagerduty", "error").Inc()
+	after := get()
+	for name, want := range map[string]float64{"out": 2, "dead_letters": 1, "delivery_errors": 1} {
+		if d := after[name] - before[name]; d != want {
+			t.Errorf("%s rose by %v, want %v", name, d, want)
+		}
+	}
+	for _, name := range []string{"evaluations", "leader"} {
+		if _, ok := after[name]; !ok {
+			t.Errorf("no %s figure", name)
+		}
+	}
+}
