@@ -39,7 +39,8 @@ import (
 //     (the bench's "pgx CopyFrom" ceiling: the 21 columns of
 //     analytics_metrics_1min, batches of 500, no indexes), measured the same way.
 //
-// STACKLENS_BENCH_EVENTS sets the number of events (default 100 000).
+// STACKLENS_BENCH_EVENTS sets the number of events (default 100 000),
+// STACKLENS_BENCH_TS=us truncates their timestamps to microseconds.
 func TestBenchRawEvents(t *testing.T) {
 	if os.Getenv("STACKLENS_BENCH") != "1" {
 		t.Skip("set STACKLENS_BENCH=1 to measure")
@@ -59,12 +60,18 @@ func TestBenchRawEvents(t *testing.T) {
 
 	// The stream: loadgen events with the bridge's subject and headers.
 	gen := loadgen.NewGenerator(7, 20, time.Now())
+	// STACKLENS_BENCH_TS=us: timestamps at microseconds (loadgen writes
+	// time.Now()'s nanoseconds, which the lean payload must keep).
+	clock := time.Now
+	if os.Getenv("STACKLENS_BENCH_TS") == "us" {
+		clock = func() time.Time { return time.Now().Truncate(time.Microsecond) }
+	}
 	var msgBytes int64
 	var lastSeq uint64
 	for i := 0; i < total; {
 		var futs []jetstream.PubAckFuture
 		for j := 0; j < 1000 && i < total; i, j = i+1, j+1 {
-			data, ev := gen.Next(nil, time.Now())
+			data, ev := gen.Next(nil, clock())
 			m := nats.NewMsg(natsutil.EventSubject(event.Shard(ev.Service, 16), ev.Service))
 			m.Data = data
 			m.Header.Set(natsutil.HdrKafkaTopic, "stacklens-analytics")
