@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/stacklens/stacklens/internal/event"
+	"github.com/stacklens/stacklens/internal/harness/loadgen"
 	"github.com/stacklens/stacklens/internal/harness/testenv"
 	"github.com/stacklens/stacklens/internal/natsutil"
 	"github.com/stacklens/stacklens/internal/telemetry"
@@ -66,6 +67,15 @@ func TestEventsProjector(t *testing.T) {
 			check: `{"timestamp":"` + ts + `","service":"sur","level":"error","latency_ms":3,"message":"x\ufffdy"}`},
 		{payload: `{"timestamp":"` + old + `","service":"old","level":"info","latency_ms":1}`, want: false},
 		{payload: `not json`, want: false},
+	}
+	gen := loadgen.NewGenerator(5, 12, now)
+	for i := range 100 { // loadgen events, with nanosecond and microsecond timestamps
+		at := now.Add(-time.Duration(i) * time.Millisecond)
+		if i%2 == 0 {
+			at = at.Truncate(time.Microsecond)
+		}
+		msg, _ := gen.Next(nil, at)
+		evs = append(evs, pubEvent{payload: string(msg), want: true})
 	}
 	for i := range 500 {
 		evs = append(evs, pubEvent{payload: `{"timestamp":"` + ts + `","service":"bulk` + strconv.Itoa(i%7) + `","level":"debug","latency_ms":` + strconv.Itoa(i) + `,"trace_id":"t` + strconv.Itoa(i) + `"}`, want: true})
