@@ -126,11 +126,10 @@ func TestBenchUpsert(t *testing.T) {
 	payload := []byte(`{"timestamp":"2026-11-29T01:00:00.123456","service":"checkout","level":"info","latency_ms":50.0,"risk_score":0.1,"endpoint":"/api/v1/cart","host":"web-1"}`)
 	evs := make([]EventRow, etotal)
 	now := time.Now().UTC()
-	topic := "stacklens-analytics"
 	for i := range evs {
 		risk := 0.1
 		evs[i] = EventRow{Seq: uint64(i + 1), Time: now.Add(-time.Duration(i) * time.Millisecond), Service: "service-" + strconv.Itoa(i%500),
-			Level: "info", LatencyMS: 50, Risk: &risk, Payload: payload, Topic: &topic}
+			Level: "info", LatencyMS: 50, Risk: &risk, Payload: payload}
 	}
 	if _, err := h.pool.Exec(h.ctx, `CREATE TABLE scratch_events (LIKE analytics_events INCLUDING DEFAULTS)`); err != nil {
 		t.Fatal(err)

@@ -94,6 +94,13 @@ func (p *eventsProjector) handle(ctx context.Context, msgs []jetstream.Msg) erro
 	now := p.now()
 	horizon := now.Add(-p.hot)
 	rows := make([]EventRow, 0, len(msgs))
+	size := 0
+	for _, m := range msgs {
+		size += len(m.Data())
+	}
+	// One buffer for the batch's lean payloads (appendLean never grows
+	// them), so a batch costs one allocation for them, not one per event.
+	arena := make([]byte, 0, size+2*len(msgs))
 	for _, m := range msgs {
 		md, err := m.Metadata()
 		if err != nil {
@@ -110,22 +117,23 @@ func (p *eventsProjector) handle(ctx context.Context, msgs []jetstream.Msg) erro
 			eventsSkipped.Inc()
 			continue
 		}
+		start := len(arena)
+		arena = appendLean(arena, m.Data(), &ev)
 		r := EventRow{
 			Seq:       md.Sequence.Stream,
 			Time:      ev.Time,
 			Service:   ev.Service,
 			Level:     ev.Level.String(),
 			LatencyMS: ev.LatencyMS,
-			Payload:   m.Data(),
+			Payload:   arena[start:len(arena):len(arena)],
 		}
 		if ev.HasRisk {
 			risk := ev.Risk
 			r.Risk = &risk
 		}
+		// The Kafka topic is not stored: it is KAFKA_INPUT_TOPIC for every
+		// event (and in the stream's Kafka-Topic header).
 		if h := m.Headers(); h != nil {
-			if t := h.Get(natsutil.HdrKafkaTopic); t != "" {
-				r.Topic = &t
-			}
 			if v, err := strconv.ParseInt(h.Get(natsutil.HdrKafkaPartition), 10, 32); err == nil {
 				part := int32(v)
 				r.Partition = &part

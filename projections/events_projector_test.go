@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/stacklens/stacklens/internal/event"
+	"github.com/stacklens/stacklens/internal/harness/loadgen"
 	"github.com/stacklens/stacklens/internal/harness/testenv"
 	"github.com/stacklens/stacklens/internal/natsutil"
 	"github.com/stacklens/stacklens/internal/telemetry"
@@ -22,11 +24,16 @@ import (
 type pubEvent struct {
 	payload string
 	want    bool   // projected
-	check   string // expected payload JSON when it differs from payload
+	check   string // expected event JSON when it differs from payload
+	lean    string // expected stored payload text, when set
 }
 
 // TestEventsProjector: valid events reach analytics_events with their Kafka
-// coordinates and the payload as jsonb equal to the original; old and
+// coordinates, the stored payload holds only what the columns do not give
+// back (lean.go), and stacklens_event_payload(e) is equal to the original
+// as JSON — loadgen events and odd ones (nested values, unicode, escaped
+// and repeated keys, numbers not in their shortest form, naive, zoned,
+// epoch and nanosecond timestamps, whitespace); old and
 // undecodable ones are skipped; redelivery (a second consumer reading the
 // whole stream again) does not duplicate anything. Naive timestamps are
 // read in EVENT_TIMEZONE (Asia/Tokyo here), as the bridge and processors
@@ -37,7 +44,24 @@ func TestEventsProjector(t *testing.T) {
 	now := time.Now().UTC()
 	ts := now.Add(-time.Minute).Format("2006-01-02T15:04:05.000000")
 	old := now.Add(-49 * time.Hour).Format(time.RFC3339Nano)
+	us := now.Add(-time.Second).Truncate(time.Microsecond).Format(time.RFC3339Nano) // canonical: stripped
+	sec := now.Add(-2 * time.Second).Truncate(time.Second).Format(time.RFC3339Nano)
+	nano := now.Add(-3 * time.Second).Truncate(time.Microsecond).Add(789).Format(time.RFC3339Nano) // below the column's precision: kept
 	evs := []pubEvent{
+		{payload: `{"timestamp":"` + us + `","service":"checkout","level":"info","latency_ms":52.25,"risk_score":0.123,"endpoint":"/api/v1/items","host":"host-3","trace_id":"1a2b","message":"request handled"}`, want: true,
+			lean: `{"endpoint":"/api/v1/items","host":"host-3","trace_id":"1a2b","message":"request handled"}`},
+		{payload: `{"timestamp":"` + nano + `","service":"checkout","level":"error","latency_ms":0.30000000000000004,"risk_score":0,"endpoint":"/x"}`, want: true,
+			lean: `{"timestamp":"` + nano + `","endpoint":"/x"}`},
+		{payload: ` { "timestamp" : "` + sec + `" , "service" : "ws" ,"level":"debug", "latency_ms" : 1000000000000000 , "extra" : [ 1 , {"a" : "b"} ] } `, want: true,
+			lean: `{"extra" : [ 1 , {"a" : "b"} ]}`},
+		{payload: `{"timestamp":"` + us + `","service":"only","level":"fatal","latency_ms":0.1}`, want: true, lean: `{}`},
+		{payload: `{"timestamp":"` + us + `","service":"ünï 🎉","level":"notice","latency_ms":7.50,"count":"12","big":12345678901234567890,"neg":-0,"exp":1E-3}`, want: true,
+			lean: `{"latency_ms":7.50,"count":"12","big":12345678901234567890,"neg":-0,"exp":1E-3}`},
+		{payload: `{"timestamp":"` + us + `","service":"dup","level":"debug","latency_ms":1,"level":"error","risk_score":null}`, want: true,
+			lean: `{"level":"debug","level":"error","risk_score":null}`},
+		{payload: `{"timestamp":"` + us + `","\u0073ervice":"esc","service":"esc2","level":"info","latency_ms":1}`, want: true},
+		{payload: `{"timestamp":"` + us + `","service":"\u0065sc","level":"info","latency_ms":2,"m":"\\u0000 is text"}`, want: true,
+			lean: `{"service":"\u0065sc","m":"\\u0000 is text"}`},
 		{payload: `{"timestamp":"` + ts + `","service":"checkout","level":"info","latency_ms":50.0,"risk_score":0.1}`, want: true},
 		{payload: `{"timestamp":"` + now.Format(time.RFC3339) + `","service":"a.b","level":"WARN","latency_ms":1e2,"endpoint":"/x","nested":{"k":[1,2.5,"three",null,true]},"host":"h1"}`, want: true},
 		{payload: `{"timestamp":` + strconv.FormatInt(now.UnixMilli(), 10) + `,"service":"ünï","level":"critical","latency_ms":0,"risk_score":null,"message":"émoji 🎉 \"quoted\""}`, want: true},
@@ -47,6 +71,15 @@ func TestEventsProjector(t *testing.T) {
 			check: `{"timestamp":"` + ts + `","service":"sur","level":"error","latency_ms":3,"message":"x\ufffdy"}`},
 		{payload: `{"timestamp":"` + old + `","service":"old","level":"info","latency_ms":1}`, want: false},
 		{payload: `not json`, want: false},
+	}
+	gen := loadgen.NewGenerator(5, 12, now)
+	for i := range 100 { // loadgen events, with nanosecond and microsecond timestamps
+		at := now.Add(-time.Duration(i) * time.Millisecond)
+		if i%2 == 0 {
+			at = at.Truncate(time.Microsecond)
+		}
+		msg, _ := gen.Next(nil, at)
+		evs = append(evs, pubEvent{payload: string(msg), want: true})
 	}
 	for i := range 500 {
 		evs = append(evs, pubEvent{payload: `{"timestamp":"` + ts + `","service":"bulk` + strconv.Itoa(i%7) + `","level":"debug","latency_ms":` + strconv.Itoa(i) + `,"trace_id":"t` + strconv.Itoa(i) + `"}`, want: true})
@@ -114,22 +147,23 @@ func TestEventsProjector(t *testing.T) {
 	}
 	for i, e := range evs {
 		var (
-			same         bool
-			level, topic string
-			lat          float64
-			risk         *float64
-			part         int32
-			off          int64
-			service      string
-			evTime       time.Time
+			same    bool
+			level   string
+			lat     float64
+			risk    *float64
+			part    int32
+			off     int64
+			service string
+			evTime  time.Time
 		)
 		want := e.payload
 		if e.check != "" {
 			want = e.check
 		}
-		err := h.pool.QueryRow(h.ctx, `SELECT payload = $2::jsonb, service, level, latency_ms, risk_score,
-			kafka_topic, kafka_partition, kafka_offset, timestamp FROM analytics_events WHERE stream_seq = $1`,
-			int64(seqs[i]), want).Scan(&same, &service, &level, &lat, &risk, &topic, &part, &off, &evTime)
+		var stored string
+		err := h.pool.QueryRow(h.ctx, `SELECT stacklens_event_payload(e) = $2::jsonb, payload::text, service, level, latency_ms, risk_score,
+			kafka_partition, kafka_offset, timestamp FROM analytics_events e WHERE stream_seq = $1`,
+			int64(seqs[i]), want).Scan(&same, &stored, &service, &level, &lat, &risk, &part, &off, &evTime)
 		if !e.want {
 			if err == nil {
 				t.Errorf("event %d (%s) was projected", i, e.payload)
@@ -145,15 +179,18 @@ func TestEventsProjector(t *testing.T) {
 		}
 		if !same {
 			var got json.RawMessage
-			_ = h.pool.QueryRow(h.ctx, `SELECT payload FROM analytics_events WHERE stream_seq = $1`, int64(seqs[i])).Scan(&got)
-			t.Errorf("event %d payload %s, want %s", i, got, want)
+			_ = h.pool.QueryRow(h.ctx, `SELECT stacklens_event_payload(e) FROM analytics_events e WHERE stream_seq = $1`, int64(seqs[i])).Scan(&got)
+			t.Errorf("event %d rebuilt as %s, want %s (stored %s)", i, got, want, stored)
 		}
-		if service != ev.Service || level != ev.Level.String() || lat != ev.LatencyMS || !evTime.Equal(ev.Time) ||
+		if e.lean != "" && stored != e.lean {
+			t.Errorf("event %d stored payload %s, want %s", i, stored, e.lean)
+		}
+		if service != ev.Service || level != ev.Level.String() || lat != ev.LatencyMS || !evTime.Equal(ev.Time.Truncate(time.Microsecond)) ||
 			(risk == nil) == ev.HasRisk || (risk != nil && *risk != ev.Risk) ||
-			topic != "stacklens-analytics" || part != int32(i%12) || off != int64(1000+i) {
-			t.Errorf("event %d: got %s %s %v %v %v %s %d %d", i, service, level, lat, risk, evTime, topic, part, off)
+			part != int32(i%12) || off != int64(1000+i) {
+			t.Errorf("event %d: got %s %s %v %v %v %d %d", i, service, level, lat, risk, evTime, part, off)
 		}
-		if i == 0 && !evTime.Equal(now.Add(-time.Minute-9*time.Hour).Truncate(time.Microsecond)) {
+		if i == 8 && !evTime.Equal(now.Add(-time.Minute-9*time.Hour).Truncate(time.Microsecond)) {
 			t.Errorf("naive timestamp %s stored as %v, want it read as Tokyo time", ts, evTime)
 		}
 	}
@@ -186,6 +223,11 @@ func TestInsertEventsDirect(t *testing.T) {
 	if err != nil || n != 2 {
 		t.Fatalf("first insert: %d, %v", n, err)
 	}
+	var rebuilt string
+	if err := h.pool.QueryRow(h.ctx, `SELECT stacklens_event_payload(e)::text FROM analytics_events e WHERE stream_seq = 2`).Scan(&rebuilt); err != nil ||
+		!strings.Contains(rebuilt, `"m": "\ufffd"`) && !strings.Contains(rebuilt, "\"m\": \"\uFFFD\"") {
+		t.Fatalf("a NUL payload rebuilt as %s (%v), want it normalised and readable as jsonb", rebuilt, err)
+	}
 	n, err = wr.InsertEvents(h.ctx, rows[:2])
 	if err != nil || n != 0 {
 		t.Fatalf("second insert: %d, %v", n, err)
@@ -196,6 +238,7 @@ func TestInsertEventsDirect(t *testing.T) {
 	// The fast path (plain COPY), a conflicting batch (staging path), the
 	// batches after it (staging path directly), and a failure that is not
 	// about the data (returned, for the caller to retry).
+	wr.stageNext.Store(0) // the redelivery above may have switched to the staging path
 	clean := []EventRow{
 		{Seq: 10, Time: now, Service: "d", Level: "info", LatencyMS: 1, Payload: []byte(`{"d":1}`)},
 		{Seq: 11, Time: now, Service: "e", Level: "info", LatencyMS: 1, Payload: []byte(`{"e":1}`)},

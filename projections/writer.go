@@ -56,8 +56,7 @@ type EventRow struct {
 	Level     string
 	LatencyMS float64
 	Risk      *float64
-	Payload   []byte // JSON object
-	Topic     *string
+	Payload   []byte // JSON object: the members the other columns do not give back (lean.go)
 	Partition *int32
 	Offset    *int64
 }
@@ -179,17 +178,17 @@ const stageEvents = "stacklens_stage_events"
 
 const createStage = `CREATE TEMP TABLE IF NOT EXISTS ` + stageEvents + ` (
 	stream_seq bigint, timestamp timestamptz, service text, level text,
-	latency_ms double precision, risk_score double precision, payload jsonb,
-	kafka_topic text, kafka_partition integer, kafka_offset bigint
+	latency_ms double precision, risk_score double precision, payload json,
+	kafka_partition integer, kafka_offset bigint
 ) ON COMMIT DELETE ROWS`
 
 var eventCols = []string{"stream_seq", "timestamp", "service", "level", "latency_ms",
-	"risk_score", "payload", "kafka_topic", "kafka_partition", "kafka_offset"}
+	"risk_score", "payload", "kafka_partition", "kafka_offset"}
 
 const insertEventsSQL = `INSERT INTO analytics_events (stream_seq, timestamp, service, level,
-	latency_ms, risk_score, payload, kafka_topic, kafka_partition, kafka_offset)
+	latency_ms, risk_score, payload, kafka_partition, kafka_offset)
 SELECT stream_seq, timestamp, service, level, latency_ms, risk_score, payload,
-	kafka_topic, kafka_partition, kafka_offset
+	kafka_partition, kafka_offset
 FROM ` + stageEvents + ` ORDER BY timestamp, stream_seq
 ON CONFLICT (timestamp, stream_seq) DO NOTHING`
 
@@ -202,14 +201,21 @@ ON CONFLICT (timestamp, stream_seq) DO NOTHING`
 // one transaction. After a conflict the next batches take the idempotent
 // path directly for a while.
 //
-// A payload PostgreSQL's jsonb refuses (a \u0000 escape, an unpaired
-// surrogate) is normalised (see sanitizeJSON) and the batch retried; a
-// row that still fails is dropped and counted, so one bad row never
-// blocks the stream.
+// Payloads with a \u0000 escape or a surrogate half are normalised first
+// (see sanitizeJSON), so that every stored payload converts to jsonb
+// (stacklens_event_payload). A payload PostgreSQL refuses (the json
+// column checks the syntax) is normalised (see sanitizeJSON) and the
+// batch retried; a row that still fails is dropped and counted, so one bad
+// row never blocks the stream.
 func (wr *Writer) InsertEvents(ctx context.Context, rows []EventRow) (int64, error) {
 	rows = dedupeEvents(rows)
 	if len(rows) == 0 {
 		return 0, nil
+	}
+	for i := range rows { // rows is our copy
+		if needsSanitize(rows[i].Payload) {
+			rows[i].Payload = sanitizeJSON(rows[i].Payload)
+		}
 	}
 	sanitize := false
 	if wr.stageNext.Load() <= 0 {
@@ -265,7 +271,7 @@ func dedupeEvents(rows []EventRow) []EventRow {
 
 func eventValues(r *EventRow) []any {
 	return []any{int64(r.Seq), r.Time, r.Service, r.Level, r.LatencyMS, r.Risk,
-		r.Payload, r.Topic, r.Partition, r.Offset}
+		r.Payload, r.Partition, r.Offset}
 }
 
 // copyEvents is the fast path: one COPY straight into analytics_events.

@@ -113,7 +113,7 @@ func TestMigrationsEmbedded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"core", "alerting", "views", "functions", "timescale", "roles", "alert_no_data", "windows", "slos", "slo_alerts"}
+	want := []string{"core", "alerting", "views", "functions", "timescale", "roles", "alert_no_data", "windows", "slos", "slo_alerts", "lean_events"}
 	if len(migs) != len(want) {
 		t.Fatalf("got %d migrations, want %d", len(migs), len(want))
 	}
@@ -1219,8 +1219,8 @@ func TestEventsIdempotentInsert(t *testing.T) {
 	ctx := testCtx(t)
 	_, conn := migrated(t)
 	const ins = `INSERT INTO analytics_events (stream_seq, timestamp, service, level, latency_ms, risk_score, payload,
-	    kafka_topic, kafka_partition, kafka_offset) VALUES ($1, $2, 'checkout', 'info', 50, 0.1, '{"endpoint":"/pay"}',
-	    'stacklens-analytics', 3, 42) ON CONFLICT (timestamp, stream_seq) DO NOTHING`
+	    kafka_partition, kafka_offset) VALUES ($1, $2, 'checkout', 'info', 50, 0.1, '{"endpoint":"/pay"}',
+	    3, 42) ON CONFLICT (timestamp, stream_seq) DO NOTHING`
 	ts := time.Date(2026, 11, 29, 1, 0, 0, 123456000, time.UTC)
 	for i := 0; i < 3; i++ {
 		exec1(t, conn, ins, int64(42), ts)
@@ -1480,4 +1480,73 @@ VALUES ('a1', 'f1', 'checkout availability', 'checkout', 'critical', 'burn_rate'
 	if got := strings1(t, conn, `SELECT name FROM v_slo_status`); len(got) != 1 || got[0] != "all fast" {
 		t.Errorf("reader: %v", got)
 	}
+}
+
+// TestLeanEvents: 0011_lean_events on a table with rows written before it
+// (full jsonb payloads, Kafka topic, ingested_at): the (stream_seq) index,
+// kafka_topic and ingested_at are gone, payload is json, the old rows read
+// back unchanged through stacklens_event_payload, and so do lean rows (the
+// members the columns give back left out of the payload), whatever the
+// session's extra_float_digits; the idempotent insert still works and the
+// reader may call the function.
+func TestLeanEvents(t *testing.T) {
+	ctx := testCtx(t)
+	cfg, conn := newDB(t)
+	migs, err := Migrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lean Migration
+	for _, m := range migs {
+		if m.Name == "lean_events" {
+			lean = m
+			break
+		}
+		exec1(t, conn, m.SQL)
+	}
+	const old = `{"timestamp":"2026-11-29T01:00:00.123456","service":"checkout","level":"WARN","latency_ms":50.0,"risk_score":0.1,"endpoint":"/pay","n":{"a":[1,"é"]}}`
+	exec1(t, conn, `INSERT INTO analytics_events (stream_seq, timestamp, service, level, latency_ms, risk_score, payload, kafka_topic, kafka_partition, kafka_offset)
+	    VALUES (1, '2026-11-29T01:00:00.123456Z', 'checkout', 'warning', 50, 0.1, $1::jsonb, 'stacklens-analytics', 3, 42),
+	           (2, '2026-11-29T01:00:01Z', 's', 'info', 1, NULL, DEFAULT, NULL, NULL, NULL)`, old)
+	exec1(t, conn, lean.SQL)
+
+	shape := strings1(t, conn, `SELECT string_agg(attname || ' ' || format_type(atttypid, atttypmod), ',' ORDER BY attnum)
+	    FROM pg_attribute WHERE attrelid = 'analytics_events'::regclass AND attnum > 0 AND NOT attisdropped`)
+	if want := "stream_seq bigint,timestamp timestamp with time zone,service text,level text,latency_ms double precision," +
+		"risk_score double precision,payload json,kafka_partition integer,kafka_offset bigint"; shape[0] != want {
+		t.Errorf("columns %s\nwant %s", shape[0], want)
+	}
+	if idx := strings1(t, conn, `SELECT indexrelid::regclass::text FROM pg_index WHERE indrelid = 'analytics_events'::regclass ORDER BY 1`); strings.Join(idx, ",") != "analytics_events_pkey,analytics_events_service_idx" {
+		t.Errorf("indexes %v", idx)
+	}
+	// Rows from before 0011 read back as they were.
+	same := func(seq int, want string) {
+		t.Helper()
+		var ok bool
+		var got string
+		if err := conn.QueryRow(ctx, `SELECT stacklens_event_payload(e) = $2::jsonb, stacklens_event_payload(e)::text FROM analytics_events e WHERE stream_seq = $1`,
+			seq, want).Scan(&ok, &got); err != nil || !ok {
+			t.Errorf("event %d rebuilt as %s (%v), want %s", seq, got, err, want)
+		}
+	}
+	same(1, old)
+	same(2, `{"timestamp":"2026-11-29T01:00:01Z","service":"s","level":"info","latency_ms":1}`)
+	// Lean rows, written as the projections write them; extra_float_digits
+	// of the session does not matter.
+	exec1(t, conn, `SET extra_float_digits = 0`)
+	const ins = `INSERT INTO analytics_events (stream_seq, timestamp, service, level, latency_ms, risk_score, payload, kafka_partition, kafka_offset)
+	    VALUES ($1, $2, $3, 'info', $4, $5, $6, 0, 7) ON CONFLICT (timestamp, stream_seq) DO NOTHING`
+	ts := time.Date(2026, 11, 29, 1, 0, 0, 120000000, time.UTC)
+	for range 2 {
+		exec1(t, conn, ins, 3, ts, "ünï \"q\"", 0.30000000000000004, 0.0, `{"host":"h","m":null}`)
+	}
+	exec1(t, conn, ins, 4, ts.Add(-120*time.Millisecond), "s", 1e15, nil, `{}`)
+	same(3, `{"timestamp":"2026-11-29T01:00:00.12Z","service":"ünï \"q\"","level":"info","latency_ms":0.30000000000000004,"risk_score":0,"host":"h","m":null}`)
+	same(4, `{"timestamp":"2026-11-29T01:00:00Z","service":"s","level":"info","latency_ms":1000000000000000}`)
+	if n := strings1(t, conn, `SELECT count(*)::text FROM analytics_events`); n[0] != "4" {
+		t.Errorf("%s rows, want 4 (the insert is idempotent)", n[0])
+	}
+	reader := connect(t, cfg.Copy())
+	exec1(t, reader, `SET ROLE stacklens_reader`)
+	exec1(t, reader, `SELECT stacklens_event_payload(e) FROM analytics_events e`)
 }
