@@ -201,12 +201,18 @@ func decodeSLOFile(b []byte) ([]SLOInput, []time.Duration, error) {
 	return ins, periods, nil
 }
 
-func (s *Server) handleCreateSLO(c *fiber.Ctx) error {
+// sloBody decodes and validates the body of POST /slos and PUT /slos/{id}.
+func sloBody(c *fiber.Ctx) (SLOInput, time.Duration, error) {
 	var in SLOInput
 	if err := decodeBody(c, &in); err != nil {
-		return err
+		return in, 0, err
 	}
 	period, err := validateSLO(&in, ruleChannels)
+	return in, period, err
+}
+
+func (s *Server) handleCreateSLO(c *fiber.Ctx) error {
+	in, period, err := sloBody(c)
 	if err != nil {
 		return err
 	}
@@ -224,11 +230,7 @@ func (s *Server) handleUpdateSLO(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	var in SLOInput
-	if err := decodeBody(c, &in); err != nil {
-		return err
-	}
-	period, err := validateSLO(&in, ruleChannels)
+	in, period, err := sloBody(c)
 	if err != nil {
 		return err
 	}
