@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"sort"
 	"strconv"
 	"strings"
@@ -93,6 +94,18 @@ type Checker struct {
 	NATSURL string
 	PGDSN   string
 	Truth   *Truth
+	// Dial, when set, makes the checker's connections (from a host of a
+	// partition test's network).
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+}
+
+// natsDialer adapts a dial function to nats.CustomDialer.
+type natsDialer func(ctx context.Context, network, addr string) (net.Conn, error)
+
+func (d natsDialer) Dial(network, addr string) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return d(ctx, network, addr)
 }
 
 // streamMsg is what the checker keeps of one stream message.
@@ -107,7 +120,11 @@ type streamMsg struct {
 
 // Check runs every invariant once.
 func (c *Checker) Check(ctx context.Context) (*Result, error) {
-	nc, err := nats.Connect(c.NATSURL, nats.Timeout(5*time.Second))
+	opts := []nats.Option{nats.Timeout(5 * time.Second)}
+	if c.Dial != nil {
+		opts = append(opts, nats.SetCustomDialer(natsDialer(c.Dial)))
+	}
+	nc, err := nats.Connect(c.NATSURL, opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -276,7 +293,14 @@ func compareSums(r *Result, where string, k aggKey, want, got sums, lost, dup in
 func (c *Checker) checkPG(ctx context.Context, r *Result, kvs map[string]map[aggKey]*sums, validSeqs map[uint64]bool) error {
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	db, err := pgx.Connect(cctx, c.PGDSN)
+	pcfg, err := pgx.ParseConfig(c.PGDSN)
+	if err != nil {
+		return err
+	}
+	if c.Dial != nil {
+		pcfg.DialFunc = c.Dial
+	}
+	db, err := pgx.ConnectConfig(cctx, pcfg)
 	if err != nil {
 		return err
 	}

@@ -62,6 +62,51 @@ type Host struct {
 	mac  string // fixed, so a recreated host keeps its neighbours' ARP entries valid
 	veth string // its veth's name in the bridge namespace
 	n    *Net
+
+	mu                     sync.Mutex
+	down, removed, deleted bool
+	holes                  bool
+}
+
+func (h *Host) set(f *bool, v bool) {
+	h.mu.Lock()
+	*f = v
+	h.mu.Unlock()
+}
+
+// Heal undoes every fault on the host: a deleted host is made again
+// (empty: its processes are the caller's to restart), a removed veth
+// re-attached, the link brought up, blackhole routes removed.
+func (h *Host) Heal() error {
+	h.mu.Lock()
+	down, removed, deleted, holes := h.down, h.removed, h.deleted, h.holes
+	h.mu.Unlock()
+	switch {
+	case deleted:
+		if err := h.Recreate(); err != nil {
+			return err
+		}
+	case removed:
+		if err := h.Attach(); err != nil {
+			return err
+		}
+	case down:
+		if err := h.LinkUp(); err != nil {
+			return err
+		}
+	}
+	if holes && !deleted {
+		return h.Unblackhole()
+	}
+	return nil
+}
+
+// Deleted reports whether Delete removed the host (and Heal has not made
+// it again).
+func (h *Host) Deleted() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.deleted
 }
 
 // ip runs the ip tool; errors carry its output.
@@ -143,6 +188,9 @@ func (h *Host) Attach() error {
 			return err
 		}
 	}
+	h.mu.Lock()
+	h.removed, h.down = false, false
+	h.mu.Unlock()
 	return nil
 }
 
@@ -161,15 +209,25 @@ func (n *Net) Hosts() []*Host {
 // LinkDown takes the host's port on the bridge down: it is cut off from
 // every other host (its own interface stays up, so its sockets see
 // silence, not errors).
-func (h *Host) LinkDown() error { return ip("-n", h.n.sw, "link", "set", h.veth, "down") }
+func (h *Host) LinkDown() error {
+	h.set(&h.down, true)
+	return ip("-n", h.n.sw, "link", "set", h.veth, "down")
+}
 
 // LinkUp undoes LinkDown.
-func (h *Host) LinkUp() error { return ip("-n", h.n.sw, "link", "set", h.veth, "up") }
+func (h *Host) LinkUp() error {
+	if err := ip("-n", h.n.sw, "link", "set", h.veth, "up"); err != nil {
+		return err
+	}
+	h.set(&h.down, false)
+	return nil
+}
 
 // Blackhole drops, inside h, everything addressed to the peers: h can no
 // longer reach them, nor answer them (a one-host cut that leaves the
 // peers' other links alone).
 func (h *Host) Blackhole(peers ...*Host) error {
+	h.set(&h.holes, true)
 	for _, p := range peers {
 		if err := ip("-n", h.NS, "route", "add", "blackhole", p.IP+"/32"); err != nil {
 			return err
@@ -192,12 +250,16 @@ func (h *Host) Unblackhole() error {
 			}
 		}
 	}
+	h.set(&h.holes, false)
 	return nil
 }
 
 // Remove deletes the host's veth pair (the interface is gone, not just
 // down); Attach brings a new one.
-func (h *Host) Remove() error { return ip("-n", h.n.sw, "link", "del", h.veth) }
+func (h *Host) Remove() error {
+	h.set(&h.removed, true)
+	return ip("-n", h.n.sw, "link", "del", h.veth)
+}
 
 // Kill SIGKILLs every process in the host's namespace.
 func (h *Host) Kill() {
@@ -213,6 +275,7 @@ func (h *Host) Kill() {
 // namespace (with its veth pair) deleted. Recreate brings an empty host
 // with the same name and address back.
 func (h *Host) Delete() error {
+	h.set(&h.deleted, true)
 	h.Kill()
 	// The namespace itself goes when its last process has exited; its
 	// veth is deleted now so that Recreate can make a new one.
@@ -221,7 +284,15 @@ func (h *Host) Delete() error {
 }
 
 // Recreate makes a deleted host again (same name and address).
-func (h *Host) Recreate() error { return h.create() }
+func (h *Host) Recreate() error {
+	if err := h.create(); err != nil {
+		return err
+	}
+	h.mu.Lock()
+	h.deleted, h.holes = false, false
+	h.mu.Unlock()
+	return nil
+}
 
 // Command runs name inside the host (ip netns exec). The process leads its
 // own process group and gets SIGKILL when the test process dies.
