@@ -253,7 +253,9 @@ func (c *NetCluster) NATSURL() string {
 }
 
 // KafkaAddr is the broker's address.
-func (c *NetCluster) KafkaAddr() string { return net.JoinHostPort(c.Kafka.Host.IP, strconv.Itoa(kafkaPort)) }
+func (c *NetCluster) KafkaAddr() string {
+	return net.JoinHostPort(c.Kafka.Host.IP, strconv.Itoa(kafkaPort))
+}
 
 // proc makes (does not start) a process on host h.
 func (c *NetCluster) proc(name, role string, h *netns.Host, extra map[string]string) *Proc {
