@@ -204,7 +204,9 @@ func (c *NetCluster) startPG(ctx context.Context) error {
 	// PostgreSQL refuses to run as root: setpriv drops to its user inside
 	// the namespace (ip netns exec needs root itself).
 	p := c.proc("pg", "", h, nil)
-	p.Cmd = []string{"setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", filepath.Join(bin, "postgres"),
+	// The credential change clears the parent-death signal: setpriv sets
+	// it again, so the server dies with the test like every other process.
+	p.Cmd = []string{"setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--pdeathsig", "KILL", filepath.Join(bin, "postgres"),
 		"-D", pg.DataDir(), "-c", "listen_addresses=" + h.IP, "-p", strconv.Itoa(pgPort),
 		"-c", "unix_socket_directories=", "-c", "max_connections=200", "-c", "fsync=off", "-c", "full_page_writes=off"}
 	p.dir = filepath.Dir(pg.DataDir())
@@ -464,4 +466,14 @@ func (c *NetCluster) LeaseOwners(ctx context.Context, bucket, prefix string) (ma
 		}
 	}
 	return out, nil
+}
+
+// Pid is the process's id (0 when it never started).
+func (p *Proc) Pid() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil || p.cmd.Process == nil {
+		return 0
+	}
+	return p.cmd.Process.Pid
 }

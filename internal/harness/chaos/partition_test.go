@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -43,6 +44,17 @@ func (r *NetRun) SleepUntil(f float64) {
 	}
 }
 
+// Hold keeps a fault for d from now: the harness heals only after the
+// workload and the fault function are done, so a fault can outlast the
+// workload (e.g. a Kafka session timeout).
+func (r *NetRun) Hold(d time.Duration) {
+	r.Note("holding %v", d)
+	select {
+	case <-time.After(d):
+	case <-r.Ctx.Done():
+	}
+}
+
 // Frac is a random fraction in [lo, hi).
 func (r *NetRun) Frac(lo, hi float64) float64 { return lo + r.Rng.Float64()*(hi-lo) }
 
@@ -57,6 +69,8 @@ func (r *NetRun) check(err error) {
 type NetRow struct {
 	Name  string
 	Fault func(r *NetRun)
+	// After checks more once the invariants hold.
+	After func(r *NetRun)
 }
 
 // needNetns fails under CI when the hosts cannot be made, and skips with
@@ -124,6 +138,7 @@ func netRows() []NetRow {
 			p := r.C.NATS[r.Rng.IntN(3)]
 			r.Note("link down: %s (a minority of the NATS cluster)", p.Name)
 			r.check(p.Host.LinkDown())
+			r.Hold(6 * time.Second)
 		}},
 		{Name: "nats-leader-isolated", Fault: func(r *NetRun) {
 			r.SleepUntil(r.Frac(0.1, 0.3))
@@ -136,6 +151,7 @@ func netRows() []NetRow {
 			r.Note("blackhole %s (stream leader) <-> %s, %s; clients still reach it", l.Name, rest[0].Name, rest[1].Name)
 			cut(r, []*Proc{l}, procHosts(rest...))
 			cut(r, rest, procHosts(l))
+			r.Hold(6 * time.Second)
 		}},
 		{Name: "processor-lease-cut", Fault: func(r *NetRun) {
 			r.SleepUntil(r.Frac(0.1, 0.2))
@@ -163,18 +179,21 @@ func netRows() []NetRow {
 			r.SleepUntil(r.Frac(0.1, 0.3))
 			r.Note("blackhole both projections -> PostgreSQL")
 			cut(r, r.C.Projections, procHosts(r.C.PG))
+			r.Hold(8 * time.Second)
 		}},
 		{Name: "bridge-kafka-cut", Fault: func(r *NetRun) {
 			r.SleepUntil(r.Frac(0.1, 0.3))
 			b := r.C.Bridges[r.Rng.IntN(len(r.C.Bridges))]
-			r.Note("blackhole %s -> Kafka", b.Name)
+			r.Note("blackhole %s -> Kafka, past the consumer group's session timeout", b.Name)
 			cut(r, []*Proc{b}, procHosts(r.C.Kafka))
+			r.Hold(12 * time.Second) // KAFKA_SESSION_TIMEOUT is 10 s: the group rebalances to the other bridge
 		}},
 		{Name: "bridge-nats-cut", Fault: func(r *NetRun) {
 			r.SleepUntil(r.Frac(0.1, 0.3))
 			b := r.C.Bridges[r.Rng.IntN(len(r.C.Bridges))]
 			r.Note("blackhole %s -> every NATS node", b.Name)
 			cut(r, []*Proc{b}, procHosts(r.C.NATS...))
+			r.Hold(8 * time.Second)
 		}},
 		{Name: "flapping", Fault: func(r *NetRun) {
 			r.SleepUntil(0.1)
@@ -202,12 +221,38 @@ func netRows() []NetRow {
 				}
 			}
 			r.Note("only %s reachable: no JetStream quorum", r.C.NATS[keep].Name)
+			r.Hold(6 * time.Second)
 		}},
+		{Name: "api-evaluator-lease-cut", Fault: func(r *NetRun) {
+			r.SleepUntil(0.1)
+			var api *Proc
+			for api == nil && r.Ctx.Err() == nil {
+				owners, err := r.C.LeaseOwners(r.Ctx, natsutil.AlertingBucket, "evaluator")
+				if err != nil {
+					r.T.Errorf("evaluator lease: %v", err)
+					return
+				}
+				for _, p := range r.C.APIs {
+					if strings.Contains(owners["evaluator"], ":"+strconv.Itoa(p.Pid())+":") {
+						api = p
+					}
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+			holder := ""
+			owners, _ := r.C.LeaseOwners(r.Ctx, natsutil.AlertingBucket, "evaluator")
+			holder = owners["evaluator"]
+			r.Note("blackhole %s (evaluator lease holder %s) -> NATS, PostgreSQL, Kafka", api.Name, holder)
+			cut(r, []*Proc{api}, append(procHosts(r.C.NATS...), r.C.PG.Host, r.C.Kafka.Host))
+			took := waitLeases(r, natsutil.AlertingBucket, "evaluator", holder, 60*time.Second)
+			r.Note("the other replica holds the evaluator lease %v after the cut", took.Round(100*time.Millisecond))
+		}, After: checkAlerts},
 		{Name: "processor-veth-removed", Fault: func(r *NetRun) {
 			r.SleepUntil(r.Frac(0.1, 0.3))
 			p := r.C.Processors[r.Rng.IntN(len(r.C.Processors))]
 			r.Note("ip link del %s's veth", p.Name)
 			r.check(p.Host.Remove())
+			r.Hold(6 * time.Second)
 		}},
 		{Name: "processor-host-removed", Fault: func(r *NetRun) {
 			r.SleepUntil(r.Frac(0.1, 0.3))
@@ -217,7 +262,8 @@ func netRows() []NetRow {
 			for p.Running() && r.Ctx.Err() == nil {
 				time.Sleep(20 * time.Millisecond)
 			}
-		}},
+			r.Hold(4 * time.Second)
+		}, After: checkAlerts},
 	}
 }
 
@@ -342,6 +388,28 @@ func runNetRow(ctx context.Context, t *testing.T, c *NetCluster, row NetRow, i, 
 		t.Errorf("invariants violated 60s after healing (I5), CHAOS_SEED=%d:\n  %s\n%s", sd, strings.Join(res.Problems, "\n  "), rr.lateText())
 		return truth, rr.LateOK
 	}
+	if row.After != nil {
+		row.After(r)
+	}
 	ok = !t.Failed()
 	return truth, true
+}
+
+// checkAlerts: every alert transition PostgreSQL committed is on
+// analytics-alerts exactly once for a read_committed consumer, and
+// nothing else is.
+func checkAlerts(r *NetRun) {
+	ac := &AlertChecker{PGDSN: r.C.PGDSN(), KafkaAddr: r.C.KafkaAddr(), Partitions: Partitions, Dial: r.C.Ctl.DialContext}
+	res, took, err := ac.Wait(r.Ctx, 60*time.Second)
+	if err != nil {
+		r.T.Errorf("alert check: %v", err)
+		return
+	}
+	r.T.Logf("alerts: %s (delivered %v after convergence)", res, took.Round(100*time.Millisecond))
+	if !res.OK() {
+		r.T.Errorf("alert transitions not exactly once on %s:\n  %s", AlertsTopic, strings.Join(res.Problems, "\n  "))
+	}
+	if res.Firing == 0 {
+		r.T.Logf("no alert fired yet: the exactly-once check had nothing to compare")
+	}
 }
