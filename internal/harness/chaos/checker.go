@@ -97,6 +97,8 @@ type Checker struct {
 	// Dial, when set, makes the checker's connections (from a host of a
 	// partition test's network).
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// PassTimeout bounds one Check (default 30 s).
+	PassTimeout time.Duration
 }
 
 // natsDialer adapts a dial function to nats.CustomDialer.
@@ -120,6 +122,15 @@ type streamMsg struct {
 
 // Check runs every invariant once.
 func (c *Checker) Check(ctx context.Context) (*Result, error) {
+	// A pass is bounded: JetStream API requests wait as long as their
+	// context allows, and one lost in a cluster that is still recovering
+	// from a partition must fail the pass, not hang the poll.
+	pass := c.PassTimeout
+	if pass <= 0 {
+		pass = 30 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, pass)
+	defer cancel()
 	opts := []nats.Option{nats.Timeout(5 * time.Second)}
 	if c.Dial != nil {
 		opts = append(opts, nats.SetCustomDialer(natsDialer(c.Dial)))
