@@ -366,8 +366,8 @@ func runNetRow(ctx context.Context, t *testing.T, c *NetCluster, row NetRow, i, 
 	if err := truth.Locate(ctx, c.KafkaAddr()); err != nil {
 		t.Fatalf("locate: %v", err)
 	}
-	ck := &Checker{NATSURL: c.NATSURL(), PGDSN: c.PGDSN(), Truth: truth, Dial: c.Ctl.DialContext}
-	res, _, err := ck.WaitConverged(ctx, 60*time.Second-time.Since(healed))
+	ck := &Checker{NATSURL: c.NATSURL(), PGDSN: c.PGDSN(), Truth: truth, Dial: c.Ctl.DialContext, PassTimeout: 15 * time.Second}
+	res, err := tracedConverge(r, ck, healed, 60*time.Second)
 	if err != nil {
 		t.Fatalf("check: %v", err)
 	}
@@ -393,6 +393,40 @@ func runNetRow(ctx context.Context, t *testing.T, c *NetCluster, row NetRow, i, 
 	}
 	ok = !t.Failed()
 	return truth, true
+}
+
+// tracedConverge is WaitConverged that notes each failed pass in the
+// fault log (how long the checker itself took, and why it failed), so a
+// slow heal can be told from a slow check.
+func tracedConverge(r *NetRun, ck *Checker, healed time.Time, d time.Duration) (*Result, error) {
+	var last *Result
+	var lastErr error
+	for {
+		start := time.Now()
+		res, err := ck.Check(r.Ctx)
+		took := time.Since(start).Round(10 * time.Millisecond)
+		switch {
+		case err != nil:
+			r.Note("check pass (%v): %v", took, err)
+		case res.OK():
+			return res, nil
+		default:
+			first := ""
+			if len(res.Problems) > 0 {
+				first = res.Problems[0]
+			}
+			r.Note("check pass (%v): lost=%d dup=%d unexpected=%d; %s", took, res.Lost(), res.Duplicated(), res.Unexpected(), first)
+			last = res
+		}
+		lastErr = err
+		if time.Since(healed) > d || r.Ctx.Err() != nil {
+			if last == nil {
+				return nil, fmt.Errorf("no successful check: %w", lastErr)
+			}
+			return last, nil
+		}
+		time.Sleep(time.Second)
+	}
 }
 
 // checkAlerts: every alert transition PostgreSQL committed is on
