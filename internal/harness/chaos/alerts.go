@@ -52,6 +52,8 @@ type transition struct{ alertID, state string }
 
 // Check compares once.
 func (c *AlertChecker) Check(ctx context.Context) (*AlertResult, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second) // see Checker.PassTimeout
+	defer cancel()
 	r := &AlertResult{}
 	cfg, err := pgx.ParseConfig(c.PGDSN)
 	if err != nil {

@@ -407,6 +407,8 @@ func (c *NetCluster) JetStream() (*nats.Conn, jetstream.JetStream, error) {
 
 // StreamLeader names the NATS node leading the event stream.
 func (c *NetCluster) StreamLeader(ctx context.Context) (*Proc, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second) // see Checker.PassTimeout
+	defer cancel()
 	nc, js, err := c.JetStream()
 	if err != nil {
 		return nil, err
@@ -435,6 +437,8 @@ func (c *NetCluster) StreamLeader(ctx context.Context) (*Proc, error) {
 // start with prefix (shard leases: "lease."; the alert evaluator:
 // "evaluator").
 func (c *NetCluster) LeaseOwners(ctx context.Context, bucket, prefix string) (map[string]string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second) // see Checker.PassTimeout
+	defer cancel()
 	nc, js, err := c.JetStream()
 	if err != nil {
 		return nil, err

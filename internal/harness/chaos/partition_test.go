@@ -310,6 +310,10 @@ func TestPartition(t *testing.T) {
 	for i, row := range netRows() {
 		t.Run(row.Name, func(t *testing.T) {
 			if broken != "" {
+				// No row skips under CI: it fails, naming the cause.
+				if os.Getenv("CI") == "true" {
+					t.Fatalf("not run: row %s left the topology unconverged", broken)
+				}
 				t.Skipf("row %s left the topology unconverged", broken)
 			}
 			tr, ok := runNetRow(ctx, t, c, row, i, events, dur, truth)

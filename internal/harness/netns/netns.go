@@ -261,11 +261,15 @@ func (h *Host) Remove() error {
 	return ip("-n", h.n.sw, "link", "del", h.veth)
 }
 
-// Kill SIGKILLs every process in the host's namespace.
+// Kill SIGKILLs every process in the host's namespace, and the process
+// group each leads (Command starts every process as a group leader).
 func (h *Host) Kill() {
 	out, _ := exec.Command("ip", "netns", "pids", h.NS).Output()
 	for _, f := range strings.Fields(string(out)) {
 		if pid, err := strconv.Atoi(f); err == nil && pid > 1 && pid != os.Getpid() {
+			if pgid, err := syscall.Getpgid(pid); err == nil && pgid == pid {
+				_ = syscall.Kill(-pid, syscall.SIGKILL)
+			}
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
 	}
