@@ -146,6 +146,12 @@ func (c *Checker) Check(ctx context.Context) (*Result, error) {
 	}
 	r := &Result{Produced: len(c.Truth.At)}
 	msgs, err := readStream(ctx, js)
+	// An ephemeral consumer's first requests can find no responder while
+	// its interest is still propagating through a cluster: retry those.
+	for i := 0; i < 10 && err != nil && isNoResponders(err) && ctx.Err() == nil; i++ {
+		time.Sleep(200 * time.Millisecond)
+		msgs, err = readStream(ctx, js)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("read stream: %w", err)
 	}
@@ -394,6 +400,10 @@ func (c *Checker) checkPG(ctx context.Context, r *Result, kvs map[string]map[agg
 		r.problem("analytics_events: %d valid events missing", r.EvLost)
 	}
 	return nil
+}
+
+func isNoResponders(err error) bool {
+	return errors.Is(err, nats.ErrNoResponders) || strings.Contains(err.Error(), nats.ErrNoResponders.Error())
 }
 
 func floorDiv(a, b int64) int64 {
