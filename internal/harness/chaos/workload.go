@@ -167,7 +167,12 @@ func (tr *Truth) Locate(ctx context.Context, addr string) error {
 	tr.At = map[Coord]*Produced{}
 	tr.where = map[uint64][]Coord{}
 	for p := 0; p < Partitions; p++ {
-		dialer := &kafka.Dialer{DialFunc: tr.Dial}
+		dialer := kafka.DefaultDialer
+		if tr.Dial != nil {
+			d := *kafka.DefaultDialer
+			d.DialFunc = tr.Dial
+			dialer = &d
+		}
 		conn, err := dialer.DialLeader(ctx, "tcp", addr, Topic, p)
 		if err != nil {
 			return err
