@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"sort"
 	"strconv"
 	"strings"
@@ -93,6 +94,20 @@ type Checker struct {
 	NATSURL string
 	PGDSN   string
 	Truth   *Truth
+	// Dial, when set, makes the checker's connections (from a host of a
+	// partition test's network).
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// PassTimeout bounds one Check (default 30 s).
+	PassTimeout time.Duration
+}
+
+// natsDialer adapts a dial function to nats.CustomDialer.
+type natsDialer func(ctx context.Context, network, addr string) (net.Conn, error)
+
+func (d natsDialer) Dial(network, addr string) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return d(ctx, network, addr)
 }
 
 // streamMsg is what the checker keeps of one stream message.
@@ -107,7 +122,20 @@ type streamMsg struct {
 
 // Check runs every invariant once.
 func (c *Checker) Check(ctx context.Context) (*Result, error) {
-	nc, err := nats.Connect(c.NATSURL, nats.Timeout(5*time.Second))
+	// A pass is bounded: JetStream API requests wait as long as their
+	// context allows, and one lost in a cluster that is still recovering
+	// from a partition must fail the pass, not hang the poll.
+	pass := c.PassTimeout
+	if pass <= 0 {
+		pass = 30 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, pass)
+	defer cancel()
+	opts := []nats.Option{nats.Timeout(5 * time.Second)}
+	if c.Dial != nil {
+		opts = append(opts, nats.SetCustomDialer(natsDialer(c.Dial)))
+	}
+	nc, err := nats.Connect(c.NATSURL, opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -118,6 +146,12 @@ func (c *Checker) Check(ctx context.Context) (*Result, error) {
 	}
 	r := &Result{Produced: len(c.Truth.At)}
 	msgs, err := readStream(ctx, js)
+	// An ephemeral consumer's first requests can find no responder while
+	// its interest is still propagating through a cluster: retry those.
+	for i := 0; i < 10 && err != nil && isNoResponders(err) && ctx.Err() == nil; i++ {
+		time.Sleep(200 * time.Millisecond)
+		msgs, err = readStream(ctx, js)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("read stream: %w", err)
 	}
@@ -276,7 +310,14 @@ func compareSums(r *Result, where string, k aggKey, want, got sums, lost, dup in
 func (c *Checker) checkPG(ctx context.Context, r *Result, kvs map[string]map[aggKey]*sums, validSeqs map[uint64]bool) error {
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	db, err := pgx.Connect(cctx, c.PGDSN)
+	pcfg, err := pgx.ParseConfig(c.PGDSN)
+	if err != nil {
+		return err
+	}
+	if c.Dial != nil {
+		pcfg.DialFunc = c.Dial
+	}
+	db, err := pgx.ConnectConfig(cctx, pcfg)
 	if err != nil {
 		return err
 	}
@@ -359,6 +400,10 @@ func (c *Checker) checkPG(ctx context.Context, r *Result, kvs map[string]map[agg
 		r.problem("analytics_events: %d valid events missing", r.EvLost)
 	}
 	return nil
+}
+
+func isNoResponders(err error) bool {
+	return errors.Is(err, nats.ErrNoResponders) || strings.Contains(err.Error(), nats.ErrNoResponders.Error())
 }
 
 func floorDiv(a, b int64) int64 {

@@ -26,6 +26,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/stacklens/stacklens/internal/embedded"
+	"github.com/stacklens/stacklens/internal/harness/netns"
 	"github.com/stacklens/stacklens/schema"
 )
 
@@ -379,6 +380,12 @@ type Proc struct {
 	bin, dir   string
 	env        []string
 	logPath    string
+	// Host is the network namespace the process runs in (nil: this
+	// machine's); Args follow the role on the command line; Cmd, when set,
+	// is the whole command line instead of the binary and role.
+	Host *netns.Host
+	Args []string
+	Cmd  []string
 
 	mu       sync.Mutex
 	cmd      *exec.Cmd
@@ -396,7 +403,14 @@ func (p *Proc) Start() error {
 		return err
 	}
 	fmt.Fprintf(f, "----- start %d at %s\n", p.Starts+1, time.Now().Format(time.RFC3339Nano))
-	cmd := exec.Command(p.bin, p.Role)
+	argv := append([]string{p.bin, p.Role}, p.Args...)
+	if p.Cmd != nil {
+		argv = p.Cmd
+	}
+	if p.Host != nil {
+		argv = append(p.Host.Argv(), argv...)
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = p.env
 	cmd.Dir = p.dir
 	cmd.Stdout, cmd.Stderr = f, f

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -137,4 +138,41 @@ func startRegression(ctx context.Context, t *testing.T) *Cluster {
 	}
 	t.Cleanup(c.Close)
 	return c
+}
+
+// TestRegressionCheckerPassBounded: a JetStream API request that is never
+// answered (one was lost while the cluster recovered from the
+// nats-leader-isolated partition, and the checker waited for the row's
+// whole 20-minute context) must fail the pass, so WaitConverged keeps
+// polling.
+func TestRegressionCheckerPassBounded(t *testing.T) {
+	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Start()
+	defer s.Shutdown()
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats server not ready")
+	}
+	// A responder that swallows every JetStream API request.
+	nc, err := nats.Connect(s.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	if _, err := nc.Subscribe("$JS.API.>", func(*nats.Msg) {}); err != nil {
+		t.Fatal(err)
+	}
+	_ = nc.Flush()
+	ck := &Checker{NATSURL: s.ClientURL(), Truth: &Truth{At: map[Coord]*Produced{}}, PassTimeout: time.Second}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	start := time.Now()
+	if _, err := ck.Check(ctx); err == nil {
+		t.Fatal("a check against an unanswered JetStream API succeeded")
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Fatalf("check took %v; want it bounded by its pass timeout (1s)", d)
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"strconv"
 	"strings"
 	"time"
@@ -41,6 +42,8 @@ type Workload struct {
 	Seed        uint64
 	// IDBase is added to message ids (several productions in one run).
 	IDBase uint64
+	// Dial, when set, makes the producer's connections (and Locate's).
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // Truth is everything produced, and where Kafka put it.
@@ -50,6 +53,8 @@ type Truth struct {
 	// Coords of each message in Kafka, filled by Locate.
 	At    map[Coord]*Produced
 	where map[uint64][]Coord
+	// Dial is the workload's (Locate's connections).
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // badCorpus makes bad-input message number id of kind k, and its reason.
@@ -96,11 +101,14 @@ func Produce(ctx context.Context, addr string, w Workload) (*Truth, error) {
 	// Unique latencies: a random permutation of 1..Events quarter-millis.
 	lat := rng.Perm(w.Events)
 
-	tr := &Truth{byID: map[uint64]*Produced{}}
+	tr := &Truth{byID: map[uint64]*Produced{}, Dial: w.Dial}
 	wr := &kafka.Writer{
 		Addr: kafka.TCP(addr), Topic: Topic, RequiredAcks: kafka.RequireAll,
 		Balancer: &kafka.RoundRobin{}, BatchSize: 500, BatchTimeout: 5 * time.Millisecond,
 		MaxAttempts: 1000, WriteBackoffMin: 50 * time.Millisecond, WriteBackoffMax: 500 * time.Millisecond,
+	}
+	if w.Dial != nil {
+		wr.Transport = &kafka.Transport{Dial: w.Dial}
 	}
 	defer wr.Close()
 	const chunk = 250
@@ -159,7 +167,13 @@ func (tr *Truth) Locate(ctx context.Context, addr string) error {
 	tr.At = map[Coord]*Produced{}
 	tr.where = map[uint64][]Coord{}
 	for p := 0; p < Partitions; p++ {
-		conn, err := kafka.DialLeader(ctx, "tcp", addr, Topic, p)
+		dialer := kafka.DefaultDialer
+		if tr.Dial != nil {
+			d := *kafka.DefaultDialer
+			d.DialFunc = tr.Dial
+			dialer = &d
+		}
+		conn, err := dialer.DialLeader(ctx, "tcp", addr, Topic, p)
 		if err != nil {
 			return err
 		}
@@ -171,7 +185,7 @@ func (tr *Truth) Locate(ctx context.Context, addr string) error {
 		if last == 0 {
 			continue
 		}
-		r := kafka.NewReader(kafka.ReaderConfig{Brokers: []string{addr}, Topic: Topic, Partition: p, MinBytes: 1, MaxBytes: 8 << 20, MaxWait: 200 * time.Millisecond})
+		r := kafka.NewReader(kafka.ReaderConfig{Brokers: []string{addr}, Topic: Topic, Partition: p, MinBytes: 1, MaxBytes: 8 << 20, MaxWait: 200 * time.Millisecond, Dialer: dialer})
 		for {
 			m, err := r.ReadMessage(ctx)
 			if err != nil {
