@@ -25,10 +25,10 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/stacklens/stacklens/internal/config"
 	"github.com/stacklens/stacklens/internal/harness/testenv"
+	"github.com/stacklens/stacklens/internal/kafkautil"
 	"github.com/stacklens/stacklens/internal/telemetry"
 	"github.com/stacklens/stacklens/schema"
 )
@@ -212,79 +212,16 @@ func (f *fixture) messages() []Event {
 }
 
 // readCommitted returns the committed data records of every partition of
-// topic up to its last stable offset, partition by partition. Control
-// records are fetched too (and dropped), so reaching the end is visible.
+// topic up to its last stable offset, partition by partition.
 func readCommitted(t testing.TB, ctx context.Context, brokers []string, topic string) []*kgo.Record {
 	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	mreq := kmsg.NewPtrMetadataRequest()
-	mt := kmsg.NewMetadataRequestTopic()
-	mt.Topic = kmsg.StringPtr(topic)
-	mreq.Topics = append(mreq.Topics, mt)
-	mresp, err := mreq.RequestWith(ctx, cl)
-	if err != nil || len(mresp.Topics) != 1 {
-		t.Fatalf("metadata of %s: %v", topic, err)
-	}
-	lreq := kmsg.NewPtrListOffsetsRequest()
-	lreq.IsolationLevel = 1
-	lt := kmsg.NewListOffsetsRequestTopic()
-	lt.Topic = topic
-	for _, p := range mresp.Topics[0].Partitions {
-		lp := kmsg.NewListOffsetsRequestTopicPartition()
-		lp.Partition, lp.Timestamp = p.Partition, -1
-		lt.Partitions = append(lt.Partitions, lp)
-	}
-	lreq.Topics = append(lreq.Topics, lt)
-	lresp, err := lreq.RequestWith(ctx, cl)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ends := map[int32]int64{}
-	for _, p := range lresp.Topics[0].Partitions {
-		if p.Offset > 0 {
-			ends[p.Partition] = p.Offset
-		}
-	}
-	if len(ends) == 0 {
-		return nil
-	}
-	rd, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topic),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.KeepControlRecords(), kgo.FetchMaxWait(50*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rd.Close()
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	byPart := map[int32][]*kgo.Record{}
-	for len(ends) > 0 {
-		fs := rd.PollFetches(rctx)
-		if rctx.Err() != nil {
-			t.Fatalf("reading %s to its end: %v (left: %v)", topic, rctx.Err(), ends)
-		}
-		fs.EachRecord(func(r *kgo.Record) {
-			end, ok := ends[r.Partition]
-			if !ok || r.Offset >= end {
-				return
-			}
-			if !r.Attrs.IsControl() {
-				byPart[r.Partition] = append(byPart[r.Partition], r)
-			}
-			if r.Offset >= end-1 {
-				delete(ends, r.Partition)
-			}
-		})
+	recs, err := kafkautil.ReadCommitted(rctx, brokers, topic, kgo.FetchMaxWait(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
 	}
-	var out []*kgo.Record
-	for p := range int32(len(mresp.Topics[0].Partitions)) {
-		out = append(out, byPart[p]...)
-	}
-	return out
+	return recs
 }
 
 // waitAll waits until Kafka, Slack, email and PagerDuty have n, n, n and

@@ -2,13 +2,13 @@ package chaos
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/segmentio/kafka-go"
+	"github.com/stacklens/stacklens/internal/kafkautil"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // AlertsTopic is the alert engine's Kafka output (KAFKA_OUTPUT_TOPIC).
@@ -44,7 +44,6 @@ func (r *AlertResult) problem(format string, args ...any) {
 // AlertChecker reads the outbox and the alert topic.
 type AlertChecker struct {
 	PGDSN, KafkaAddr string
-	Partitions       int
 	Dial             func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
@@ -122,56 +121,30 @@ func (c *AlertChecker) Check(ctx context.Context) (*AlertResult, error) {
 }
 
 // readTopic counts every committed message of the alert topic by its
-// alert_id and state headers, reading each partition until it is idle.
+// alert_id and state headers, as a read_committed consumer (records of
+// aborted transactions, a fenced dispatcher's, are not counted).
 func (c *AlertChecker) readTopic(ctx context.Context, r *AlertResult) (map[transition]int, error) {
+	var opts []kgo.Opt
+	if c.Dial != nil {
+		opts = append(opts, kgo.Dialer(c.Dial))
+	}
+	recs, err := kafkautil.ReadCommitted(ctx, []string{c.KafkaAddr}, AlertsTopic, opts...)
+	if err != nil {
+		return nil, err
+	}
 	out := map[transition]int{}
-	dialer := &kafka.Dialer{DialFunc: c.Dial}
-	for p := range c.Partitions {
-		conn, err := dialer.DialLeader(ctx, "tcp", c.KafkaAddr, AlertsTopic, p)
-		if err != nil {
-			return nil, err
-		}
-		last, err := conn.ReadLastOffset()
-		_ = conn.Close()
-		if err != nil {
-			return nil, err
-		}
-		if last == 0 {
-			continue
-		}
-		rd := kafka.NewReader(kafka.ReaderConfig{Brokers: []string{c.KafkaAddr}, Topic: AlertsTopic, Partition: p,
-			MinBytes: 1, MaxBytes: 8 << 20, MaxWait: 200 * time.Millisecond, IsolationLevel: kafka.ReadCommitted,
-			Dialer: dialer})
-		for {
-			// Transaction markers take offsets, so the high watermark may
-			// never be reached by a message: a partition that has nothing
-			// more for a while is read too.
-			rctx, cancel := context.WithTimeout(ctx, 1500*time.Millisecond)
-			m, err := rd.ReadMessage(rctx)
-			cancel()
-			if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
-				break
-			}
-			if err != nil {
-				_ = rd.Close()
-				return nil, err
-			}
-			var t transition
-			for _, h := range m.Headers {
-				switch h.Key {
-				case "alert_id":
-					t.alertID = string(h.Value)
-				case "state":
-					t.state = string(h.Value)
-				}
-			}
-			r.Messages++
-			out[t]++
-			if m.Offset >= last-1 {
-				break
+	for _, m := range recs {
+		var t transition
+		for _, h := range m.Headers {
+			switch h.Key {
+			case "alert_id":
+				t.alertID = string(h.Value)
+			case "state":
+				t.state = string(h.Value)
 			}
 		}
-		_ = rd.Close()
+		r.Messages++
+		out[t]++
 	}
 	return out, nil
 }

@@ -437,7 +437,7 @@ func tracedConverge(r *NetRun, ck *Checker, healed time.Time, d time.Duration) (
 // analytics-alerts exactly once for a read_committed consumer, and
 // nothing else is.
 func checkAlerts(r *NetRun) {
-	ac := &AlertChecker{PGDSN: r.C.PGDSN(), KafkaAddr: r.C.KafkaAddr(), Partitions: Partitions, Dial: r.C.Ctl.DialContext}
+	ac := &AlertChecker{PGDSN: r.C.PGDSN(), KafkaAddr: r.C.KafkaAddr(), Dial: r.C.Ctl.DialContext}
 	res, took, err := ac.Wait(r.Ctx, 60*time.Second)
 	if err != nil {
 		r.T.Errorf("alert check: %v", err)
