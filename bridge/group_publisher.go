@@ -99,6 +99,9 @@ func (g *groupPublisher) publish(ctx context.Context, group []*publishReq) {
 	if len(group) > 1 {
 		groupSizeHist.Update(float64(len(group)))
 	}
+	if err == nil {
+		atomicBatches.Inc()
+	}
 	for i, r := range group {
 		res := publishRes{err: err}
 		if err == nil {

@@ -30,6 +30,9 @@ var (
 	// of two or more are recorded).
 	groupSizeHist = metrics.NewPrometheusHistogramExt("stacklens_bridge_group_batches",
 		[]float64{2, 3, 4, 6, 8, 12, 16, 24, 32, 64})
+	// atomicBatches: atomic batches committed (one per group commit);
+	// each costs the server a fixed amount (docs/bridge.md, "Batching").
+	atomicBatches  = metrics.NewCounter("stacklens_bridge_atomic_batches_total")
 	publishSeconds = metrics.NewPrometheusHistogramExt("stacklens_bridge_publish_seconds",
 		[]float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10})
 

@@ -318,3 +318,44 @@ func drainBare(t *testing.T, h *harness, perShard map[int]int) measurement {
 	}
 	return res
 }
+
+// BenchmarkFlush measures one FLUSH_INTERVAL of a shard at 2 000 ev/s:
+// 2 000 events of 20 services folded, then flushed (60 dirty keys over the
+// three default windows) — the per-flush cost that dominates at low rates
+// (docs/PERFORMANCE.md, "Cuts driven by the profiles"). The NATS server is
+// in-process, so ns/op, allocs/op and B/op include its side of the writes.
+func BenchmarkFlush(b *testing.B) {
+	h := newHarness(b, map[string]string{"SHARDS": "1"})
+	ctx := testenv.Context(b)
+	sh, err := setup(ctx, h.nats.Conn(b), h.cfg, testLogger(b, "c"), RealClock, "c")
+	if err != nil {
+		b.Fatal(err)
+	}
+	w := newShardWorker(sh, 0, nil)
+	base := time.Now().Add(-time.Minute).Truncate(time.Hour)
+	var seq uint64
+	var svcs [20]string
+	for i := range svcs {
+		svcs[i] = "svc-" + strconv.Itoa(i)
+	}
+	fold := func() {
+		for i := range 2000 {
+			seq++
+			ev := event.Event{Service: svcs[i%20], Time: base, LatencyMS: float64(1 + i%300), Level: event.LevelInfo}
+			if err := w.fold(ev, seq); err != nil {
+				b.Fatal(err)
+			}
+		}
+		w.consumed = seq
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		w.mu.Lock()
+		fold()
+		err := w.flushLocked()
+		w.mu.Unlock()
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+}

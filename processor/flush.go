@@ -57,6 +57,12 @@ func (w *shardWorker) restartOrLog() {
 	w.restartFailures++
 }
 
+// Bounds of what a shard keeps for reuse between flushes.
+const (
+	maxSpareDeltas = 1024
+	maxEncBuf      = 4 << 20
+)
+
 type pendingWrite struct {
 	e   *entry
 	fut jetstream.PubAckFuture
@@ -80,6 +86,11 @@ func (w *shardWorker) flushLocked() error {
 		return nil
 	}
 	writes := make([]pendingWrite, 0, len(w.dirty))
+	// Every value is encoded into one buffer, reused by the next flush
+	// once all of this one's writes are acknowledged (until then the
+	// client may still resend a message); taken out meanwhile.
+	buf := w.encBuf[:0]
+	w.encBuf = nil
 	var firstErr error
 	for _, e := range w.dirty {
 		if e.delta == nil && !e.markFinal {
@@ -98,9 +109,11 @@ func (w *shardWorker) flushLocked() error {
 			v.Final = true
 		}
 		win := w.sh.buckets.windows[e.key.Window]
+		from := len(buf)
+		buf = v.Encode(buf, win)
 		msg := &nats.Msg{
 			Subject: "$KV." + w.sh.buckets.names[e.key.Window] + "." + e.kvKey,
-			Data:    v.Encode(make([]byte, 0, 1024), win),
+			Data:    buf[from:len(buf):len(buf)],
 		}
 		fut, err := w.sh.js.PublishMsgAsync(msg, jetstream.WithExpectLastSequencePerSubject(e.rev))
 		if err != nil {
@@ -119,6 +132,10 @@ func (w *shardWorker) flushLocked() error {
 		return fmt.Errorf("aggregate write: %w", firstErr)
 	}
 	for _, e := range w.dirty {
+		// Merged into e.stored above, which keeps none of its memory.
+		if e.delta != nil && len(w.spare) < maxSpareDeltas {
+			w.spare = append(w.spare, e.delta)
+		}
 		e.delta, e.dirty, e.markFinal = nil, false, false
 	}
 	w.dirty = w.dirty[:0]
@@ -131,6 +148,7 @@ func (w *shardWorker) flushLocked() error {
 
 	w.mu.Unlock()
 	revs, err := w.waitWrites(writes)
+	acked := err == nil
 	if err == nil {
 		faultpoint.Hit("before-checkpoint")
 		ctx, cancel := w.opCtx()
@@ -138,6 +156,9 @@ func (w *shardWorker) flushLocked() error {
 		cancel()
 	}
 	w.mu.Lock()
+	if acked && cap(buf) <= maxEncBuf {
+		w.encBuf = buf[:0]
+	}
 
 	flushSeconds.UpdateDuration(began)
 	flushesTotal.Inc()

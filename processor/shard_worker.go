@@ -116,6 +116,11 @@ type shardWorker struct {
 	folded          int
 	unparsable      int // messages skipped for unparsable metadata (first one logged)
 	metrics         *shardMetricSet
+	// Reused across flushes (docs/PERFORMANCE.md, the processor's
+	// allocation): flushed deltas, emptied by newDelta, and the buffer the
+	// flush encodes the KV values into.
+	spare  []*agg.Aggregate
+	encBuf []byte
 }
 
 func newShardWorker(sh *shared, shard int, l *lease.Lease) *shardWorker {

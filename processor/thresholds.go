@@ -112,9 +112,16 @@ func watchThresholds(ctx context.Context, sh *shared, kv jetstream.KeyValue, log
 
 // newDelta returns the delta of entry e: an existing stored aggregate's
 // thresholds (an aggregate never gains one mid-window), else the current
-// set.
+// set. A delta flushed earlier is reused when there is one.
 func (w *shardWorker) newDelta(e *entry) *agg.Aggregate {
-	d := agg.NewAggregate(e.key.Service, e.key.Start)
+	var d *agg.Aggregate
+	if n := len(w.spare); n > 0 {
+		d, w.spare = w.spare[n-1], w.spare[:n-1]
+		d.Reset()
+		d.Service, d.Start = e.key.Service, e.key.Start
+	} else {
+		d = agg.NewAggregate(e.key.Service, e.key.Start)
+	}
 	if e.stored != nil && e.stored.Count > 0 {
 		d.SetThresholdsLike(e.stored)
 	} else {

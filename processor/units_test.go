@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/stacklens/stacklens/internal/agg"
 	"github.com/stacklens/stacklens/internal/event"
 	"github.com/stacklens/stacklens/internal/harness/testenv"
 	"github.com/stacklens/stacklens/internal/natsutil"
@@ -297,5 +298,60 @@ func TestUnreadableSet(t *testing.T) {
 	u.dropShard(2)
 	if got := strings.Join(u.keys(), ","); got != "b y.1" {
 		t.Fatalf("keys %s", got)
+	}
+}
+
+// A flush hands its deltas and its encode buffer to the next one
+// (docs/PERFORMANCE.md), and the values written stay exact: two keys per
+// flush in one buffer, three flushes.
+func TestFlushReusesDeltasAndBuffer(t *testing.T) {
+	h := newHarness(t, map[string]string{"SHARDS": "1", "AGGREGATION_WINDOWS": "1min"})
+	ctx := testenv.Context(t)
+	sh, err := setup(ctx, h.nats.Conn(t), h.cfg, testLogger(t, "c"), RealClock, "c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := newShardWorker(sh, 0, nil)
+	base := time.Now().Add(-time.Hour).Truncate(time.Minute)
+	var seq uint64
+	var sketch any
+	var buf *byte
+	for round := range 3 {
+		w.mu.Lock()
+		for _, svc := range []string{"x", "y"} {
+			seq++
+			if err := w.fold(event.Event{Service: svc, Time: base, LatencyMS: float64(seq), Level: event.LevelInfo}, seq); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if round > 0 && w.dirty[0].delta.Sketch != sketch && w.dirty[1].delta.Sketch != sketch {
+			t.Errorf("round %d: new deltas, want the flushed ones reused", round)
+		}
+		err := w.flushLocked()
+		w.mu.Unlock()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(w.spare) != 2 || cap(w.encBuf) == 0 {
+			t.Fatalf("round %d: %d spare deltas, encode buffer cap %d", round, len(w.spare), cap(w.encBuf))
+		}
+		if round > 0 && &w.encBuf[:1][0] != buf {
+			t.Errorf("round %d: a new encode buffer", round)
+		}
+		sketch, buf = w.spare[0].Sketch, &w.encBuf[:1][0]
+	}
+	for i, svc := range []string{"x", "y"} {
+		e, err := sh.buckets.agg[0].Get(ctx, agg.Key{Service: svc, Start: base.Unix()}.KVKey())
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, err := agg.Decode(e.Value())
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Latencies 1..6, x the odd ones, y the even ones.
+		if want := float64(9 + 3*i); a.Service != svc || a.Count != 3 || a.LatencySum != want || a.LastSeq != uint64(5+i) || a.Version != 3 {
+			t.Errorf("%s: %+v, want count 3, latency sum %v", svc, a, want)
+		}
 	}
 }

@@ -35,6 +35,10 @@ type metricsProjector struct {
 	shards int // SHARDS: the processors' overflow keys are _overflow-0 … _overflow-<SHARDS-1>
 	rows   prometheusCounter
 	hist   prometheusHistogram
+	// scratch is decoded into for every message that is a whole row (the
+	// row copies what it needs), so its sketch is reused rather than
+	// allocated per message (docs/PERFORMANCE.md); parts are cloned.
+	scratch agg.Aggregate
 }
 
 type prometheusCounter interface{ Add(int) }
@@ -94,7 +98,8 @@ func (p *metricsProjector) handle(ctx context.Context, msgs []jetstream.Msg) err
 			continue // TTL expiry or purge in KV: PostgreSQL keeps its row
 		}
 		key := strings.TrimPrefix(m.Subject(), prefix)
-		a, w, err := decodeAgg(m.Data())
+		a := &p.scratch
+		w, err := agg.DecodeInto(a, m.Data())
 		if err != nil || w != p.win {
 			badMessages.Inc()
 			p.log.Error("skipping undecodable aggregate", "key", key, "err", err, "value_window", w.Name)
@@ -105,6 +110,7 @@ func (p *metricsProjector) handle(ctx context.Context, msgs []jetstream.Msg) err
 			rows = append(rows, RowOf(a, p.win))
 			continue
 		}
+		a = a.Clone() // kept in the part cache
 		// A partial aggregate (one shard's _overflow): the row is the
 		// merge of every part with the same service and start.
 		k := rowKey{service, a.Start}

@@ -67,7 +67,8 @@ func cmdLoadgen(ctx context.Context, c *cli) int {
 	e.log.Info("producing", "rate", f.rate, "duration", f.duration, "services", f.services, "topic", cfg.Kafka.InputTopic, "brokers", cfg.Kafka.BootstrapServers)
 	st, err := loadgen.Run(ctx, loadgen.Config{
 		Brokers: cfg.Kafka.BootstrapServers, Topic: cfg.Kafka.InputTopic, Rate: f.rate, Duration: f.duration,
-		Services: f.services, Seed: f.seed, Bursts: f.bursts(), Transport: tr,
+		Partitions: cfg.Kafka.Partitions,
+		Services:   f.services, Seed: f.seed, Bursts: f.bursts(), Transport: tr,
 	}, e.log)
 	if err != nil {
 		e.log.Error("loadgen failed", "err", err)

@@ -97,6 +97,17 @@ func BenchmarkDecode(b *testing.B) {
 		name string
 		a    *Aggregate
 	}{{"typical", typical}, {"wide", wide}} {
+		b.Run(c.name+"/into-reused", func(b *testing.B) {
+			enc := c.a.Encode(nil, w1m)
+			var a Aggregate
+			b.SetBytes(int64(len(enc)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := DecodeInto(&a, enc); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 		b.Run(c.name, func(b *testing.B) {
 			enc := c.a.Encode(nil, w1m)
 			b.SetBytes(int64(len(enc)))

@@ -271,8 +271,8 @@ func TestDecodeSketchPanics(t *testing.T) {
 		}()
 		_ = NewSketch().DecodeAndMergeWith(crafted)
 	}()
-	if _, err := decodeSketch(crafted); err == nil || !strings.Contains(err.Error(), "corrupt sketch") {
-		t.Fatalf("decodeSketch(crafted) error %v", err)
+	if _, err := decodeSketch(nil, crafted); err == nil || !strings.Contains(err.Error(), "corrupt sketch") {
+		t.Fatalf("decodeSketch(nil, crafted) error %v", err)
 	}
 
 	// Mutate a valid encoding, with runs of 0xff to make huge varints.
@@ -298,7 +298,7 @@ func TestDecodeSketchPanics(t *testing.T) {
 				b = append(b, 0x01)
 			}
 		}
-		if sk, err := decodeSketch(b); err == nil {
+		if sk, err := decodeSketch(nil, b); err == nil {
 			_ = checkSketch(sk, 1, 1, 1)
 		}
 	}
@@ -389,6 +389,48 @@ func FuzzDecodeSketch(f *testing.F) {
 		}
 		if _, err := Decode(d.Encode(nil, w1m)); err != nil {
 			t.Fatalf("re-encoded value does not decode: %v", err)
+		}
+	})
+}
+
+// One aggregate reused for a sequence of values (as the projections do)
+// decodes each exactly like a fresh Decode — also after a value that fails
+// — and keeps its sketch rather than allocating one per value.
+func TestDecodeIntoReusesTheSketch(t *testing.T) {
+	vals := [][]byte{
+		sampleAggregate(1, 5000).Encode(nil, w1m),
+		sampleAggregate(2, 3).Encode(nil, w1m),
+		[]byte(`{"service":"x"}`), // fails
+		sampleAggregate(3, 800).Encode(nil, w5m),
+		sampleAggregate(4, 1).Encode(nil, w1h),
+	}
+	var a Aggregate
+	var sk any
+	for i, v := range vals {
+		_, err := DecodeInto(&a, v)
+		want, wantErr := Decode(v)
+		if (err != nil) != (wantErr != nil) {
+			t.Fatalf("value %d: error %v, fresh decode %v", i, err, wantErr)
+		}
+		if err != nil {
+			continue
+		}
+		sameAggregate(t, "reused", &a, want)
+		if sk != nil && any(a.Sketch) != sk {
+			t.Errorf("value %d: a new sketch, want the reused one", i)
+		}
+		sk = a.Sketch
+	}
+	enc := vals[0]
+	if n := testing.AllocsPerRun(20, func() { _, _ = DecodeInto(&a, enc) }); n >= mustAllocs(t, enc)-1 {
+		t.Errorf("DecodeInto into a used aggregate: %v allocations, fresh Decode %v", n, mustAllocs(t, enc))
+	}
+}
+
+func mustAllocs(t *testing.T, enc []byte) float64 {
+	return testing.AllocsPerRun(20, func() {
+		if _, err := Decode(enc); err != nil {
+			t.Fatal(err)
 		}
 	})
 }

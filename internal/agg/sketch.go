@@ -62,18 +62,22 @@ func sketchQuantile(sk *ddsketch.DDSketch, q float64) float64 {
 	return sk.Value(pos.KeyAtRank(r - zero))
 }
 
-// decodeSketch decodes the compact encoding of a sketch into a new sketch
-// with the kernel's stores. The library trusts its input: a corrupt bin
+// decodeSketch decodes the compact encoding of a sketch into the empty
+// sketch into (nil: a new sketch with the kernel's stores). On error no
+// sketch is returned, so a half-decoded one is never reused. The library
+// trusts its input: a corrupt bin
 // index can make a store compute a negative length and panic, so a panic
 // here is turned into an error (decoding is the one place untrusted bytes
 // reach the library).
-func decodeSketch(b []byte) (sk *ddsketch.DDSketch, err error) {
+func decodeSketch(into *ddsketch.DDSketch, b []byte) (sk *ddsketch.DDSketch, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			sk, err = nil, fmt.Errorf("corrupt sketch: %v", r)
 		}
 	}()
-	sk = NewSketch()
+	if sk = into; sk == nil {
+		sk = NewSketch()
+	}
 	if err := sk.DecodeAndMergeWith(b); err != nil {
 		return nil, fmt.Errorf("corrupt sketch: %w", err)
 	}

@@ -3,6 +3,7 @@ package loadgen
 import (
 	"context"
 	"math"
+	"runtime"
 	"testing"
 	"time"
 
@@ -104,5 +105,49 @@ func TestRunRejectsBadConfig(t *testing.T) {
 	}
 	if (Stats{}).Rate() != 0 {
 		t.Error("empty stats rate")
+	}
+}
+
+func TestBatchSizeFitsWhatABatchHolds(t *testing.T) {
+	for _, c := range []struct {
+		rate             float64
+		partitions, svcs int
+		want             int
+	}{
+		{2000, 12, 20, 16},   // 20 per tick, under 2 per partition: the floor
+		{40000, 12, 20, 134}, // 400 per tick: 4 × 400/12
+		{40000, 12, 3, 400},  // 3 keys: 4 × 400/3 capped at the tick's count
+		{40000, 0, 20, 400},  // partitions unknown: the tick's count
+		{1e6, 1, 1, 2000},    // never above the former fixed size
+		{10, 12, 20, 16},     // floor
+	} {
+		if got := batchSize(c.rate, c.partitions, c.svcs); got != c.want {
+			t.Errorf("batchSize(%v, %d, %d) = %d, want %d", c.rate, c.partitions, c.svcs, got, c.want)
+		}
+	}
+}
+
+// At a low rate the writer must not allocate a 2000-message slice for
+// every batch of one or two events (docs/PERFORMANCE.md): the allocation
+// per event, broker included, stays far below the old ~200 KB.
+func TestRunAllocatesLittlePerEventAtLowRate(t *testing.T) {
+	k := testenv.Kafka(t, 12, "in")
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	st, err := Run(testenv.Context(t), Config{
+		Brokers: k.Brokers, Topic: "in", Rate: 2000, Duration: time.Second, Services: 20, Partitions: 12, Seed: 4,
+	}, telemetry.Discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	runtime.ReadMemStats(&after)
+	if st.Produced != 2000 || st.Failed != 0 {
+		t.Fatalf("stats %+v; want 2000 produced", st)
+	}
+	perEvent := float64(after.TotalAlloc-before.TotalAlloc) / float64(st.Produced)
+	t.Logf("%.0f B allocated per event (generator, writer and broker)", perEvent)
+	if perEvent > 40<<10 {
+		t.Errorf("%.0f B allocated per event, want under 40 KiB", perEvent)
 	}
 }

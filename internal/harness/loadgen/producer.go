@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"sync/atomic"
 	"time"
 
@@ -24,8 +25,11 @@ type Config struct {
 	Rate     float64       // events per second
 	Duration time.Duration // 0: until ctx is cancelled
 	Services int
-	Seed     uint64
-	Bursts   []Burst
+	// Partitions of Topic (0: unknown, taken as 1); only sizes the
+	// writer's batches (batchSize).
+	Partitions int
+	Seed       uint64
+	Bursts     []Burst
 	// Transport carries SASL/TLS settings (nil: plain TCP).
 	Transport kafka.RoundTripper
 	// OnEvent, when set, sees every event produced (checks, probes).
@@ -46,6 +50,28 @@ func (s Stats) Rate() float64 {
 	return float64(s.Produced) / s.Elapsed.Seconds()
 }
 
+// tickEvery is how often Run hands the due events to the writer. The
+// writer's BatchTimeout is shorter, so a partition's batch only ever holds
+// events of one tick.
+const tickEvery = 10 * time.Millisecond
+
+// batchSize is the writer's BatchSize for a run: what one partition's batch
+// holds in one tick, with headroom (4 × the mean share, for the hash's skew
+// and late ticks), at least 16 and at most the tick's whole count (no
+// partition gets more) and the former 2000. kafka-go allocates a
+// BatchSize-long slice of Messages for every batch, so a fixed 2000 cost
+// about 300 KB per batch of one or two events at low rates — 78 % of the
+// generator's CPU in allocation and GC (docs/PERFORMANCE.md). A smaller
+// size never lowers the rate: a partition's batch is closed by the timeout
+// after one tick anyway, and a tick larger than the size only splits into
+// more batches.
+func batchSize(rate float64, partitions, services int) int {
+	perTick := int(math.Ceil(rate * tickEvery.Seconds()))
+	shares := max(1, min(partitions, services))
+	n := int(math.Ceil(4 * float64(perTick) / float64(shares)))
+	return max(16, min(n, perTick, 2000))
+}
+
 // Run produces events at cfg.Rate until cfg.Duration passes or ctx ends.
 // The schedule is open-loop: events are due at fixed times whatever the
 // broker's speed, so a slow pipeline shows up as lag, not as a lower rate.
@@ -63,7 +89,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (Stats, error) {
 		Topic:        cfg.Topic,
 		Balancer:     &kafka.Hash{},
 		RequiredAcks: kafka.RequireAll,
-		BatchSize:    2000,
+		BatchSize:    batchSize(cfg.Rate, cfg.Partitions, cfg.Services),
 		BatchBytes:   4 << 20,
 		BatchTimeout: 5 * time.Millisecond,
 		Async:        true,
@@ -81,7 +107,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) (Stats, error) {
 	}
 	start := time.Now()
 	gen := NewGenerator(cfg.Seed, cfg.Services, start, cfg.Bursts...)
-	tick := time.NewTicker(10 * time.Millisecond)
+	tick := time.NewTicker(tickEvery)
 	defer tick.Stop()
 	var due float64
 	sent := 0
