@@ -68,7 +68,6 @@ func commands() []command {
 func run() int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	stopPSESampler(os.Args[1:])
 	return dispatch(ctx, &cli{args: os.Args[1:], stdout: os.Stdout, stderr: os.Stderr, env: os.LookupEnv})
 }
 

@@ -266,3 +266,23 @@ func TestLoadHTTPCountsLatenciesAndErrors(t *testing.T) {
 		t.Errorf("%+v", r)
 	}
 }
+
+// TestLoadHTTPEndOfHoldIsNoError: requests cut by the end of the hold (the
+// context) are not the API's errors; the next endpoint's slot would
+// otherwise report one transport error per client.
+func TestLoadHTTPEndOfHoldIsNoError(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-time.After(10 * time.Second):
+		}
+	}))
+	defer srv.Close()
+	c := newHTTPClient(4)
+	defer c.CloseIdleConnections()
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if r := LoadHTTP(ctx, c, "slow", srv.URL, 4, time.Minute); r.Errors != 0 {
+		t.Fatalf("%d errors %v after the hold ended", r.Errors, r.ErrorKinds)
+	}
+}

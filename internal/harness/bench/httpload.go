@@ -70,6 +70,9 @@ func LoadHTTP(ctx context.Context, c *http.Client, name, url string, clients int
 			for time.Now().Before(deadline) && ctx.Err() == nil {
 				t0 := time.Now()
 				code, err := get()
+				if err != nil && ctx.Err() != nil {
+					break // the hold ended mid-request: not the API's error
+				}
 				if err != nil || code != 200 {
 					e++
 					if err != nil {
