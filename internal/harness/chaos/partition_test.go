@@ -225,23 +225,10 @@ func netRows() []NetRow {
 		}},
 		{Name: "api-evaluator-lease-cut", Fault: func(r *NetRun) {
 			r.SleepUntil(0.1)
-			var api *Proc
-			for api == nil && r.Ctx.Err() == nil {
-				owners, err := r.C.LeaseOwners(r.Ctx, natsutil.AlertingBucket, "evaluator")
-				if err != nil {
-					r.T.Errorf("evaluator lease: %v", err)
-					return
-				}
-				for _, p := range r.C.APIs {
-					if strings.Contains(owners["evaluator"], ":"+strconv.Itoa(p.Pid())+":") {
-						api = p
-					}
-				}
-				time.Sleep(200 * time.Millisecond)
+			api, holder := evaluator(r)
+			if api == nil {
+				return
 			}
-			holder := ""
-			owners, _ := r.C.LeaseOwners(r.Ctx, natsutil.AlertingBucket, "evaluator")
-			holder = owners["evaluator"]
 			r.Note("blackhole %s (evaluator lease holder %s) -> NATS, PostgreSQL, Kafka", api.Name, holder)
 			cut(r, []*Proc{api}, append(procHosts(r.C.NATS...), r.C.PG.Host, r.C.Kafka.Host))
 			took := waitLeases(r, natsutil.AlertingBucket, "evaluator", holder, 60*time.Second)
@@ -264,7 +251,40 @@ func netRows() []NetRow {
 			}
 			r.Hold(4 * time.Second)
 		}, After: checkAlerts},
+		// Last: the API host is gone for good. Its sessions never send a
+		// FIN; PostgreSQL ends them by keepalive and idle-in-transaction
+		// timeouts, and the other replica delivers every alert once.
+		{Name: "api-evaluator-host-removed", Fault: func(r *NetRun) {
+			r.SleepUntil(r.Frac(0.1, 0.3))
+			api, holder := evaluator(r)
+			if api == nil {
+				return
+			}
+			r.Note("delete %s's namespace (evaluator lease holder %s)", api.Name, holder)
+			r.check(api.Host.Delete())
+			took := waitLeases(r, natsutil.AlertingBucket, "evaluator", holder, 60*time.Second)
+			r.Note("the other replica holds the evaluator lease %v after the host went", took.Round(100*time.Millisecond))
+		}, After: checkAlerts},
 	}
+}
+
+// evaluator returns the API replica holding the alert-evaluator lease and
+// the lease's owner string, waiting until one holds it.
+func evaluator(r *NetRun) (*Proc, string) {
+	for r.Ctx.Err() == nil {
+		owners, err := r.C.LeaseOwners(r.Ctx, natsutil.AlertingBucket, "evaluator")
+		if err != nil {
+			r.T.Errorf("evaluator lease: %v", err)
+			return nil, ""
+		}
+		for _, p := range r.C.APIs {
+			if p.Running() && strings.Contains(owners["evaluator"], ":"+strconv.Itoa(p.Pid())+":") {
+				return p, owners["evaluator"]
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return nil, ""
 }
 
 var (
