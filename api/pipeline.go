@@ -23,14 +23,34 @@ import (
 // JetStream stage and the dead letters, as last sampled by a PipelineProbe
 // (docs/api.md, "GET /health").
 type PipelineStatus struct {
-	Status      string          `json:"status" enum:"ok,warning,unavailable,disabled" doc:"disabled: this API samples nothing (no NATS); unavailable: the last sample failed (error), the numbers are from sampled_at; warning: a stream holds 80 % or more of its byte bound (streams)"`
+	Status      string          `json:"status" enum:"ok,warning,unavailable,disabled" doc:"disabled: this API samples nothing (no NATS); unavailable: the last sample failed (error), the numbers are from sampled_at; warning: a stream holds 80 % or more of its byte bound (streams), or the database of DB_MAX_BYTES (database)"`
 	Error       string          `json:"error,omitempty"`
 	SampledAt   *time.Time      `json:"sampled_at,omitempty" doc:"when the numbers were read from JetStream (every few seconds, not per request)"`
 	Processor   *ProcessorLag   `json:"processor,omitempty"`
 	Projections []ConsumerLag   `json:"projections,omitempty" doc:"the projections' durable consumers"`
 	DeadLetters *DeadLetterInfo `json:"dead_letters,omitempty"`
 	Streams     []StreamUsage   `json:"streams,omitempty" doc:"disk use of STACKLENS_EVENTS and STACKLENS_DLQ against their byte bounds"`
+	Database    *DatabaseUsage  `json:"database,omitempty" doc:"size of the StackLens database against DB_MAX_BYTES"`
 }
+
+// DatabaseUsage is the database's size against its budget DB_MAX_BYTES.
+// PostgreSQL has no byte bound of its own: retention goes by age, so the
+// warning is what stands between growth and a full disk.
+type DatabaseUsage struct {
+	Status    string     `json:"status" enum:"ok,warning,unavailable" doc:"warning: used_ratio ≥ 0.8 (docs/RUNBOOK.md, Database near its byte bound); unavailable: the last size query failed (error), bytes are from sampled_at"`
+	Error     string     `json:"error,omitempty"`
+	SampledAt *time.Time `json:"sampled_at,omitempty" doc:"when the size was read (about every minute)"`
+	Bytes     int64      `json:"bytes" doc:"pg_database_size of the database"`
+	MaxBytes  int64      `json:"max_bytes" doc:"DB_MAX_BYTES; -1: none"`
+	UsedRatio *float64   `json:"used_ratio,omitempty" doc:"bytes / max_bytes; absent without a bound"`
+}
+
+// The database size gauges (docs/RUNBOOK.md, "Database near its byte
+// bound"); the ratio exists only with DB_MAX_BYTES set.
+const (
+	metricDatabaseBytes     = "stacklens_database_bytes"
+	metricDatabaseUsedRatio = "stacklens_database_bytes_used_ratio"
+)
 
 // StreamUsage is a stream's size against its byte bound
 // (EVENTS_MAX_BYTES, DLQ_MAX_BYTES). At the bound JetStream drops the
@@ -112,6 +132,13 @@ type PipelineProbe struct {
 	mu      sync.Mutex
 	cur     *PipelineStatus
 	samples []dlqSample // oldest first, spanning a bit over a minute
+
+	dbSize     func(context.Context) (int64, error)
+	dbMax      int64
+	dbInterval time.Duration
+	dbMu       sync.Mutex // one size query at a time; guards db, dbNext
+	db         *DatabaseUsage
+	dbNext     time.Time
 }
 
 type dlqSample struct {
@@ -128,6 +155,14 @@ type PipelineProbeOptions struct {
 	Interval time.Duration
 	Log      *slog.Logger
 	Now      func() time.Time // tests; nil: time.Now
+	// DatabaseSize returns the StackLens database's size in bytes
+	// (Server.DatabaseSize); nil: /health has no database usage.
+	DatabaseSize func(context.Context) (int64, error)
+	// DatabaseMaxBytes is DB_MAX_BYTES; 0: no bound (size only).
+	DatabaseMaxBytes int64
+	// DatabaseInterval between size queries; 0: 1 min. pg_database_size
+	// stats every file of the database, too much for every sample.
+	DatabaseInterval time.Duration
 }
 
 // NewPipelineProbe builds a probe on nc; Run samples.
@@ -145,8 +180,12 @@ func NewPipelineProbe(nc *nats.Conn, o PipelineProbeOptions) (*PipelineProbe, er
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.DatabaseInterval <= 0 {
+		o.DatabaseInterval = time.Minute
+	}
 	return &PipelineProbe{js: js, windows: o.Windows, interval: o.Interval,
-		log: o.Log.With("component", "pipeline-probe"), now: o.Now}, nil
+		log: o.Log.With("component", "pipeline-probe"), now: o.Now,
+		dbSize: o.DatabaseSize, dbMax: o.DatabaseMaxBytes, dbInterval: o.DatabaseInterval}, nil
 }
 
 // PipelineStatus returns the latest sample (nil before the first).
@@ -184,6 +223,9 @@ func (p *PipelineProbe) Sample(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, max(p.interval, 2*time.Second))
 	defer cancel()
 	st, err := p.sample(ctx)
+	// The database is sampled even when NATS is not: a filling disk
+	// matters most when the pipeline is already in trouble.
+	db := p.database(ctx)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if err != nil {
@@ -192,11 +234,60 @@ func (p *PipelineProbe) Sample(ctx context.Context) error {
 			prev = *p.cur
 		}
 		prev.Status, prev.Error = "unavailable", truncate(err.Error(), 200)
+		prev.Database = db
 		p.cur = &prev
 		return err
 	}
+	st.Database = db
+	if db != nil && db.Status == "warning" {
+		st.Status = "warning"
+	}
 	p.cur = st
 	return nil
+}
+
+// database returns the database usage, querying the size when the last
+// query is DatabaseInterval old (or failed), and publishes
+// stacklens_database_bytes and, with a bound,
+// stacklens_database_bytes_used_ratio.
+func (p *PipelineProbe) database(ctx context.Context) *DatabaseUsage {
+	if p.dbSize == nil {
+		return nil
+	}
+	p.dbMu.Lock()
+	defer p.dbMu.Unlock()
+	now := p.now()
+	if p.db != nil && now.Before(p.dbNext) {
+		return p.db
+	}
+	n, err := p.dbSize(ctx)
+	if err != nil {
+		prev := DatabaseUsage{MaxBytes: -1}
+		if p.db != nil {
+			prev = *p.db
+		}
+		if prev.Error == "" && ctx.Err() == nil {
+			p.log.Warn("database size query failed", "err", err)
+		}
+		prev.Status, prev.Error = "unavailable", truncate(fmt.Sprintf("database size: %v", err), 200)
+		p.db = &prev // retried next sample
+		return p.db
+	}
+	u := &DatabaseUsage{Status: "ok", SampledAt: &now, Bytes: n, MaxBytes: p.dbMax}
+	metrics.GetOrCreateGauge(metricDatabaseBytes, nil).Set(float64(n))
+	if u.MaxBytes > 0 {
+		r := float64(n) / float64(u.MaxBytes)
+		u.UsedRatio = &r
+		if r >= streamWarnRatio {
+			u.Status = "warning"
+		}
+		metrics.GetOrCreateGauge(metricDatabaseUsedRatio, nil).Set(r)
+	} else {
+		u.MaxBytes = -1
+		metrics.UnregisterMetric(metricDatabaseUsedRatio)
+	}
+	p.db, p.dbNext = u, now.Add(p.dbInterval)
+	return u
 }
 
 func (p *PipelineProbe) sample(ctx context.Context) (*PipelineStatus, error) {

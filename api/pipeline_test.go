@@ -296,3 +296,97 @@ func TestPipelineStreamNearByteBound(t *testing.T) {
 		t.Error("a ratio for the unbounded DLQ")
 	}
 }
+
+// TestPipelineDatabaseNearByteBound: with DB_MAX_BYTES set, the probe
+// reads pg_database_size as the reader role, reports it against the bound
+// in /health's pipeline.database, turns "warning" from 80 % and exports
+// stacklens_database_bytes(_used_ratio); the size is queried once per
+// DatabaseInterval, not every sample, and a failed query keeps the last
+// size, marked unavailable.
+func TestPipelineDatabaseNearByteBound(t *testing.T) {
+	ns := testenv.NATS(t)
+	nc := natsConnect(t, ns.URL)
+	ctx := testenv.Context(t)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := natsutil.EnsureEventsStream(ctx, js, config.NATS{Shards: 1, Replicas: 1, EventsMaxAge: time.Hour, Compression: "none"}); err != nil {
+		t.Fatal(err)
+	}
+	f := newFixture(t, nil)
+	var clock atomic.Int64
+	clock.Store(time.Now().UnixNano())
+	now := func() time.Time { return time.Unix(0, clock.Load()) }
+	var queries atomic.Int32
+	size := func(ctx context.Context) (int64, error) {
+		queries.Add(1)
+		return f.srv.DatabaseSize(ctx)
+	}
+	newProbe := func(max int64) *PipelineProbe {
+		p, err := NewPipelineProbe(nc, PipelineProbeOptions{Now: now, DatabaseSize: size, DatabaseMaxBytes: max})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	sample := func(p *PipelineProbe) *PipelineStatus {
+		t.Helper()
+		if err := p.Sample(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return p.PipelineStatus()
+	}
+	prom := func() string {
+		var b bytes.Buffer
+		metrics.WritePrometheus(&b, false)
+		return b.String()
+	}
+
+	// No bound: the size, no ratio, no warning.
+	st := sample(newProbe(0))
+	db := st.Database
+	if st.Status != "ok" || db == nil || db.Status != "ok" || db.Bytes < 1<<20 || db.MaxBytes != -1 || db.UsedRatio != nil {
+		t.Fatalf("unbounded: %s %+v", st.Status, db)
+	}
+	if m := prom(); !strings.Contains(m, fmt.Sprintf("stacklens_database_bytes %d", db.Bytes)) || strings.Contains(m, "stacklens_database_bytes_used_ratio") {
+		t.Errorf("unbounded metrics: want stacklens_database_bytes %d and no ratio", db.Bytes)
+	}
+
+	t.Logf("migrated, seeded database: %d bytes", db.Bytes)
+
+	// A migrated database is larger than 1 MiB: at (past) the bound.
+	const bound = 1 << 20
+	p := newProbe(bound)
+	st = sample(p)
+	db = st.Database
+	if st.Status != "warning" || db.Status != "warning" || db.MaxBytes != bound || db.UsedRatio == nil ||
+		*db.UsedRatio != float64(db.Bytes)/bound || *db.UsedRatio < 0.8 {
+		t.Fatalf("over 1 MiB: %s %+v", st.Status, db)
+	}
+	if want := fmt.Sprintf("stacklens_database_bytes_used_ratio %g", *db.UsedRatio); !strings.Contains(prom(), want) {
+		t.Errorf("metrics lack %q", want)
+	}
+
+	// Within the interval the size is not queried again.
+	before := queries.Load()
+	clock.Add(int64(5 * time.Second))
+	if sample(p); queries.Load() != before {
+		t.Errorf("size queried again after 5 s")
+	}
+
+	// A failed query keeps the size, marked unavailable; NATS is fine.
+	f.srv.closePools()
+	clock.Add(int64(time.Minute))
+	st = sample(p)
+	if st.Database.Status != "unavailable" || st.Database.Error == "" || st.Database.Bytes != db.Bytes || queries.Load() != before+1 {
+		t.Fatalf("after a failed size query: %s %+v", st.Status, st.Database)
+	}
+
+	// A roomy bound is ok.
+	f = newFixture(t, nil)
+	st = sample(newProbe(1 << 40))
+	if st.Status != "ok" || st.Database.Status != "ok" || *st.Database.UsedRatio >= 0.8 {
+		t.Fatalf("under a 1 TiB bound: %s %+v", st.Status, st.Database)
+	}
+}

@@ -343,6 +343,16 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	return nil
 }
 
+// DatabaseSize is the size of the StackLens database in bytes, read
+// through the reader pool: the PipelineProbe's DatabaseSize.
+func (s *Server) DatabaseSize(ctx context.Context) (int64, error) {
+	n, err := s.st.databaseSize(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("pg_database_size: %w", err)
+	}
+	return n, nil
+}
+
 func (s *Server) closePools() {
 	for _, p := range s.ownPools {
 		p.Close()

@@ -44,6 +44,14 @@ func (st *store) ping(ctx context.Context) error {
 	return st.r.QueryRow(ctx, "SELECT 1").Scan(&one)
 }
 
+// databaseSize is pg_database_size of the connected database, as the
+// reader: it needs only CONNECT on the database, which the reader has.
+func (st *store) databaseSize(ctx context.Context) (int64, error) {
+	var n int64
+	err := st.r.QueryRow(ctx, "SELECT pg_database_size(current_database())").Scan(&n)
+	return n, err
+}
+
 // newReaderPool: log in as the reader (DB_READER_PASSWORD set), else use the
 // main DSN and SET ROLE to the reader role on every connection.
 func newReaderPool(cfg Config) (*pgxpool.Pool, error) {

@@ -55,20 +55,20 @@ func runAPI(ctx context.Context, e *env) error {
 	for _, w := range windows {
 		winNames = append(winNames, w.Name)
 	}
-	// Lag and dead letters for /health, sampled in the background.
-	probe, err := api.NewPipelineProbe(nc, api.PipelineProbeOptions{Windows: winNames, Log: e.log})
+	// Lag, dead letters and the database size for /health, sampled in the
+	// background once the server (whose reader pool reads the size) exists.
+	var srv *api.Server
+	probe, err := api.NewPipelineProbe(nc, api.PipelineProbeOptions{Windows: winNames, Log: e.log,
+		DatabaseSize: func(ctx context.Context) (int64, error) { return srv.DatabaseSize(ctx) }, DatabaseMaxBytes: int64(e.cfg.DB.MaxBytes)})
 	if err != nil {
 		return err
 	}
-	probeCtx, stopProbe := context.WithCancel(ctx)
-	defer stopProbe()
-	go probe.Run(probeCtx)
 
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return fmt.Errorf("nats: %w", err)
 	}
-	srv, err := api.New(api.Config{
+	srv, err = api.New(api.Config{
 		API: e.cfg.API, DB: e.cfg.DB, NATS: e.cfg.NATS, Windows: windows, Version: version, Environment: e.cfg.Runtime.DeployEnv,
 	}, api.Deps{
 		Log: e.log, Health: e.health, NATS: nc, JetStream: js, Pipeline: probe, Mount: dashboard.Mount,
@@ -83,6 +83,9 @@ func runAPI(ctx context.Context, e *env) error {
 	if err != nil {
 		return fmt.Errorf("api server: %w", err)
 	}
+	probeCtx, stopProbe := context.WithCancel(ctx)
+	defer stopProbe()
+	go probe.Run(probeCtx)
 
 	e.progress(ctx, "api", func() []telemetry.Figure { return append(srv.ProgressFigures(), alerting.ProgressFigures()...) })
 

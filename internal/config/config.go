@@ -70,7 +70,10 @@ type DB struct {
 	WriterPassword string `env:"DB_WRITER_PASSWORD" secret:"true" desc:"stacklens migrate gives the stacklens_writer role LOGIN and this password (empty: leave the role as it is)"`
 	AdminPassword  string `env:"DB_ADMIN_PASSWORD" secret:"true" desc:"stacklens migrate gives the stacklens_admin role LOGIN and this password (empty: leave the role as it is)"`
 	URL            string `env:"DATABASE_URL" secret:"true" desc:"full DSN; overrides DB_HOST…DB_SSLMODE when set"`
-	Timescale      string `env:"DB_TIMESCALE" default:"auto" oneof:"auto,on,off" desc:"use TimescaleDB hypertables: auto (when the extension is available), on, off"`
+	// MaxBytes is a budget, not a bound PostgreSQL enforces: retention
+	// goes by age (docs/RUNBOOK.md, "Database near its byte bound").
+	MaxBytes  int    `env:"DB_MAX_BYTES" default:"0" min:"0" desc:"size budget of the StackLens database in bytes, e.g. 80 % of its disk (0: none); /health and stacklens_database_bytes_used_ratio warn from 80 % of it; nothing is deleted at it"`
+	Timescale string `env:"DB_TIMESCALE" default:"auto" oneof:"auto,on,off" desc:"use TimescaleDB hypertables: auto (when the extension is available), on, off"`
 }
 
 // NATS configures the NATS connection and JetStream layout.

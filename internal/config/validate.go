@@ -104,6 +104,9 @@ func (c *Config) Validate() error {
 	if n := c.NATS.DLQMaxBytes; n != 0 && n < minStreamBytes {
 		return &Error{Var: "DLQ_MAX_BYTES", Msg: fmt.Sprintf("must be 0 (no bound) or at least %d (1 MiB), in bytes", minStreamBytes)}
 	}
+	if n := c.DB.MaxBytes; n != 0 && n < minStreamBytes {
+		return &Error{Var: "DB_MAX_BYTES", Msg: fmt.Sprintf("must be 0 (no bound) or at least %d (1 MiB), in bytes", minStreamBytes)}
+	}
 	if c.Alerting.SlackWebhookURL != "" {
 		if u, err := url.Parse(c.Alerting.SlackWebhookURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 			return &Error{Var: "SLACK_WEBHOOK_URL", Msg: "want an http(s) URL"}
