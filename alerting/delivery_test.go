@@ -224,7 +224,7 @@ func TestKafkaZombieDispatcherIsFenced(t *testing.T) {
 	b := f.engine(f.kafkaOnly(), Deps{})
 	f.start(b)
 	// Within the claim's lifetime plus a few polls.
-	f.waitKafkaSent(services, claimTTL(2*time.Second)+10*time.Second)
+	f.waitKafkaSent(services, claimTTL("kafka", 2*time.Second)+10*time.Second)
 	release()
 	testenv.Eventually(t, 15*time.Second, func() error {
 		if kafkaFenced.Get() == fenced {

@@ -127,10 +127,20 @@ func (e *Engine) backoff(attempts int) time.Duration {
 	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
 }
 
-// claimTTL is how long a claim keeps a row from other dispatchers: a send
-// (bounded by ALERT_DELIVERY_TIMEOUT) plus recording its outcome. A
+// claimTTL is how long a claim keeps channel's rows from other
+// dispatchers: the send of a whole claimed batch plus recording its
+// outcome. Kafka sends a batch in one transaction, bounded by
+// ALERT_DELIVERY_TIMEOUT; Slack, email and PagerDuty post its events one
+// after another, each bounded by it. A claim must outlast the send, or a
+// second dispatcher could deliver a later transition of an alert (its
+// resolution) before the first one reaches the earlier (its firing). A
 // dispatcher that vanishes mid-send holds its rows no longer than this.
-func claimTTL(deliveryTimeout time.Duration) time.Duration { return 2 * deliveryTimeout }
+func claimTTL(channel string, deliveryTimeout time.Duration) time.Duration {
+	if channel == "kafka" {
+		return 2 * deliveryTimeout
+	}
+	return time.Duration(claimLimit(channel)+1) * deliveryTimeout
+}
 
 // fpClaimed: rows are claimed but the claim is not committed (tests
 // pause here to strand an open transaction, as a vanished host would).
@@ -157,7 +167,7 @@ FROM (SELECT c.id FROM analytics_alert_outbox c
 			WHERE p.alert_id = c.alert_id AND p.channel = c.channel AND p.state = 'pending' AND p.id < c.id)
 	ORDER BY c.id LIMIT $2 FOR UPDATE SKIP LOCKED) due
 WHERE o.id = due.id
-RETURNING o.id, o.attempts, o.created_at, o.payload`, channel, claimLimit(channel), claimTTL(e.cfg.Alerting.DeliveryTimeout).Seconds())
+RETURNING o.id, o.attempts, o.created_at, o.payload`, channel, claimLimit(channel), claimTTL(channel, e.cfg.Alerting.DeliveryTimeout).Seconds())
 	if err != nil {
 		return nil, fmt.Errorf("dispatch claim: %w", err)
 	}

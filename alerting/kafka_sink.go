@@ -207,7 +207,7 @@ func (s *kafkaSink) newClient() (*kgo.Client, error) {
 		kgo.TransactionalID(s.txnID),
 		// A transaction open longer than this is aborted by the broker
 		// (a paused or partitioned session); the rows' claims last as long.
-		kgo.TransactionTimeout(claimTTL(s.timeout)),
+		kgo.TransactionTimeout(claimTTL("kafka", s.timeout)),
 		kgo.RecordDeliveryTimeout(s.timeout),
 		kgo.ProducerLinger(0), // a batch is produced at once and committed right after
 		kgo.RecordPartitioner(kgo.BasicConsistentPartitioner(s.partition)),

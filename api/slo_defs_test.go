@@ -415,3 +415,33 @@ func TestSLOUnavailableDependencies(t *testing.T) {
 		t.Fatalf("POST without a database: %d", resp.StatusCode)
 	}
 }
+
+// TestSLOThresholdRoom: with 256 distinct thresholds in use, a latency SLO
+// with a new one is refused (the set could no longer be published to the
+// processors); one reusing a threshold, or disabled, is accepted.
+func TestSLOThresholdRoom(t *testing.T) {
+	f := newFixture(t, withCreds)
+	ad := bearer(adminKey)
+	if _, err := f.db.Exec(context.Background(), `INSERT INTO analytics_slos (name, objective, latency_threshold_ms, target)
+		SELECT 'fast ' || i, 'latency', i, 99 FROM generate_series(1, 256) i`); err != nil {
+		t.Fatal(err)
+	}
+	f.expectError("POST", "/slos", `{"name":"one more","objective":"latency","latency_threshold_ms":1000,"target":99}`, ad, 400, "latency_threshold_ms")
+	for i, ok := range []string{
+		`{"name":"reuse","objective":"latency","latency_threshold_ms":7,"target":99.9}`,
+		`{"name":"off","objective":"latency","latency_threshold_ms":1000,"target":99,"enabled":false}`,
+		`{"name":"fast 3","objective":"latency","latency_threshold_ms":1000,"target":99}`, // replaces its own
+	} {
+		method, path := "POST", "/slos"
+		if i == 2 {
+			var id int64
+			if err := f.db.QueryRow(context.Background(), `SELECT id FROM analytics_slos WHERE name = 'fast 3'`).Scan(&id); err != nil {
+				t.Fatal(err)
+			}
+			method, path = "PUT", fmt.Sprintf("/slos/%d", id)
+		}
+		if resp, b := f.request(method, path, ok, ad); resp.StatusCode/100 != 2 {
+			t.Errorf("%s %s %s: %d %s", method, path, ok, resp.StatusCode, b)
+		}
+	}
+}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/stacklens/stacklens/internal/agg"
 	"github.com/stacklens/stacklens/internal/config"
+	"github.com/stacklens/stacklens/internal/lease"
 	"github.com/stacklens/stacklens/internal/natsutil"
 	"github.com/stacklens/stacklens/internal/retry"
 )
@@ -125,14 +126,6 @@ func (y *sloSync) publish(ctx context.Context) (err error) {
 			y.kv = nil // the bucket may be gone: provision it again next time
 		}
 	}()
-	ts, err := y.st.latencyThresholds(ctx)
-	if err != nil {
-		return fmt.Errorf("read latency thresholds: %w", err)
-	}
-	if ts, err = agg.NormalizeThresholds(ts); err != nil {
-		return err
-	}
-	want := agg.EncodeThresholds(ts)
 	if y.kv == nil {
 		kv, err := natsutil.EnsureKV(ctx, y.js, natsutil.ConfigBucketConfig(y.natsCfg))
 		if err != nil {
@@ -140,15 +133,43 @@ func (y *sloSync) publish(ctx context.Context) (err error) {
 		}
 		y.kv = kv
 	}
-	e, err := y.kv.Get(ctx, natsutil.SLOThresholdsKey)
-	switch {
-	case errors.Is(err, jetstream.ErrKeyNotFound):
-	case err != nil:
-		return fmt.Errorf("read %s: %w", natsutil.SLOThresholdsKey, err)
-	case bytes.Equal(e.Value(), want):
-		return nil
-	}
-	if _, err := y.kv.Put(ctx, natsutil.SLOThresholdsKey, want); err != nil {
+	// Another replica may publish meanwhile: read the key's revision
+	// before PostgreSQL and write only over that revision, so a replica
+	// that read PostgreSQL before the other's commit cannot overwrite the
+	// newer set; on a conflict, read both again.
+	var ts []float64
+	for attempt := 0; ; attempt++ {
+		var rev uint64
+		var have []byte
+		e, err := y.kv.Get(ctx, natsutil.SLOThresholdsKey)
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+		case err != nil:
+			return fmt.Errorf("read %s: %w", natsutil.SLOThresholdsKey, err)
+		default:
+			rev, have = e.Revision(), e.Value()
+		}
+		if ts, err = y.st.latencyThresholds(ctx); err != nil {
+			return fmt.Errorf("read latency thresholds: %w", err)
+		}
+		if ts, err = agg.NormalizeThresholds(ts); err != nil {
+			return err
+		}
+		want := agg.EncodeThresholds(ts)
+		if rev != 0 && bytes.Equal(have, want) {
+			return nil
+		}
+		if rev == 0 {
+			_, err = y.kv.Create(ctx, natsutil.SLOThresholdsKey, want)
+		} else {
+			_, err = y.kv.Update(ctx, natsutil.SLOThresholdsKey, want, rev)
+		}
+		if err == nil {
+			break
+		}
+		if attempt < 3 && lease.IsConflict(err) {
+			continue
+		}
 		return fmt.Errorf("write %s: %w", natsutil.SLOThresholdsKey, err)
 	}
 	y.log.Info("SLO latency thresholds published", "thresholds_ms", ts)

@@ -314,4 +314,12 @@ func TestSLOHistory(t *testing.T) {
 	f.expectError("GET", "/slos/21/history?from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z", "", nil, 400, "")
 	f.expectError("GET", "/slos/21/history?from=2024-01-01T00:00:00Z&to=2026-01-01T00:00:00Z", "", nil, 400, "from")
 	f.expectError("GET", "/slos/999/history", "", nil, 404, "id")
+	// Past 2262 a Duration since 1970 saturates: the points must still be
+	// one per hour of the range, not every hour since 1677.
+	if err := json.Unmarshal(f.mustGet("/slos/21/history?from=2300-01-01T00:00:00Z&to=2300-01-02T00:00:00Z"), &h); err != nil {
+		t.Fatal(err)
+	}
+	if len(h.Points) != 25 || !h.Points[0].Time.Equal(time.Date(2300, 1, 1, 0, 0, 0, 0, time.UTC)) {
+		t.Fatalf("history in 2300: %d points %+v", len(h.Points), h.Points[:min(len(h.Points), 2)])
+	}
 }

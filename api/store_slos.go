@@ -9,6 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/stacklens/stacklens/internal/agg"
 	"github.com/stacklens/stacklens/internal/slo"
 )
 
@@ -57,9 +58,32 @@ func sloArgs(in *SLOInput, period time.Duration) []any {
 
 const sloValues = `$1, $2, $3, $4, $5, make_interval(days => $6::int, secs => $7::float8), $8::jsonb, $9, $10, $11`
 
+// thresholdRoom refuses an enabled latency SLO whose threshold would make
+// more distinct thresholds than an aggregate counts (agg.MaxThresholds):
+// the set could no longer be published, and no new threshold counted. The
+// SLO itself (id, or name when seeding) is left out of the count.
+func (st *store) thresholdRoom(ctx context.Context, in *SLOInput, id int64) error {
+	if in.LatencyThresholdMS == nil || !*in.Enabled {
+		return nil
+	}
+	var n int
+	if err := st.w.QueryRow(ctx, `SELECT count(DISTINCT latency_threshold_ms) FROM analytics_slos
+WHERE enabled AND latency_threshold_ms IS NOT NULL AND latency_threshold_ms <> $1 AND id <> $2 AND name <> $3`,
+		*in.LatencyThresholdMS, id, in.Name).Scan(&n); err != nil {
+		return err
+	}
+	if n+1 > agg.MaxThresholds {
+		return badParam("latency_threshold_ms", "the enabled latency SLOs already use %d distinct thresholds, at most %d: reuse one of them", n, agg.MaxThresholds)
+	}
+	return nil
+}
+
 func (st *store) createSLO(ctx context.Context, in *SLOInput, period time.Duration) (SLODefinition, error) {
 	ctx, cancel := st.ctx(ctx)
 	defer cancel()
+	if err := st.thresholdRoom(ctx, in, 0); err != nil {
+		return SLODefinition{}, err
+	}
 	d, err := scanSLO(st.w.QueryRow(ctx, `INSERT INTO analytics_slos
     (name, service, objective, latency_threshold_ms, target, period, burn_alerts,
      notification_channels, enabled, description)
@@ -72,6 +96,9 @@ RETURNING `+sloColumns, sloArgs(in, period)...))
 func (st *store) upsertSLO(ctx context.Context, in *SLOInput, period time.Duration) (SLODefinition, error) {
 	ctx, cancel := st.ctx(ctx)
 	defer cancel()
+	if err := st.thresholdRoom(ctx, in, 0); err != nil {
+		return SLODefinition{}, err
+	}
 	return scanSLO(st.w.QueryRow(ctx, `INSERT INTO analytics_slos
     (name, service, objective, latency_threshold_ms, target, period, burn_alerts,
      notification_channels, enabled, description)
@@ -88,6 +115,9 @@ RETURNING `+sloColumns, sloArgs(in, period)...))
 func (st *store) updateSLO(ctx context.Context, id int64, in *SLOInput, period time.Duration) (SLODefinition, error) {
 	ctx, cancel := st.ctx(ctx)
 	defer cancel()
+	if err := st.thresholdRoom(ctx, in, id); err != nil {
+		return SLODefinition{}, err
+	}
 	args := append(sloArgs(in, period), id)
 	d, err := scanSLO(st.w.QueryRow(ctx, `UPDATE analytics_slos SET
     (name, service, objective, latency_threshold_ms, target, period, burn_alerts,

@@ -40,7 +40,11 @@ func BurnRate(c Counts, target float64) *float64 {
 	if c.Total <= 0 {
 		return nil
 	}
-	v := float64(c.Bad()) / float64(c.Total) / BudgetFraction(target)
+	f := BudgetFraction(target)
+	if f <= 0 {
+		return nil // no budget (Validate refuses such targets)
+	}
+	v := float64(c.Bad()) / float64(c.Total) / f
 	return &v
 }
 
@@ -76,7 +80,7 @@ func ErrorBudget(c Counts, target float64) Budget {
 		ConsumedEvents: c.Bad(),
 	}
 	b.RemainingEvents = b.TotalEvents - float64(b.ConsumedEvents)
-	if c.Total > 0 {
+	if c.Total > 0 && b.TotalEvents > 0 {
 		cr := float64(b.ConsumedEvents) / b.TotalEvents
 		rr := b.RemainingEvents / b.TotalEvents
 		b.ConsumedRatio, b.RemainingRatio = &cr, &rr

@@ -322,6 +322,15 @@ type Point struct {
 	BudgetRemainingRatio *float64  `json:"budget_remaining_ratio"`
 }
 
+// ceilDiv is ⌈a/b⌉ for b > 0.
+func ceilDiv(a, b int64) int64 {
+	q := a / b
+	if a%b != 0 && a > 0 {
+		q++
+	}
+	return q
+}
+
 // HistoryStep is the spacing of history points for d: one hour, or the
 // period's table size when that is longer or does not divide an hour.
 func HistoryStep(d *Definition, windows []window.Window) time.Duration {
@@ -338,7 +347,9 @@ func HistoryStep(d *Definition, windows []window.Window) time.Duration {
 // memory.
 func History(ctx context.Context, q Querier, d *Definition, from, to time.Time, windows []window.Window) (time.Duration, []Point, error) {
 	step := HistoryStep(d, windows)
-	first := time.Unix(0, 0).Add(((from.Sub(time.Unix(0, 0)) + step - 1) / step) * step).UTC()
+	// In seconds: a Duration since 1970 saturates after 2262.
+	stepSec := int64(step / time.Second)
+	first := time.Unix(ceilDiv(from.Unix(), stepSec)*stepSec, 0).UTC()
 	points := []Point{}
 	if first.After(to) {
 		return step, points, nil

@@ -19,6 +19,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/stacklens/stacklens/internal/agg"
 )
 
 // Objectives.
@@ -224,10 +226,14 @@ func (d *Definition) Validate() error {
 		return errors.New("latency_threshold_ms: required for a latency objective")
 	case d.Objective == Availability && d.LatencyThresholdMS != nil:
 		return errors.New("latency_threshold_ms: only for a latency objective")
-	case d.LatencyThresholdMS != nil && (math.IsNaN(*d.LatencyThresholdMS) || math.IsInf(*d.LatencyThresholdMS, 0) || *d.LatencyThresholdMS < 0):
-		return errors.New("latency_threshold_ms: must be a finite number >= 0")
+	case d.LatencyThresholdMS != nil && !(*d.LatencyThresholdMS >= 0 && *d.LatencyThresholdMS <= agg.MaxLatencyMS):
+		return fmt.Errorf("latency_threshold_ms: must be a number of milliseconds from 0 to %v", agg.MaxLatencyMS)
 	case math.IsNaN(d.Target) || d.Target <= 0 || d.Target >= 100:
 		return errors.New("target: must be a percentage strictly between 0 and 100")
+	case BudgetFraction(d.Target) <= 0:
+		// 99.9999999999 rounds to no budget at all: every burn rate would
+		// be infinite.
+		return errors.New("target: leaves no error budget (at most 9 decimals below 100)")
 	case d.Period < MinPeriod || d.Period > MaxPeriod || d.Period%time.Minute != 0:
 		return errors.New("period: must be a whole number of minutes from 1h to 366d")
 	}
@@ -268,4 +274,4 @@ func (d *Definition) ThresholdKey() string {
 }
 
 // ThresholdKey is the latency_good key of a threshold in milliseconds.
-func ThresholdKey(ms float64) string { return strconv.FormatFloat(ms, 'f', -1, 64) }
+func ThresholdKey(ms float64) string { return agg.ThresholdKey(ms) }

@@ -275,3 +275,25 @@ func FuzzParsePolicy(f *testing.F) {
 		}
 	})
 }
+
+// TestNoBudgetTargetRefused: a target so close to 100 that it leaves no
+// budget would make every burn rate infinite (a 500 for GET /slos, an
+// outbox row JSON cannot hold); Validate refuses it and the arithmetic
+// answers nil rather than Inf or NaN.
+func TestNoBudgetTargetRefused(t *testing.T) {
+	d := Definition{Name: "n", Objective: Availability, Target: 99.9999999999, Period: 30 * 24 * time.Hour}
+	if err := d.Validate(); err == nil || !strings.HasPrefix(err.Error(), "target:") {
+		t.Errorf("Validate: %v", err)
+	}
+	if r := BurnRate(Counts{Good: 9, Total: 10}, 99.9999999999); r != nil {
+		t.Errorf("burn rate %v, want nil", *r)
+	}
+	if b := ErrorBudget(Counts{Good: 9, Total: 10}, 99.9999999999); b.ConsumedRatio != nil || b.RemainingRatio != nil {
+		t.Errorf("budget ratios %v %v, want nil", b.ConsumedRatio, b.RemainingRatio)
+	}
+	big := 2e15
+	d = Definition{Name: "n", Objective: Latency, LatencyThresholdMS: &big, Target: 99, Period: 30 * 24 * time.Hour}
+	if err := d.Validate(); err == nil || !strings.HasPrefix(err.Error(), "latency_threshold_ms:") {
+		t.Errorf("threshold above the latency bound: %v", err)
+	}
+}
