@@ -390,8 +390,15 @@ func runNetRow(ctx context.Context, t *testing.T, c *NetCluster, row NetRow, i, 
 	if err := truth.Locate(ctx, c.KafkaAddr()); err != nil {
 		t.Fatalf("locate: %v", err)
 	}
-	ck := &Checker{NATSURL: c.NATSURL(), PGDSN: c.PGDSN(), Truth: truth, Dial: c.Ctl.DialContext, PassTimeout: 15 * time.Second}
-	res, err := tracedConverge(r, ck, healed, 60*time.Second)
+	// A pass reads everything produced since the topology started: about
+	// 100 000 messages by the long variant's last rows, whose reads take
+	// longer than the short variant's 15 s on a loaded machine.
+	pass, converge := 15*time.Second, 60*time.Second
+	if long() {
+		pass, converge = 45*time.Second, 150*time.Second
+	}
+	ck := &Checker{NATSURL: c.NATSURL(), PGDSN: c.PGDSN(), Truth: truth, Dial: c.Ctl.DialContext, PassTimeout: pass}
+	res, err := tracedConverge(r, ck, healed, converge)
 	if err != nil {
 		t.Fatalf("check: %v", err)
 	}
