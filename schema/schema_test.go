@@ -537,7 +537,7 @@ func TestSeedSchemaValidation(t *testing.T) {
 	views := strings1(t, conn, `SELECT table_name FROM information_schema.tables 
 WHERE table_name LIKE 'v_%' AND table_schema = 'public';`)
 	wantViews := []string{"v_active_alerts", "v_alert_summary", "v_service_health_current",
-		"v_service_performance_trend", "v_slo_status", "v_top_error_services", "v_top_latency_services"}
+		"v_service_performance_trend", "v_top_error_services", "v_top_latency_services"}
 	if strings.Join(views, ",") != strings.Join(wantViews, ",") {
 		t.Errorf("views = %v\nwant %v", views, wantViews)
 	}
@@ -1425,7 +1425,7 @@ func TestSLOs(t *testing.T) {
 
 // TestSLOAlerts: 0010 lets an alert reference an SLO and its policy entry
 // instead of a rule (never both), keeps it an SLO alert when the SLO is
-// deleted, and v_slo_status sums the 1hour table over each SLO's period.
+// deleted, and stacklens_slo_status sums the 1hour table over each SLO's period.
 func TestSLOAlerts(t *testing.T) {
 	ctx := testCtx(t)
 	_, conn := migrated(t)
@@ -1443,7 +1443,7 @@ func TestSLOAlerts(t *testing.T) {
 	exec1(t, conn, `SET TimeZone = 'Asia/Kolkata'`)
 	var total, good, bad, firing int64
 	var compliance, budget, remaining float64
-	q := `SELECT total_events, good_events, bad_events, compliance, budget_events, budget_remaining_ratio, firing_alerts FROM v_slo_status WHERE id = $1`
+	q := `SELECT total_events, good_events, bad_events, compliance, budget_events, budget_remaining_ratio, firing_alerts FROM stacklens_slo_status WHERE id = $1`
 	if err := conn.QueryRow(ctx, q, 1).Scan(&total, &good, &bad, &compliance, &budget, &remaining, &firing); err != nil {
 		t.Fatal(err)
 	}
@@ -1459,7 +1459,7 @@ func TestSLOAlerts(t *testing.T) {
 
 	exec1(t, conn, `INSERT INTO analytics_alerts (alert_id, fingerprint, rule_name, service, severity, metric_name, slo_id, slo_burn_alert)
 VALUES ('a1', 'f1', 'checkout availability', 'checkout', 'critical', 'burn_rate', 1, '{"severity":"page","burn_rate":14.4,"long":"1h","short":"5m"}')`)
-	if got := strings1(t, conn, `SELECT firing_alerts::text FROM v_slo_status WHERE id = 1`); len(got) != 1 || got[0] != "1" {
+	if got := strings1(t, conn, `SELECT firing_alerts::text FROM stacklens_slo_status WHERE id = 1`); len(got) != 1 || got[0] != "1" {
 		t.Errorf("firing_alerts = %v", got)
 	}
 	for name, sql := range map[string]string{
@@ -1477,7 +1477,7 @@ VALUES ('a1', 'f1', 'checkout availability', 'checkout', 'critical', 'burn_rate'
 	}
 	// The reader role (Grafana, the API) may read the view.
 	exec1(t, conn, `SET ROLE stacklens_reader`)
-	if got := strings1(t, conn, `SELECT name FROM v_slo_status`); len(got) != 1 || got[0] != "all fast" {
+	if got := strings1(t, conn, `SELECT name FROM stacklens_slo_status`); len(got) != 1 || got[0] != "all fast" {
 		t.Errorf("reader: %v", got)
 	}
 }
