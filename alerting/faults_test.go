@@ -146,6 +146,8 @@ WHEN (NEW.state = 'sent') EXECUTE FUNCTION refuse_sent()`)
 	f.exec(`DROP TRIGGER refuse_sent ON analytics_alert_outbox`)
 	testenv.Eventually(t, 15*time.Second, func() error {
 		if n := f.int(`SELECT count(*) FROM analytics_alert_outbox WHERE state = 'sent'`); n != 2 {
+			// The Slack row waits out its last claim otherwise.
+			f.exec(`UPDATE analytics_alert_outbox SET next_attempt_at = now() WHERE channel = 'slack' AND state = 'pending'`)
 			return fmt.Errorf("%d sent outbox rows", n)
 		}
 		return nil
