@@ -22,7 +22,7 @@ import (
 //
 // The reaper watches the group requests that prove a member alive
 // (JoinGroup, SyncGroup, Heartbeat, OffsetCommit; observed, not handled)
-// and, every interval, describes the groups it saw: a member of a stable
+// and, every interval, describes the groups it saw: a member of a
 // group not heard from for longer than the group's session timeout (the
 // longest any member joined with, or its rebalance timeout if longer: a
 // follower is silent between its JoinGroup and its SyncGroup) plus a grace
@@ -113,7 +113,7 @@ func (r *memberReaper) observe(req kmsg.Request) {
 	}
 }
 
-// sweep removes the members of stable groups that have been silent for
+// sweep removes the members of groups that have been silent for
 // longer than their session allows.
 func (r *memberReaper) sweep(ctx context.Context) {
 	r.mu.Lock()
@@ -139,7 +139,11 @@ func (r *memberReaper) sweep(ctx context.Context) {
 			r.mu.Unlock()
 			continue
 		}
-		if g.Error != nil || g.GroupState != "Stable" {
+		// Not only stable groups: a group rebalancing for a member that
+		// died mid-join waits for it (kfake arms no timer for it), and
+		// Kafka would have expired it after the rebalance timeout. Live
+		// members keep sending heartbeats or joins meanwhile.
+		if g.Error != nil {
 			continue
 		}
 		r.mu.Lock()
