@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/url"
@@ -110,11 +111,6 @@ func StartPostgres(ctx context.Context, o PostgresOptions) (*Postgres, error) {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
-	if o.Port == 0 {
-		if o.Port, err = FreePort(); err != nil {
-			return nil, err
-		}
-	}
 	dir, err := filepath.Abs(o.Dir)
 	if err != nil {
 		return nil, err
@@ -167,11 +163,34 @@ func StartPostgres(ctx context.Context, o PostgresOptions) (*Postgres, error) {
 			}
 		}
 	}
-	if err := p.start(ctx); err != nil {
-		return nil, err
+	if o.Port != 0 {
+		if err := p.start(ctx); err != nil {
+			return nil, err
+		}
+		return p, nil
 	}
-	return p, nil
+	// A port chosen here is only free when chosen: another process may
+	// bind it before the postmaster does, so a lost race picks again.
+	for attempt := 1; ; attempt++ {
+		if p.port, err = freePort(); err != nil {
+			return nil, err
+		}
+		err = p.start(ctx)
+		if err == nil {
+			return p, nil
+		}
+		if !errors.Is(err, errPortTaken) || attempt == 5 {
+			return nil, err
+		}
+		o.Log.Info("port taken before the postmaster bound it; choosing another", "port", p.port)
+	}
 }
+
+// freePort is FreePort; tests make it hand out a taken port.
+var freePort = FreePort
+
+// errPortTaken marks a start-up that failed because the port was in use.
+var errPortTaken = errors.New("port already in use")
 
 // start runs the postmaster as a child in its own process group (so a
 // terminal's Ctrl-C reaches it only through Stop, in order) that gets
@@ -183,6 +202,7 @@ func (p *Postgres) start(ctx context.Context) error {
 		return fmt.Errorf("embedded postgres: %w", err)
 	}
 	defer logf.Close()
+	logStart, _ := logf.Seek(0, io.SeekEnd)
 	cmd := exec.Command(filepath.Join(p.bin, "postgres"), "-D", data,
 		"-c", "listen_addresses="+p.host, "-p", strconv.Itoa(p.port),
 		"-c", "unix_socket_directories=", "-c", "max_connections=200",
@@ -205,6 +225,12 @@ func (p *Postgres) start(ctx context.Context) error {
 		select {
 		case <-p.done:
 			b, _ := os.ReadFile(filepath.Join(p.dir, "postgres.log"))
+			if int64(len(b)) >= logStart {
+				b = b[logStart:]
+			}
+			if bytes.Contains(b, []byte("Address already in use")) {
+				return fmt.Errorf("embedded postgres: server exited during start-up: %w on %s:%d:\n%s", errPortTaken, p.host, p.port, tail(b, 2000))
+			}
 			return fmt.Errorf("embedded postgres: server exited during start-up:\n%s", tail(b, 2000))
 		case <-ctx.Done():
 			_ = p.Kill()
@@ -449,14 +475,4 @@ func checkTraversable(dir string) error {
 			return nil
 		}
 	}
-}
-
-// FreePort asks the kernel for an unused TCP port on loopback.
-func FreePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
