@@ -502,3 +502,15 @@ func (p *Proc) LogTail(n int64) string {
 	b, _ := io.ReadAll(f)
 	return string(b)
 }
+
+// DumpGoroutines makes a running Go process print its goroutines and exit
+// (SIGQUIT) and returns the last n bytes of its log: what a stalled role
+// was waiting on, for a failure message.
+func (p *Proc) DumpGoroutines(n int64) string {
+	if !p.Running() {
+		return p.LogTail(n)
+	}
+	p.Signal(syscall.SIGQUIT)
+	p.wait(10 * time.Second)
+	return p.LogTail(n)
+}

@@ -2,13 +2,16 @@ package chaos
 
 import (
 	"context"
+	"fmt"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/segmentio/kafka-go"
 )
 
 // Regression tests for product bugs the suite found (docs/CHAOS.md,
@@ -68,7 +71,8 @@ func TestRegressionBridgeCrashLoopStallsIntake(t *testing.T) {
 	truth.Merge(more)
 	for !inStream() {
 		if time.Since(back) > 120*time.Second {
-			t.Fatalf("intake still stalled %v after the bridge came back; log:\n%s", time.Since(back).Round(time.Second), b.LogTail(4000))
+			t.Fatalf("intake still stalled %v after the bridge came back; the broker's view of the group: %s\nbridge log and goroutines:\n%s",
+				time.Since(back).Round(time.Second), describeGroup(ctx, c.KafkaAddr, "stacklens-bridge"), b.DumpGoroutines(64<<10))
 		}
 		time.Sleep(time.Second)
 	}
@@ -175,4 +179,26 @@ func TestRegressionCheckerPassBounded(t *testing.T) {
 	if d := time.Since(start); d > 10*time.Second {
 		t.Fatalf("check took %v; want it bounded by its pass timeout (1s)", d)
 	}
+}
+
+// describeGroup is the broker's view of a consumer group, for failure
+// messages.
+func describeGroup(ctx context.Context, addr, group string) string {
+	cl := &kafka.Client{Addr: kafka.TCP(addr), Timeout: 10 * time.Second}
+	resp, err := cl.DescribeGroups(ctx, &kafka.DescribeGroupsRequest{GroupIDs: []string{group}})
+	if err != nil {
+		return err.Error()
+	}
+	var b strings.Builder
+	for _, g := range resp.Groups {
+		fmt.Fprintf(&b, "state %s, error %v, members:", g.GroupState, g.Error)
+		for _, m := range g.Members {
+			var parts []int
+			for _, t := range m.MemberAssignments.Topics {
+				parts = append(parts, t.Partitions...)
+			}
+			fmt.Fprintf(&b, " %s (%s) partitions %v;", m.MemberID, m.ClientHost, parts)
+		}
+	}
+	return b.String()
 }
