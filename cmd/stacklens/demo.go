@@ -17,6 +17,7 @@ func demoComponents() []component {
 		if err != nil {
 			return err
 		}
+		defer tr.CloseIdleConnections()
 		_, err = loadgen.Run(ctx, loadgen.Config{
 			Brokers: e.cfg.Kafka.BootstrapServers, Topic: e.cfg.Kafka.InputTopic,
 			Rate: 200, Services: 12, Seed: uint64(time.Now().UnixNano()), Transport: tr,

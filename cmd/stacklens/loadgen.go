@@ -53,6 +53,7 @@ func cmdLoadgen(ctx context.Context, c *cli) int {
 		fmt.Fprintln(c.stderr, "stacklens:", oneLine(err))
 		return exitConfig
 	}
+	defer tr.CloseIdleConnections()
 	if f.metrics {
 		ms, err := telemetry.Listen(net.JoinHostPort(cfg.Telemetry.MetricsHost, strconv.Itoa(cfg.Telemetry.MetricsPort)), e.health, version)
 		if err != nil {

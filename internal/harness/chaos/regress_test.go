@@ -71,8 +71,8 @@ func TestRegressionBridgeCrashLoopStallsIntake(t *testing.T) {
 	truth.Merge(more)
 	for !inStream() {
 		if time.Since(back) > 120*time.Second {
-			t.Fatalf("intake still stalled %v after the bridge came back; the broker's view of the group: %s\nbridge log and goroutines:\n%s",
-				time.Since(back).Round(time.Second), describeGroup(ctx, c.KafkaAddr, "stacklens-bridge"), b.DumpGoroutines(64<<10))
+			t.Fatalf("intake still stalled %v after the bridge came back (bridge running: %v, exit code %d); the broker's view of the group: %s\nbridge log and goroutines:\n%s",
+				time.Since(back).Round(time.Second), b.Running(), b.ExitCode, describeGroup(ctx, c.KafkaAddr, "stacklens-bridge"), b.DumpGoroutines(64<<10))
 		}
 		time.Sleep(time.Second)
 	}

@@ -108,7 +108,12 @@ func Produce(ctx context.Context, addr string, w Workload) (*Truth, error) {
 		MaxAttempts: 1000, WriteBackoffMin: 50 * time.Millisecond, WriteBackoffMax: 500 * time.Millisecond,
 	}
 	if w.Dial != nil {
-		wr.Transport = &kafka.Transport{Dial: w.Dial}
+		// Closed here: Writer.Close leaves a transport it was given open,
+		// and its pool would keep refreshing metadata through a dialer
+		// whose hosts are gone once the test ends.
+		t := &kafka.Transport{Dial: w.Dial}
+		defer t.CloseIdleConnections()
+		wr.Transport = t
 	}
 	defer wr.Close()
 	const chunk = 250

@@ -312,8 +312,11 @@ func (h *Host) Argv() []string { return []string{"ip", "netns", "exec", h.NS} }
 // DialContext connects from inside the host, so the test process's clients
 // (producer, checker) sit on the network like any other host. The socket is
 // made on a locked thread moved into the namespace and moved back before
-// it is unlocked; a thread that cannot be moved back is never returned to
-// the scheduler (the goroutine exits locked, so the runtime ends it).
+// it is unlocked. A thread that cannot be moved back is never returned to
+// the scheduler (the goroutine exits locked, so the runtime ends it); every
+// other path unlocks it, because ending a thread also SIGKILLs the children
+// it forked with Pdeathsig: role processes of the harness (a dial to a
+// deleted host ended its thread and killed a processor started on it).
 func (h *Host) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
 	type res struct {
 		c   net.Conn
@@ -322,6 +325,12 @@ func (h *Host) DialContext(ctx context.Context, network, addr string) (net.Conn,
 	ch := make(chan res, 1)
 	go func() {
 		runtime.LockOSThread()
+		moved := false
+		defer func() {
+			if !moved {
+				runtime.UnlockOSThread()
+			}
+		}()
 		home, err := os.Open("/proc/self/task/" + strconv.Itoa(unix.Gettid()) + "/ns/net")
 		if err != nil {
 			ch <- res{nil, fmt.Errorf("host %s: %w", h.Name, err)}
@@ -338,11 +347,12 @@ func (h *Host) DialContext(ctx context.Context, network, addr string) (net.Conn,
 			ch <- res{nil, fmt.Errorf("host %s: setns: %w", h.Name, err)}
 			return
 		}
+		moved = true
 		var d net.Dialer
 		c, err := d.DialContext(ctx, network, addr)
 		ch <- res{c, err}
 		if unix.Setns(int(home.Fd()), unix.CLONE_NEWNET) == nil {
-			runtime.UnlockOSThread()
+			moved = false
 		}
 	}()
 	r := <-ch

@@ -6,8 +6,10 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -241,5 +243,64 @@ func TestSweep(t *testing.T) {
 	}
 	if got := ours(namespaces(t), live.id); len(got) != 1 {
 		t.Fatalf("the live run's namespaces: %v", got)
+	}
+}
+
+// TestDialToMissingHostKeepsThreads: a dial to a host whose namespace is
+// gone fails without ending its OS thread; ending it would SIGKILL every
+// child that thread had forked with Pdeathsig (the role processes of a
+// test running meanwhile).
+func TestDialToMissingHostKeepsThreads(t *testing.T) {
+	// Children forked from many threads, which then go back to the
+	// scheduler's pool where the dials below run.
+	var (
+		mu       sync.Mutex
+		children []*exec.Cmd
+		wg       sync.WaitGroup
+	)
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			cmd := exec.Command("sleep", "60")
+			cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+			if err := cmd.Start(); err != nil {
+				t.Error(err)
+				return
+			}
+			mu.Lock()
+			children = append(children, cmd)
+			mu.Unlock()
+			time.Sleep(20 * time.Millisecond) // hold the thread so the others get their own
+		}()
+	}
+	wg.Wait()
+	defer func() {
+		for _, c := range children {
+			_ = c.Process.Kill()
+			_ = c.Wait()
+		}
+	}()
+	gone := &Host{Name: "gone", NS: "stacklens-test-no-such-namespace"}
+	for range 20 {
+		var dials sync.WaitGroup
+		for range 16 {
+			dials.Add(1)
+			go func() {
+				defer dials.Done()
+				if _, err := gone.DialContext(context.Background(), "tcp", "127.0.0.1:1"); err == nil {
+					t.Error("dial through a missing namespace succeeded")
+				}
+			}()
+		}
+		dials.Wait()
+	}
+	for i, c := range children {
+		var ws syscall.WaitStatus
+		if pid, _ := syscall.Wait4(c.Process.Pid, &ws, syscall.WNOHANG, nil); pid != 0 {
+			t.Fatalf("child %d of %d was killed (%v): a failed dial ended the thread that forked it", i, len(children), ws.Signal())
+		}
 	}
 }
