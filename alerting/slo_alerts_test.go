@@ -11,6 +11,7 @@ import (
 
 	"github.com/stacklens/stacklens/internal/harness/testenv"
 	"github.com/stacklens/stacklens/internal/slo"
+	"github.com/stacklens/stacklens/internal/telemetry"
 	"github.com/stacklens/stacklens/internal/window"
 )
 
@@ -268,5 +269,52 @@ func TestInvalidSLOsAreSkipped(t *testing.T) {
 	}
 	if n := f.int(`SELECT count(*) FROM analytics_alerts`); n != 1 {
 		t.Errorf("%d alerts, want the one resolved", n)
+	}
+}
+
+// TestSLODatabaseFaults: whichever read of the SLO evaluation fails — the
+// definitions, the burn windows' metrics table, the open burn-rate alerts —
+// the engine reports unhealthy and fires nothing; once the fault is gone
+// the burning SLO's ticket fires exactly once.
+func TestSLODatabaseFaults(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		fault func(f *fixture) (lift func())
+	}{
+		{"definitions unreadable", func(f *fixture) func() { return f.rename("analytics_slos") }},
+		{"burn windows unreadable", func(f *fixture) func() { return f.rename("analytics_metrics_1hour") }},
+		{"open alerts unreadable", func(f *fixture) func() {
+			f.exec(`ALTER TABLE analytics_alerts RENAME COLUMN slo_id TO slo_id_away`)
+			return func() { f.exec(`ALTER TABLE analytics_alerts RENAME COLUMN slo_id_away TO slo_id`) }
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			f := newFixture(t)
+			now := time.Now().UTC().Truncate(time.Hour).Add(-10*24*time.Hour + 20*time.Minute + 30*time.Second)
+			f.exec(`INSERT INTO analytics_slos (id, name, service, objective, target, period) VALUES
+	(6, 'search availability', 'search', 'availability', 99.9, '30 days')`)
+			f.fill("search", now.Add(-3*time.Hour), now.Add(-73*time.Hour), now, func(time.Time) (int64, int64) { return 10000, 15 })
+			lift := c.fault(f)
+			health := telemetry.NewHealth()
+			e := f.engine(f.config(), Deps{Health: health})
+			e.now = func() time.Time { return now }
+			e.sloEvery = 0
+			f.start(e)
+			f.waitHealthy(health, false)
+			f.waitCycles(e, 2)
+			if n := f.int(`SELECT count(*) FROM analytics_alert_outbox`); n != 0 {
+				t.Fatalf("%d outbox rows during the fault", n)
+			}
+			lift()
+			f.waitHealthy(health, true)
+			f.waitCounts(1, 0, 0, 0)
+			if open := f.openSLOAlerts(); len(open) != 1 || open[0] != "warning 1" {
+				t.Fatalf("open alerts %v, want the 1x ticket", open)
+			}
+			f.waitCycles(e, 2)
+			if n := len(f.messages()); n != 1 {
+				t.Fatalf("%d messages, want the one firing", n)
+			}
+		})
 	}
 }
