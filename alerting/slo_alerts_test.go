@@ -11,6 +11,7 @@ import (
 
 	"github.com/stacklens/stacklens/internal/harness/testenv"
 	"github.com/stacklens/stacklens/internal/slo"
+	"github.com/stacklens/stacklens/internal/telemetry"
 	"github.com/stacklens/stacklens/internal/window"
 )
 
@@ -219,5 +220,101 @@ VALUES ('one entry', 'availability', 99, '[{"severity":"page","burn_rate":2,"lon
 	f.waitCycles(e, 3)
 	if n := sloEvaluationsTotal.Get() - before; n != 2 {
 		t.Fatalf("%d entry evaluations after %v, want 2", n, sloInterval)
+	}
+}
+
+// TestInvalidSLOsAreSkipped: a stored SLO that does not validate (written
+// by hand: an unknown severity in its policy) is not evaluated — although
+// the default policy it falls back to would fire here — and an SLO made
+// invalid resolves its open alert; the gauge counts them.
+func TestInvalidSLOsAreSkipped(t *testing.T) {
+	f := newFixture(t)
+	now := time.Now().UTC().Truncate(time.Hour).Add(-10*24*time.Hour + 20*time.Minute + 30*time.Second)
+	const badPolicy = `[{"severity":"ticket","burn_rate":1,"long":"3d","short":"6h"},{"severity":"sev1","burn_rate":1,"long":"1d","short":"1h"}]`
+	f.exec(`INSERT INTO analytics_slos (id, name, service, objective, target, period) VALUES
+	(6, 'search availability', 'search', 'availability', 99.9, '30 days')`)
+	f.exec(`INSERT INTO analytics_slos (id, name, service, objective, target, period, burn_alerts) VALUES
+	(7, 'search by hand', 'search', 'availability', 99.9, '30 days', $1)`, badPolicy)
+	// 1.5x on 99.9 % for three days: the 1x ticket of the default policy.
+	rate := func(time.Time) (int64, int64) { return 10000, 15 }
+	f.fill("search", now.Add(-3*time.Hour), now.Add(-73*time.Hour), now, rate)
+	var clock atomic.Int64
+	clock.Store(now.UnixNano())
+	e := f.sloEngine(&clock)
+	f.waitCycles(e, 2)
+	if n := f.int(`SELECT count(*) FROM analytics_alerts WHERE slo_id = 7`); n != 0 {
+		t.Fatalf("%d alerts of the invalid SLO", n)
+	}
+	if open := f.openSLOAlerts(); len(open) != 1 || open[0] != "warning 1" {
+		t.Fatalf("open alerts %v, want the valid SLO's 1x ticket", open)
+	}
+	if g := invalidSLOsGauge.Get(); g != 1 {
+		t.Errorf("invalid SLOs gauge %v, want 1", g)
+	}
+
+	f.exec(`UPDATE analytics_slos SET burn_alerts = $1 WHERE id = 6`, badPolicy)
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if open := f.openSLOAlerts(); len(open) != 0 {
+			return fmt.Errorf("open %v after SLO 6 became invalid", open)
+		}
+		return nil
+	})
+	f.waitCounts(2, 0, 0, 0)
+	if r := f.messages()[1]; r.State != "resolved" || !strings.Contains(r.Message, "invalid") {
+		t.Fatalf("resolution %+v", r)
+	}
+	f.waitCycles(e, 2)
+	if g := invalidSLOsGauge.Get(); g != 2 {
+		t.Errorf("invalid SLOs gauge %v, want 2", g)
+	}
+	if n := f.int(`SELECT count(*) FROM analytics_alerts`); n != 1 {
+		t.Errorf("%d alerts, want the one resolved", n)
+	}
+}
+
+// TestSLODatabaseFaults: whichever read of the SLO evaluation fails — the
+// definitions, the burn windows' metrics table, the open burn-rate alerts —
+// the engine reports unhealthy and fires nothing; once the fault is gone
+// the burning SLO's ticket fires exactly once.
+func TestSLODatabaseFaults(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		fault func(f *fixture) (lift func())
+	}{
+		{"definitions unreadable", func(f *fixture) func() { return f.rename("analytics_slos") }},
+		{"burn windows unreadable", func(f *fixture) func() { return f.rename("analytics_metrics_1hour") }},
+		{"open alerts unreadable", func(f *fixture) func() {
+			f.exec(`ALTER TABLE analytics_alerts RENAME COLUMN slo_id TO slo_id_away`)
+			return func() { f.exec(`ALTER TABLE analytics_alerts RENAME COLUMN slo_id_away TO slo_id`) }
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			f := newFixture(t)
+			now := time.Now().UTC().Truncate(time.Hour).Add(-10*24*time.Hour + 20*time.Minute + 30*time.Second)
+			f.exec(`INSERT INTO analytics_slos (id, name, service, objective, target, period) VALUES
+	(6, 'search availability', 'search', 'availability', 99.9, '30 days')`)
+			f.fill("search", now.Add(-3*time.Hour), now.Add(-73*time.Hour), now, func(time.Time) (int64, int64) { return 10000, 15 })
+			lift := c.fault(f)
+			health := telemetry.NewHealth()
+			e := f.engine(f.config(), Deps{Health: health})
+			e.now = func() time.Time { return now }
+			e.sloEvery = 0
+			f.start(e)
+			f.waitHealthy(health, false)
+			f.waitCycles(e, 2)
+			if n := f.int(`SELECT count(*) FROM analytics_alert_outbox`); n != 0 {
+				t.Fatalf("%d outbox rows during the fault", n)
+			}
+			lift()
+			f.waitHealthy(health, true)
+			f.waitCounts(1, 0, 0, 0)
+			if open := f.openSLOAlerts(); len(open) != 1 || open[0] != "warning 1" {
+				t.Fatalf("open alerts %v, want the 1x ticket", open)
+			}
+			f.waitCycles(e, 2)
+			if n := len(f.messages()); n != 1 {
+				t.Fatalf("%d messages, want the one firing", n)
+			}
+		})
 	}
 }

@@ -97,3 +97,37 @@ func BenchmarkAppendLean(b *testing.B) {
 		buf = appendLean(buf[:0], msg, &ev)
 	}
 }
+
+// TestTopMembersRefusesWhatItCannotSplit: the splitter gives ok == false
+// for what is not an object of members (it does not validate scalars:
+// event.Decode did), so that appendLean keeps such a payload whole rather
+// than cutting it at a wrong offset.
+func TestTopMembersRefusesWhatItCannotSplit(t *testing.T) {
+	for _, in := range []string{
+		``, `   `, `[]`, `"s"`, // not an object
+		`{`, `{ `, `{"a":1`, `{"a":1,`, `{"a":1 `, // truncated
+		`{a:1}`, `{"a" 1}`, `{"a":}`, `{"a": }`, `{"a`, `{"a\"}`, // broken members
+		`{"a":1 "b":2}`, `{"a":"x";"b":2}`, `{"a":1]`, // bad separators
+		`{"a":"x}`, `{"a":{"b":"c}}`, `{"a":[1,2}`, `{"a":{"b":1}`, // unterminated values
+		`{"a":[1`, `{"a":{"b":[`, `{"a":`, `{"a": `, `{"a":,}`, // no value, or no end
+	} {
+		if ms, ok := topMembers(nil, []byte(in)); ok || ms != nil {
+			t.Errorf("topMembers(%q) = %v, %v; want not ok", in, ms, ok)
+		}
+	}
+	for in, n := range map[string]int{`{}`: 0, ` { } `: 0, `{"a":1}`: 1, `{"a" : [1,{"b":"]"}] , "c":null}`: 2, `{"a":"\\"}`: 1} {
+		if ms, ok := topMembers(nil, []byte(in)); !ok || len(ms) != n {
+			t.Errorf("topMembers(%q) = %v, %v; want %d members", in, ms, ok, n)
+		}
+	}
+	// appendLean keeps what cannot be split as it is.
+	ev := decodeForTest(t, `{"timestamp":"2026-11-29T01:00:00Z","service":"s","level":"info","latency_ms":1}`)
+	for _, in := range []string{`{"timestamp":"2026-11-29T01:00:00Z","service":"s"`, `[1]`} {
+		if got := string(appendLean([]byte("p"), []byte(in), &ev)); got != "p"+in {
+			t.Errorf("appendLean(%q) = %q, want it whole", in, got)
+		}
+	}
+	if leanField([]byte(`"`)) != -1 || leanField(nil) != -1 || leanField([]byte(`"level"`)) != 2 {
+		t.Error("leanField of short keys")
+	}
+}

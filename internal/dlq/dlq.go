@@ -88,7 +88,10 @@ func List(ctx context.Context, js jetstream.JetStream, f Filter) ([]Letter, erro
 	if err != nil {
 		return nil, err
 	}
-	cc := jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}}
+	// Each fetch of an ordered consumer recreates its server consumer,
+	// retrying without end by default (and without the context): with the
+	// connection lost, List would never return.
+	cc := jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}, MaxResetAttempts: 3}
 	switch {
 	case f.FromSeq > 0:
 		cc.DeliverPolicy, cc.OptStartSeq = jetstream.DeliverByStartSequencePolicy, f.FromSeq

@@ -17,8 +17,12 @@ import (
 
 func setup(t *testing.T) (jetstream.JetStream, []uint64) {
 	t.Helper()
-	srv := testenv.NATS(t)
-	js := srv.JetStream(t)
+	return setupJS(t, testenv.NATS(t).JetStream(t))
+}
+
+// setupJS provisions the streams through js and writes the dead letters.
+func setupJS(t *testing.T, js jetstream.JetStream) (jetstream.JetStream, []uint64) {
+	t.Helper()
 	ctx := testenv.Context(t)
 	if _, err := natsutil.EnsureEventsStream(ctx, js, config.NATS{Replicas: 1, Shards: 4, EventsMaxAge: time.Hour}); err != nil {
 		t.Fatal(err)

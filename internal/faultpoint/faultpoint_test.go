@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 func TestHitCallsTheHandlerUntilRemoved(t *testing.T) {
@@ -75,5 +77,34 @@ func TestKillAtCounts(t *testing.T) {
 	Hit("q")
 	if len(at) != 3 || at[2] != 99 {
 		t.Fatalf("unarmed KillAt: killed at %v", at)
+	}
+}
+
+// TestKillSignalsItselfAndNeverReturns: kill sends the kill signal to this
+// very process and never returns into the stage (here with SIGUSR1, which
+// the test catches, in place of SIGKILL; the goroutine stays parked).
+func TestKillSignalsItselfAndNeverReturns(t *testing.T) {
+	defer func(s syscall.Signal) { killSignal = s }(killSignal)
+	killSignal = syscall.SIGUSR1
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGUSR1)
+	defer signal.Stop(sig)
+	returned := make(chan struct{})
+	go func() {
+		kill()
+		close(returned)
+	}()
+	select {
+	case s := <-sig:
+		if s != syscall.SIGUSR1 {
+			t.Fatalf("got %v", s)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("kill sent no signal to the process")
+	}
+	select {
+	case <-returned:
+		t.Fatal("kill returned")
+	case <-time.After(50 * time.Millisecond):
 	}
 }

@@ -151,9 +151,6 @@ func ParsePolicy(raw []byte) ([]BurnAlert, error) {
 	if dec.More() {
 		return nil, errors.New("burn_alerts: trailing data after the array")
 	}
-	if p == nil {
-		p = []BurnAlert{}
-	}
 	if err := ValidatePolicy(p); err != nil {
 		return nil, err
 	}

@@ -297,3 +297,56 @@ func TestNoBudgetTargetRefused(t *testing.T) {
 		t.Errorf("threshold above the latency bound: %v", err)
 	}
 }
+
+// TestEdges: the corners of the pure helpers.
+func TestEdges(t *testing.T) {
+	var d Duration
+	for _, in := range []string{`5`, `{"d":"1h"}`} {
+		if err := json.Unmarshal([]byte(in), &d); err == nil || !strings.Contains(err.Error(), "duration string") {
+			t.Errorf("Duration from %s: %v", in, err)
+		}
+	}
+	if err := json.Unmarshal([]byte(`"90s"`), &d); err == nil || !strings.Contains(err.Error(), "90s") {
+		t.Errorf(`Duration from "90s": %v`, err)
+	}
+	if err := json.Unmarshal([]byte(`"2h"`), &d); err != nil || time.Duration(d) != 2*time.Hour {
+		t.Errorf(`Duration from "2h": %v, %v`, time.Duration(d), err)
+	}
+	// Not whole minutes: Go's form rather than a wrong short one.
+	for in, want := range map[time.Duration]string{90 * time.Second: "1m30s", 0: "0s", -time.Hour: "-1h0m0s"} {
+		if got := FormatDuration(in); got != want {
+			t.Errorf("FormatDuration(%v) = %q, want %q", in, got, want)
+		}
+	}
+	if p, err := ParsePolicy([]byte(" null ")); err != nil || len(p) != 4 {
+		t.Errorf("null policy: %v %v", p, err)
+	}
+	own := []BurnAlert{{Ticket, 2, Duration(12 * time.Hour), Duration(time.Hour)}}
+	if p := (&Definition{BurnAlerts: own}).Policy(); len(p) != 1 || p[0] != own[0] {
+		t.Errorf("own policy: %v", p)
+	}
+	if a, b := (Counts{Good: 3, Total: 5}).Add(Counts{Good: -1, Total: 10}), (Counts{Good: 2, Total: 15}); a != b {
+		t.Errorf("Add = %+v, want %+v", a, b)
+	}
+	// No windows: the defaults; windows in any order: the finest is found
+	// when none divides the duration into MinBuckets buckets.
+	if got := TableFor(30*time.Minute, nil); got.Name != "5min" {
+		t.Errorf("TableFor(30m, nil) = %s", got.Name)
+	}
+	desc := []window.Window{window.MustParse("1hour"), window.MustParse("5min"), window.MustParse("1min")}
+	if got := TableFor(3*time.Minute, desc); got.Name != "1min" {
+		t.Errorf("TableFor(3m, descending) = %s", got.Name)
+	}
+	// A latency status reports counted_from; an availability one never does.
+	from := time.Date(2026, 12, 1, 6, 0, 0, 0, time.UTC)
+	lat := Definition{Name: "l", Objective: Latency, LatencyThresholdMS: ptr(300.0), Target: 99, Period: 6 * time.Hour}
+	now := time.Date(2026, 12, 1, 10, 37, 20, 0, time.UTC)
+	if s := NewStatus(&lat, now, nil, Sum{Counts: Counts{Good: 1, Total: 1}, CountedFrom: &from}, nil, nil); s.CountedFrom == nil || !s.CountedFrom.Equal(from) {
+		t.Errorf("latency counted_from %v", s.CountedFrom)
+	}
+	av := lat
+	av.Objective, av.LatencyThresholdMS = Availability, nil
+	if s := NewStatus(&av, now, nil, Sum{Counts: Counts{Good: 1, Total: 1}, CountedFrom: &from}, nil, nil); s.CountedFrom != nil {
+		t.Errorf("availability counted_from %v", s.CountedFrom)
+	}
+}
