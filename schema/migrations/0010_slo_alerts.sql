@@ -27,7 +27,7 @@ COMMENT ON COLUMN analytics_alerts.slo_burn_alert IS
 -- is 1hour (periods of whole hours from 5h up, with the default windows).
 -- A latency threshold's latency_good key is its shortest decimal form;
 -- float8 text is that for thresholds from 0.0001 ms to below 10^15 ms.
-CREATE VIEW stacklens_slo_status AS
+CREATE VIEW v_slo_status AS
 SELECT s.id, s.name, s.service, s.objective, s.latency_threshold_ms, s.target, s.period, s.enabled,
        date_trunc('hour', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' - s.period + interval '1 hour' AS period_start,
        c.total_events, c.good_events, c.total_events - c.good_events AS bad_events,
@@ -49,5 +49,5 @@ CROSS JOIN LATERAL (
       AND (s.service IS NULL OR m.service = s.service)
       AND (s.objective = 'availability' OR m.latency_good ? s.latency_threshold_ms::text)
 ) c;
-COMMENT ON VIEW stacklens_slo_status IS
+COMMENT ON VIEW v_slo_status IS
     'Per SLO: good, total and bad events, compliance (percent), error budget (events) and its remaining ratio over the period from analytics_metrics_1hour (current partial hour included), and the number of open burn-rate alerts. The API''s GET /slos has burn rates and more (docs/slo.md).';
