@@ -163,23 +163,20 @@ func StartPostgres(ctx context.Context, o PostgresOptions) (*Postgres, error) {
 			}
 		}
 	}
-	if o.Port != 0 {
-		if err := p.start(ctx); err != nil {
-			return nil, err
-		}
-		return p, nil
-	}
 	// A port chosen here is only free when chosen: another process may
 	// bind it before the postmaster does, so a lost race picks again.
+	auto := o.Port == 0
 	for attempt := 1; ; attempt++ {
-		if p.port, err = freePort(); err != nil {
-			return nil, err
+		if auto {
+			if p.port, err = freePort(); err != nil {
+				return nil, err
+			}
 		}
 		err = p.start(ctx)
 		if err == nil {
 			return p, nil
 		}
-		if !errors.Is(err, errPortTaken) || attempt == 5 {
+		if !auto || !errors.Is(err, errPortTaken) || attempt == 5 {
 			return nil, err
 		}
 		o.Log.Info("port taken before the postmaster bound it; choosing another", "port", p.port)
