@@ -458,8 +458,9 @@ func checkPromQL(expr string, known map[string]*metricInfo) []string {
 
 // -------------------------------------------------------------------- SQL
 
-// schemaObjects are the tables, views and functions the migrations create,
-// and every word of the migrations (column names included).
+// schemaObjects are the tables, views and functions the migrations leave
+// (created, under their last name if renamed), and every word of the
+// migrations (column names included).
 func schemaObjects(t *testing.T) (objects, words map[string]bool) {
 	t.Helper()
 	files, err := filepath.Glob("../schema/migrations/*.sql")
@@ -467,12 +468,17 @@ func schemaObjects(t *testing.T) (objects, words map[string]bool) {
 		t.Fatalf("no migrations: %v", err)
 	}
 	createRE := regexp.MustCompile(`(?i)CREATE\s+(?:OR\s+REPLACE\s+)?(?:TABLE|VIEW|MATERIALIZED\s+VIEW|FUNCTION)\s+(?:IF\s+NOT\s+EXISTS\s+)?([a-z_][a-z0-9_]*)`)
+	renameRE := regexp.MustCompile(`(?i)ALTER\s+(?:TABLE|VIEW|MATERIALIZED\s+VIEW)\s+(?:IF\s+EXISTS\s+)?([a-z_][a-z0-9_]*)\s+RENAME\s+TO\s+([a-z_][a-z0-9_]*)`)
 	wordRE := regexp.MustCompile(`[a-zA-Z_][a-zA-Z0-9_]*`)
 	objects, words = map[string]bool{}, map[string]bool{}
 	for _, f := range files {
 		src := readFile(t, f)
 		for _, m := range createRE.FindAllStringSubmatch(src, -1) {
 			objects[strings.ToLower(m[1])] = true
+		}
+		for _, m := range renameRE.FindAllStringSubmatch(src, -1) {
+			delete(objects, strings.ToLower(m[1]))
+			objects[strings.ToLower(m[2])] = true
 		}
 		for _, w := range wordRE.FindAllString(src, -1) {
 			words[strings.ToLower(w)] = true

@@ -22,7 +22,7 @@ import (
 // once the join response is delivered, and whether it is delivered to a
 // closed connection is a coin toss between two ready select cases). The
 // connection is closed at test end.
-func joinSilently(t *testing.T, addr, group, topic string) {
+func joinSilently(t *testing.T, addr, group, topic string, rebalanceTimeout time.Duration) {
 	t.Helper()
 	meta := kmsg.NewConsumerMemberMetadata()
 	meta.Topics = []string{topic}
@@ -31,7 +31,7 @@ func joinSilently(t *testing.T, addr, group, topic string) {
 	req := kmsg.NewJoinGroupRequest()
 	req.SetVersion(1)
 	req.Group, req.ProtocolType = group, "consumer"
-	req.SessionTimeoutMillis, req.RebalanceTimeoutMillis = 60_000, 5_000
+	req.SessionTimeoutMillis, req.RebalanceTimeoutMillis = 60_000, int32(rebalanceTimeout/time.Millisecond)
 	req.Protocols = []kmsg.JoinGroupRequestProtocol{proto}
 	clientID := "silent"
 	msg := binary.BigEndian.AppendUint16(nil, uint16(kmsg.JoinGroup))
@@ -113,7 +113,7 @@ func TestReaperRemovesSilentMember(t *testing.T) {
 	held, gens := liveMember(t, addr, "g", "t")
 	waitFor(t, 20*time.Second, "the live member gets both partitions", func() bool { return held.Load() == 2 })
 	start := time.Now()
-	joinSilently(t, addr, "g", "t")
+	joinSilently(t, addr, "g", "t", 5*time.Second)
 	waitFor(t, 20*time.Second, "the next generation counts the silent member", func() bool { return held.Load() == 1 })
 	// The broker would keep the silent member for its 60 s session.
 	waitFor(t, 20*time.Second, "the reaper removes the silent member", func() bool { return held.Load() == 2 })
@@ -123,6 +123,29 @@ func TestReaperRemovesSilentMember(t *testing.T) {
 	if gens.Load() != g || held.Load() != 2 {
 		t.Fatalf("the heartbeating member lost its generation (%d → %d generations, %d partitions)", g, gens.Load(), held.Load())
 	}
+}
+
+// TestReaperRemovesSilentMemberWhileRebalancing: a member that joined
+// alone with a minute's rebalance timeout and never synced keeps the group
+// out of Stable: a live member's join waits for it to rejoin, and the
+// broker would wait the whole minute. The reaper removes it from the
+// rebalancing group, and the live member gets every partition well before.
+func TestReaperRemovesSilentMemberWhileRebalancing(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, "t"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	r := newMemberReaper(c, slog.New(slog.DiscardHandler), 200*time.Millisecond, 0)
+	r.limit = 2 * time.Second
+	stop := r.start()
+	defer stop()
+	addr := c.ListenAddrs()[0]
+	joinSilently(t, addr, "g", "t", time.Minute)
+	start := time.Now()
+	held, _ := liveMember(t, addr, "g", "t")
+	waitFor(t, 20*time.Second, "the live member gets both partitions while the silent one would hold the rebalance for a minute", func() bool { return held.Load() == 2 })
+	t.Logf("partitions assigned after %v", time.Since(start).Round(100*time.Millisecond))
 }
 
 // TestStartKafkaRunsTheReaper: the embedded broker, reaper included,
