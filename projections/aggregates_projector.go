@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 
 	"github.com/stacklens/stacklens/internal/agg"
 	"github.com/stacklens/stacklens/internal/natsutil"
@@ -310,18 +311,31 @@ func (p *metricsProjector) loadParts(ctx context.Context, k rowKey, g *partGroup
 	subj := prefix + "*." + strconv.FormatInt(k.start, 10)
 	return retryNATS(ctx, p.st, p.log, p.opts.MaxBackoff, func(ctx context.Context) error {
 		clear(g.parts)
-		oc, err := p.js.OrderedConsumer(ctx, p.spec.stream, jetstream.OrderedConsumerConfig{
-			FilterSubjects: []string{subj},
-			DeliverPolicy:  jetstream.DeliverLastPerSubjectPolicy,
+		// A plain ephemeral consumer, not an ordered one: the ordered
+		// consumer re-creates itself inside Fetch without a context (and
+		// without end unless MaxResetAttempts is set), so a NATS outage
+		// would hold this read, and the projections' shutdown, until NATS
+		// came back. Any failure here restarts the whole read.
+		// Named here so that it can be deleted even when the reply to
+		// its creation was lost.
+		name := "stacklens_parts_" + nuid.Next()
+		defer func() {
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+			_ = p.js.DeleteConsumer(dctx, p.spec.stream, name)
+			cancel()
+		}()
+		oc, err := p.js.CreateConsumer(ctx, p.spec.stream, jetstream.ConsumerConfig{
+			Name:              name,
+			FilterSubject:     subj,
+			DeliverPolicy:     jetstream.DeliverLastPerSubjectPolicy,
+			AckPolicy:         jetstream.AckNonePolicy,
+			InactiveThreshold: time.Minute, // the server's clean-up if the delete is lost too
+			MemoryStorage:     true,
 		})
 		if err != nil {
 			return err
 		}
-		info, err := oc.Info(ctx)
-		if err != nil {
-			return err
-		}
-		if info.NumPending == 0 {
+		if oc.CachedInfo().NumPending == 0 {
 			return nil
 		}
 		for {
