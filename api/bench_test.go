@@ -66,16 +66,7 @@ func TestBenchAPI(t *testing.T) {
 	t0 := time.Now()
 	n := seedBench(t, db, now, services)
 	t.Logf("seeded %d rows (%d services × 24 h of 1min, 5min, 1hour; 600 alerts) in %v", n, services, time.Since(t0).Round(time.Millisecond))
-	// Four SLOs over those rows: every service and one, availability and
-	// latency (every row counted the 300 ms threshold).
-	if _, err := db.Exec(ctx, `UPDATE analytics_metrics_1min SET latency_good = jsonb_build_object('300', count - error_count);
-		UPDATE analytics_metrics_5min SET latency_good = jsonb_build_object('300', count - error_count);
-		UPDATE analytics_metrics_1hour SET latency_good = jsonb_build_object('300', count - error_count);
-		INSERT INTO analytics_slos (name, service, objective, latency_threshold_ms, target, period) VALUES
-		('all available', NULL, 'availability', NULL, 99.9, '30 days'), ('all fast', NULL, 'latency', 300, 99, '7 days'),
-		('svc-07 available', 'svc-07', 'availability', NULL, 99.5, '30 days'), ('svc-07 fast', 'svc-07', 'latency', 300, 99, '1 day')`); err != nil {
-		t.Fatal(err)
-	}
+	seedBenchSLOs(t, db)
 
 	static := []byte(`{"count":1,"window":"1min","metrics":[{"service":"static","count":1}]}`)
 	cfg := testConfig(pg.DSN)
@@ -301,6 +292,21 @@ func seedBench(t testing.TB, db *pgx.Conn, now time.Time, services int) int64 {
 	return total + 600
 }
 
+// seedBenchSLOs defines four SLOs over seedBench's rows — every service and
+// one, availability and latency — with every row counting the 300 ms
+// threshold.
+func seedBenchSLOs(t testing.TB, db *pgx.Conn) {
+	t.Helper()
+	if _, err := db.Exec(context.Background(), `UPDATE analytics_metrics_1min SET latency_good = jsonb_build_object('300', count - error_count);
+		UPDATE analytics_metrics_5min SET latency_good = jsonb_build_object('300', count - error_count);
+		UPDATE analytics_metrics_1hour SET latency_good = jsonb_build_object('300', count - error_count);
+		INSERT INTO analytics_slos (name, service, objective, latency_threshold_ms, target, period) VALUES
+		('all available', NULL, 'availability', NULL, 99.9, '30 days'), ('all fast', NULL, 'latency', 300, 99, '7 days'),
+		('svc-07 available', 'svc-07', 'availability', NULL, 99.5, '30 days'), ('svc-07 fast', 'svc-07', 'latency', 300, 99, '1 day')`); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // BenchmarkQueries measures one request's work sequentially (no
 // concurrency): the store query plus encoding, per endpoint, on the
 // benchmark data set. It needs PostgreSQL (testenv).
@@ -317,7 +323,9 @@ func BenchmarkQueries(b *testing.B) {
 	if _, err := schema.Up(ctx, db, schema.Options{Timescale: "off"}, nil); err != nil {
 		b.Fatal(err)
 	}
-	seedBench(b, db, time.Now().UTC().Truncate(time.Minute), 50)
+	now := time.Now().UTC().Truncate(time.Minute)
+	seedBench(b, db, now, 50)
+	seedBenchSLOs(b, db)
 	srv, err := New(testConfig(pg.DSN), Deps{})
 	if err != nil {
 		b.Fatal(err)
@@ -361,6 +369,16 @@ func BenchmarkQueries(b *testing.B) {
 				b.Fatal(err)
 			}
 			_, _ = marshalJSON(AlertsResponse{Count: len(rows), Alerts: rows})
+		}
+	})
+	b.Run("slos", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			st, err := st.sloStatuses(ctx, nil, now, srv.cfg.Windows)
+			if err != nil || len(st) != 4 {
+				b.Fatal(len(st), err)
+			}
+			_, _ = marshalJSON(SLOsResponse{SLOs: st})
 		}
 	})
 	b.Run("http-metrics-100", func(b *testing.B) {

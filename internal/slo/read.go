@@ -3,6 +3,7 @@ package slo
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -13,9 +14,35 @@ import (
 	"github.com/stacklens/stacklens/internal/window"
 )
 
-// Querier is what the readers need from a pool or a transaction.
+// Querier is what the readers need from a pool, a connection or a
+// transaction. The queries of one read go out as one pipelined batch:
+// one round trip, however many tables and SLOs it involves.
 type Querier interface {
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
+}
+
+// queryError is an error a batch callback already put in context.
+type queryError struct{ error }
+
+func (e queryError) Unwrap() error { return e.error }
+
+// run sends b's queries in one round trip and runs their callbacks; an
+// empty batch sends nothing. An error before any callback ran (a missing
+// table fails the batch's prepare step) is wrapped with what.
+func run(ctx context.Context, q Querier, b *pgx.Batch, what string) error {
+	if b.Len() == 0 {
+		return nil
+	}
+	err := q.SendBatch(ctx, b).Close()
+	var qe queryError
+	if errors.As(err, &qe) {
+		return qe.error
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return nil
 }
 
 // Request asks for the counts of one objective over one range.
@@ -76,6 +103,17 @@ type bucketSum struct {
 // over the union of their ranges, from which each range is summed here;
 // sums[i] answers reqs[i] (zero when no bucket matched).
 func Sums(ctx context.Context, q Querier, reqs []Request) ([]Sum, error) {
+	var b pgx.Batch
+	out := queueSums(&b, reqs)
+	if err := run(ctx, q, &b, "sum metrics"); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// queueSums queues Sums' queries on b; the returned sums are filled in
+// when b's results are read.
+func queueSums(b *pgx.Batch, reqs []Request) []Sum {
 	out := make([]Sum, len(reqs))
 	type span struct {
 		lo, hi time.Time
@@ -125,39 +163,39 @@ func Sums(ctx context.Context, q Querier, reqs []Request) ([]Sum, error) {
 				svcs[j] = &svc
 			}
 		}
-		rows, err := q.Query(ctx, seriesSQL(metricsTable(w)), idx, svcs, keys, los, his)
-		if err != nil {
-			return nil, fmt.Errorf("sum %s: %w", metricsTable(w), err)
-		}
-		buckets := make([][]bucketSum, len(ks))
-		var j int32
-		var b bucketSum
-		_, err = pgx.ForEachRow(rows, []any{&j, &b.start, &b.c.Total, &b.c.Good}, func() error {
-			if int(j) < len(buckets) {
-				buckets[j] = append(buckets[j], b)
+		table := metricsTable(w)
+		b.Queue(seriesSQL(table), idx, svcs, keys, los, his).Query(func(rows pgx.Rows) error {
+			buckets := make([][]bucketSum, len(ks))
+			var j int32
+			var bs bucketSum
+			_, err := pgx.ForEachRow(rows, []any{&j, &bs.start, &bs.c.Total, &bs.c.Good}, func() error {
+				if int(j) < len(buckets) {
+					buckets[j] = append(buckets[j], bs)
+				}
+				return nil
+			})
+			if err != nil {
+				return queryError{fmt.Errorf("sum %s: %w", table, err)}
 			}
-			return nil
-		})
-		if err != nil {
-			return nil, fmt.Errorf("sum %s: %w", metricsTable(w), err)
-		}
-		for j, k := range ks {
-			for _, i := range spans[k].reqs {
-				r := reqs[i].Range
-				for _, b := range buckets[j] {
-					if b.start.Before(r.First) || b.start.After(r.Last) {
-						continue
-					}
-					out[i].Counts = out[i].Counts.Add(b.c)
-					if out[i].CountedFrom == nil || b.start.Before(*out[i].CountedFrom) {
-						t := b.start
-						out[i].CountedFrom = &t
+			for j, k := range ks {
+				for _, i := range spans[k].reqs {
+					r := reqs[i].Range
+					for _, b := range buckets[j] {
+						if b.start.Before(r.First) || b.start.After(r.Last) {
+							continue
+						}
+						out[i].Counts = out[i].Counts.Add(b.c)
+						if out[i].CountedFrom == nil || b.start.Before(*out[i].CountedFrom) {
+							t := b.start
+							out[i].CountedFrom = &t
+						}
 					}
 				}
 			}
-		}
+			return nil
+		})
 	}
-	return out, nil
+	return out
 }
 
 // Evaluation is an SLO's counts at one instant.
@@ -170,6 +208,17 @@ type Evaluation struct {
 // withPeriod is false) and every burn window of theirs, with one query
 // per metrics table.
 func Evaluate(ctx context.Context, q Querier, defs []Definition, now time.Time, windows []window.Window, withPeriod bool) ([]Evaluation, error) {
+	var b pgx.Batch
+	evaluations := queueEvaluate(&b, defs, now, windows, withPeriod)
+	if err := run(ctx, q, &b, "evaluate slos"); err != nil {
+		return nil, err
+	}
+	return evaluations(), nil
+}
+
+// queueEvaluate queues Evaluate's queries on b; the returned function
+// assembles the evaluations once b's results were read.
+func queueEvaluate(b *pgx.Batch, defs []Definition, now time.Time, windows []window.Window, withPeriod bool) func() []Evaluation {
 	type slot struct {
 		def int
 		win time.Duration // 0: the period
@@ -187,22 +236,21 @@ func Evaluate(ctx context.Context, q Querier, defs []Definition, now time.Time, 
 			slots = append(slots, slot{i, w})
 		}
 	}
-	sums, err := Sums(ctx, q, reqs)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]Evaluation, len(defs))
-	for i := range out {
-		out[i].Burn = map[time.Duration]Counts{}
-	}
-	for j, s := range slots {
-		if s.win == 0 {
-			out[s.def].Period = sums[j]
-		} else {
-			out[s.def].Burn[s.win] = sums[j].Counts
+	sums := queueSums(b, reqs)
+	return func() []Evaluation {
+		out := make([]Evaluation, len(defs))
+		for i := range out {
+			out[i].Burn = map[time.Duration]Counts{}
 		}
+		for j, s := range slots {
+			if s.win == 0 {
+				out[s.def].Period = sums[j]
+			} else {
+				out[s.def].Burn[s.win] = sums[j].Counts
+			}
+		}
+		return out
 	}
-	return out, nil
 }
 
 const definitionsSQL = `SELECT id, name, service, objective, latency_threshold_ms, target,
@@ -263,45 +311,54 @@ func clonePtr[T any](p *T) *T {
 // FiringAlerts reads the open burn-rate alerts of the SLOs ids, by SLO id,
 // oldest first.
 func FiringAlerts(ctx context.Context, q Querier, ids []int64) (map[int64][]FiringAlert, error) {
-	rows, err := q.Query(ctx, `SELECT id, slo_id, slo_burn_alert, fired_at FROM analytics_alerts
-WHERE slo_id = ANY($1) AND status IN ('active', 'acknowledged') ORDER BY fired_at, id`, ids)
-	if err != nil {
-		return nil, fmt.Errorf("firing slo alerts: %w", err)
-	}
-	out := map[int64][]FiringAlert{}
-	var a FiringAlert
-	var sloID int64
-	var entry []byte
-	_, err = pgx.ForEachRow(rows, []any{&a.ID, &sloID, &entry, &a.StartedAt}, func() error {
-		var e BurnAlert
-		if err := json.Unmarshal(entry, &e); err != nil {
-			return fmt.Errorf("alert %d: slo_burn_alert: %w", a.ID, err)
-		}
-		f := FiringAlert{ID: a.ID, Severity: e.Severity, BurnRate: e.BurnRate, Long: e.Long, Short: e.Short, StartedAt: a.StartedAt.UTC()}
-		out[sloID] = append(out[sloID], f)
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("firing slo alerts: %w", err)
+	var b pgx.Batch
+	out := queueFiringAlerts(&b, ids)
+	if err := run(ctx, q, &b, "firing slo alerts"); err != nil {
+		return nil, err
 	}
 	return out, nil
 }
 
+// queueFiringAlerts queues FiringAlerts' query on b; the returned map is
+// filled in when b's results are read.
+func queueFiringAlerts(b *pgx.Batch, ids []int64) map[int64][]FiringAlert {
+	out := map[int64][]FiringAlert{}
+	b.Queue(`SELECT id, slo_id, slo_burn_alert, fired_at FROM analytics_alerts
+WHERE slo_id = ANY($1) AND status IN ('active', 'acknowledged') ORDER BY fired_at, id`, ids).Query(func(rows pgx.Rows) error {
+		var a FiringAlert
+		var sloID int64
+		var entry []byte
+		_, err := pgx.ForEachRow(rows, []any{&a.ID, &sloID, &entry, &a.StartedAt}, func() error {
+			var e BurnAlert
+			if err := json.Unmarshal(entry, &e); err != nil {
+				return fmt.Errorf("alert %d: slo_burn_alert: %w", a.ID, err)
+			}
+			f := FiringAlert{ID: a.ID, Severity: e.Severity, BurnRate: e.BurnRate, Long: e.Long, Short: e.Short, StartedAt: a.StartedAt.UTC()}
+			out[sloID] = append(out[sloID], f)
+			return nil
+		})
+		if err != nil {
+			return queryError{fmt.Errorf("firing slo alerts: %w", err)}
+		}
+		return nil
+	})
+	return out
+}
+
 // Statuses reads the status of defs at now: their counts and firing
-// alerts, in a handful of queries whatever the number of SLOs.
+// alerts, in one round trip whatever the number of SLOs.
 func Statuses(ctx context.Context, q Querier, defs []Definition, invalid []string, now time.Time, windows []window.Window) ([]Status, error) {
-	evs, err := Evaluate(ctx, q, defs, now, windows, true)
-	if err != nil {
-		return nil, err
-	}
+	var b pgx.Batch
+	evaluations := queueEvaluate(&b, defs, now, windows, true)
 	ids := make([]int64, len(defs))
 	for i := range defs {
 		ids[i] = defs[i].ID
 	}
-	firing, err := FiringAlerts(ctx, q, ids)
-	if err != nil {
+	firing := queueFiringAlerts(&b, ids)
+	if err := run(ctx, q, &b, "slo statuses"); err != nil {
 		return nil, err
 	}
+	evs := evaluations()
 	out := make([]Status, len(defs))
 	for i := range defs {
 		out[i] = NewStatus(&defs[i], now, windows, evs[i].Period, evs[i].Burn, firing[defs[i].ID])
