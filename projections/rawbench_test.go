@@ -117,7 +117,7 @@ func TestBenchRawEvents(t *testing.T) {
 		mrows[i] = []any{a.Service, a.Timestamp, a.Count, a.ErrorCount, a.WarningCount, a.ErrorRate,
 			a.ThroughputPerSec, a.LatencyAvgMS, a.LatencyMinMS, a.LatencyMaxMS, a.LatencyP50MS,
 			a.LatencyP95MS, a.LatencyP99MS, ravg, rmax, a.LatencySum, a.LatencySqSum, a.RiskSum,
-			a.Final, a.Version, a.LastSeq}
+			a.Final, a.Version, a.LastSeq, a.LatencyGood}
 	}
 	ceil := measure(t, pgPID, "ceiling", func() {
 		for i := 0; i < total; i += 500 {
