@@ -256,6 +256,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	r.stages()
 	r.cpuBound()
 	r.targets()
+	r.rep.CostTargets = costTargets(r.rep)
 	r.progress("done")
 	return r.rep, ctx.Err()
 }
@@ -713,7 +714,7 @@ func (r *run) steady(ctx context.Context, d time.Duration) {
 		per := max(time.Second, d*3/5/5) // five endpoints in the middle 3/5 of the hold
 		var out []HTTPResult
 		if r.staticURL != "" {
-			out = append(out, LoadHTTP(sctx, r.hc, "static JSON ("+r.staticWhere+", ingesting)", r.staticURL, clients, per))
+			out = append(out, LoadHTTP(sctx, r.hc, staticName+" ("+r.staticWhere+", ingesting)", r.staticURL, clients, per))
 		}
 		for _, e := range []struct{ name, path string }{
 			{"/metrics (1min, 100 rows)", "/metrics?window=1min&limit=100"},

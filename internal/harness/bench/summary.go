@@ -37,8 +37,9 @@ type figure struct {
 }
 
 // figures lists the headline values of r in a fixed order: the docs/ARCHITECTURE.md §10
-// targets, each ceiling, each stage's ratio, the cost per process, the
-// bridge alone and the bytes per event of every store.
+// targets, each ceiling, each stage's ratio, the cost per process and of
+// the own processes, the cost targets' ratios, the bridge alone and the
+// bytes per event of every store.
 func (r *Report) figures() []figure {
 	var out []figure
 	add := func(name, unit string, v float64, ok bool) {
@@ -73,6 +74,14 @@ func (r *Report) figures() []figure {
 		add("CPU s per M events: "+ro.Role, "s", ro.CPUPerMillion, ro.CPUPerMillion > 0)
 		add("peak RSS: "+ro.Role, "MB", ro.PeakRSSMB, ro.PeakRSSMB > 0)
 	}
+	own, ok := r.ownCPU()
+	add("CPU s per M events: own processes (roles + PostgreSQL)", "s", own, ok)
+	_, _, raw, ok := r.rawPath()
+	add("ratio: raw-event path CPU per event / pgx CopyFrom wall per row", "×", raw, ok)
+	rs, _ := r.apiRatios()
+	for _, a := range rs {
+		add("ratio: API p99 "+a.name+" / static JSON p99", "×", a.ratio, true)
+	}
 	if a := r.BridgeAlone; a != nil {
 		add("bridge alone", "ev/s", a.Rate, a.Error == "" && a.Rate > 0)
 		add("CPU s per M events: bridge alone", "s", a.CPUPerMillion, a.Error == "" && a.CPUPerMillion > 0)
@@ -82,6 +91,8 @@ func (r *Report) figures() []figure {
 			add("bytes per event: "+sb.Store, "B", sb.PerEvent, sb.Error == "" && sb.PerEvent > 0)
 		}
 	}
+	_, rows, ok := r.rawRows()
+	add("× message: analytics_events row + indexes", "×", rows, ok)
 	return out
 }
 

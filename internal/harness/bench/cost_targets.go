@@ -1,0 +1,215 @@
+package bench
+
+import (
+	"fmt"
+	"strings"
+)
+
+// The cost targets of docs/PERFORMANCE.md ("Cost targets"): what an event
+// may cost on the 2-core development machine, each set against a figure
+// of the same run.
+const (
+	goalOwnCPU      = 35.0   // CPU-seconds per million events, roles + PostgreSQL
+	goalRawPath     = 2.0    // × the pgx CopyFrom ceiling's wall time per row
+	goalSustained   = 20_000 // events/s, bounded lag
+	goalCPUBound    = 0.9    // sustained ÷ the machine's CPU bound
+	goalBridgeAlone = 0.8    // × the atomic-batch ceiling
+	goalFreshP99MS  = 500.0
+	goalAPIRatio    = 1.25 // endpoint p99 ÷ static JSON p99
+	goalStream      = 2.0  // stream bytes per event ÷ message
+	goalRawRows     = 1.5  // analytics_events heap + indexes per event ÷ message
+)
+
+// ownRoles are the pipeline's own processes: what a deployment runs
+// besides its brokers and its load.
+var ownRoles = []string{"bridge", "processor", "projections", "api", "postgresql"}
+
+// staticName begins the name of the static-JSON route's result in the
+// steady hold's API load.
+const staticName = "static JSON"
+
+func (r *Report) roleCPU(name string) (float64, bool) {
+	for _, ro := range r.Roles {
+		if ro.Role == name && ro.CPUPerMillion > 0 {
+			return ro.CPUPerMillion, true
+		}
+	}
+	return 0, false
+}
+
+// ownCPU is the CPU-seconds per million events of ownRoles; false unless
+// every one of them was measured.
+func (r *Report) ownCPU() (float64, bool) {
+	sum := 0.0
+	for _, name := range ownRoles {
+		v, ok := r.roleCPU(name)
+		if !ok {
+			return 0, false
+		}
+		sum += v
+	}
+	return sum, true
+}
+
+// rawPath is the CPU per event of projections + PostgreSQL (µs) and its
+// ratio to the pgx CopyFrom ceiling's wall time per row (µs).
+func (r *Report) rawPath() (perEvent, perRow, ratio float64, ok bool) {
+	p, ok1 := r.roleCPU("projections")
+	pg, ok2 := r.roleCPU("postgresql")
+	var ceil float64
+	for _, c := range r.Ceilings {
+		if c.Key == ceilCopy && c.Error == "" && c.Rate > 0 {
+			ceil = 1e6 / c.Rate
+		}
+	}
+	if !ok1 || !ok2 || ceil == 0 {
+		return 0, 0, 0, false
+	}
+	return p + pg, ceil, (p + pg) / ceil, true
+}
+
+// apiRatio is one dashboard endpoint's p99 against the static route's,
+// measured in the same hold.
+type apiRatio struct {
+	name  string
+	p99   float64
+	ratio float64
+}
+
+// apiRatios returns every endpoint's ratio and the static p99 (0 when the
+// static route was not measured).
+func (r *Report) apiRatios() ([]apiRatio, float64) {
+	st := r.Steady
+	if st == nil {
+		return nil, 0
+	}
+	static := 0.0
+	for _, h := range st.API {
+		if strings.HasPrefix(h.Name, staticName) && h.Requests > h.Errors {
+			static = h.P99ms
+		}
+	}
+	if static <= 0 {
+		return nil, 0
+	}
+	var out []apiRatio
+	for _, h := range st.API {
+		if strings.HasPrefix(h.Name, staticName) || h.Requests <= h.Errors {
+			continue
+		}
+		out = append(out, apiRatio{h.Name, h.P99ms, h.P99ms / static})
+	}
+	return out, static
+}
+
+func (r *Report) store(name string) (StoreBytes, bool) {
+	if r.Storage == nil {
+		return StoreBytes{}, false
+	}
+	for _, sb := range r.Storage.Stores {
+		if sb.Store == name && sb.Error == "" && sb.PerEvent > 0 {
+			return sb, true
+		}
+	}
+	return StoreBytes{}, false
+}
+
+// rawRows is analytics_events' heap and indexes per event and their
+// ratio to the original message.
+func (r *Report) rawRows() (perEvent, ratio float64, ok bool) {
+	t, ok1 := r.store("PostgreSQL analytics_events table")
+	i, ok2 := r.store("PostgreSQL analytics_events indexes")
+	if !ok1 || !ok2 || r.Storage.MessageBytes <= 0 {
+		return 0, 0, false
+	}
+	return t.PerEvent + i.PerEvent, (t.PerEvent + i.PerEvent) / r.Storage.MessageBytes, true
+}
+
+// costTargets compares the run with the cost targets; a figure the run
+// did not measure is "n/a", never met.
+func costTargets(r *Report) []Target {
+	yes := func(b bool) string { return pick(b, "yes", "no") }
+	na := func(t, goal string) Target { return Target{t, goal, "not measured", "n/a"} }
+	var out []Target
+
+	t, goal := "own processes (bridge + processor + projections + api + PostgreSQL)", fmt.Sprintf("≤ %.0f CPU-s per M events", goalOwnCPU)
+	if v, ok := r.ownCPU(); ok {
+		var parts []string
+		for _, name := range ownRoles {
+			c, _ := r.roleCPU(name)
+			parts = append(parts, fmt.Sprintf("%s %.1f", name, c))
+		}
+		out = append(out, Target{t, goal, fmt.Sprintf("%.1f (%s)", v, strings.Join(parts, ", ")), yes(v <= goalOwnCPU)})
+	} else {
+		out = append(out, na(t, goal))
+	}
+
+	t, goal = "raw-event path (projections + PostgreSQL CPU per event)", fmt.Sprintf("≤ %.0f × pgx CopyFrom wall per row", goalRawPath)
+	if ev, row, x, ok := r.rawPath(); ok {
+		out = append(out, Target{t, goal, fmt.Sprintf("%.1f µs ÷ %.1f µs = %.2f ×", ev, row, x), yes(x <= goalRawPath)})
+	} else {
+		out = append(out, na(t, goal))
+	}
+
+	t, goal = "sustained end to end, bounded lag", fmt.Sprintf("≥ %s ev/s and ≥ %.1f of the CPU bound", num(goalSustained), goalCPUBound)
+	bound := 0.0
+	for _, s := range r.Stages {
+		if s.Stage == "end to end (sustained)" {
+			bound = s.Ratio
+		}
+	}
+	if r.Sustained > 0 && bound > 0 {
+		out = append(out, Target{t, goal, fmt.Sprintf("%s ev/s, %.2f of the CPU bound", num(r.Sustained), bound),
+			yes(r.Sustained >= goalSustained && bound >= goalCPUBound)})
+	} else {
+		out = append(out, Target{t, goal, "no step sustained", "no"})
+	}
+
+	t, goal = "bridge alone (backlog drain)", fmt.Sprintf("≥ %.1f × the atomic-batch ceiling", goalBridgeAlone)
+	found := false
+	for _, s := range r.Stages {
+		if s.Stage == "bridge alone (backlog drain)" && s.Ratio > 0 {
+			out = append(out, Target{t, goal, fmt.Sprintf("%s ev/s = %.2f × %s", num(s.Rate), s.Ratio, num(s.CeilingRate)), yes(s.Ratio >= goalBridgeAlone)})
+			found = true
+		}
+	}
+	if !found {
+		out = append(out, na(t, goal))
+	}
+
+	t, goal = "freshness p99 at the sustained rate", fmt.Sprintf("≤ %.0f ms", goalFreshP99MS)
+	if st := r.Steady; st != nil && st.Seen > 0 {
+		out = append(out, Target{t, goal, fmt.Sprintf("%.0f ms at %s ev/s", st.FreshP99ms, num(st.Rate)), yes(st.FreshP99ms <= goalFreshP99MS)})
+	} else {
+		out = append(out, na(t, goal))
+	}
+
+	t, goal = "dashboard endpoints' p99 ÷ static JSON p99", fmt.Sprintf("≤ %.2f × each", goalAPIRatio)
+	if rs, static := r.apiRatios(); len(rs) > 0 {
+		met := true
+		var parts []string
+		for _, a := range rs {
+			name, _, _ := strings.Cut(a.name, " (")
+			parts = append(parts, fmt.Sprintf("%s %.2f", name, a.ratio))
+			met = met && a.ratio <= goalAPIRatio
+		}
+		out = append(out, Target{t, goal, fmt.Sprintf("%s (static %.1f ms)", strings.Join(parts, ", "), static), yes(met)})
+	} else {
+		out = append(out, na(t, goal))
+	}
+
+	t, goal = "stream bytes per event ÷ message", fmt.Sprintf("≤ %.1f ×", goalStream)
+	if sb, ok := r.store("JetStream stream STACKLENS_EVENTS"); ok && sb.Ratio > 0 {
+		out = append(out, Target{t, goal, fmt.Sprintf("%.0f B = %.2f ×", sb.PerEvent, sb.Ratio), yes(sb.Ratio <= goalStream)})
+	} else {
+		out = append(out, na(t, goal))
+	}
+
+	t, goal = "analytics_events row + indexes ÷ message", fmt.Sprintf("≤ %.1f ×", goalRawRows)
+	if b, x, ok := r.rawRows(); ok {
+		out = append(out, Target{t, goal, fmt.Sprintf("%.0f B = %.2f ×", b, x), yes(x <= goalRawRows)})
+	} else {
+		out = append(out, na(t, goal))
+	}
+	return out
+}
