@@ -36,9 +36,31 @@ func (r *run) snapshot() snap {
 	return s
 }
 
-// resources fills the per-role table from two snapshots (after the
-// warm-up, after the steady hold).
+// resources fills the per-role tables: over the ramp and the steady hold
+// (a: after the warm-up, b: after the steady hold), and over the ramp step
+// of the sustained rate when there is one.
 func (r *run) resources(a, b snap) {
+	r.rep.Roles = r.roleTable(a, b)
+	if folded, pcpu := b.c.folded-a.c.folded, r.processorCPU(a, b); pcpu > 0 {
+		r.procPerCore = folded / pcpu.Seconds()
+	}
+	if s := r.sustainedStep; s != nil {
+		r.rep.SustainedRoles = r.roleTable(s[0], s[1])
+	}
+}
+
+func (r *run) processorCPU(a, b snap) time.Duration {
+	var cpu time.Duration
+	for _, p := range r.processors {
+		cpu += b.procs[p.name].CPU - a.procs[p.name].CPU
+	}
+	return cpu
+}
+
+// roleTable is every process's CPU between two snapshots, per million
+// events produced between them.
+func (r *run) roleTable(a, b snap) []Role {
+	var out []Role
 	events := b.c.produced - a.c.produced
 	role := func(name string, n int, cpu time.Duration, rss int64, note string) Role {
 		ro := Role{Role: name, Processes: n, CPUSeconds: cpu.Seconds(), Events: events, PeakRSSMB: float64(rss) / (1 << 20), Note: note}
@@ -51,38 +73,33 @@ func (r *run) resources(a, b snap) {
 		return b.procs[p.name].CPU - a.procs[p.name].CPU, b.procs[p.name].PeakRSS
 	}
 	cpu, rss := one(r.bridge)
-	r.rep.Roles = append(r.rep.Roles, role("bridge", 1, cpu, rss, ""))
-	var pcpu time.Duration
+	out = append(out, role("bridge", 1, cpu, rss, ""))
 	var prss int64
 	for _, p := range r.processors {
-		c, m := one(p)
-		pcpu += c
-		prss += m
+		prss += b.procs[p.name].PeakRSS
 	}
 	note := ""
 	if len(r.processors) > 1 {
 		note = "peak RSS summed over the processor processes"
 	}
-	r.rep.Roles = append(r.rep.Roles, role("processor", len(r.processors), pcpu, prss, note))
-	if folded := b.c.folded - a.c.folded; pcpu > 0 {
-		r.procPerCore = folded / pcpu.Seconds()
-	}
+	out = append(out, role("processor", len(r.processors), r.processorCPU(a, b), prss, note))
 	cpu, rss = one(r.projections)
-	r.rep.Roles = append(r.rep.Roles, role("projections", 1, cpu, rss, ""))
+	out = append(out, role("projections", 1, cpu, rss, ""))
 	cpu, rss = one(r.api)
-	r.rep.Roles = append(r.rep.Roles, role("api", 1, cpu, rss, "includes serving the 32-client API load and the probe polls of the steady hold, and the alert engine"))
+	out = append(out, role("api", 1, cpu, rss, "includes serving the 32-client API load and the probe polls of the steady hold, and the alert engine"))
 	if r.pgPID != 0 {
-		r.rep.Roles = append(r.rep.Roles, role("postgresql", 1, b.pg.CPU-a.pg.CPU, b.pg.PeakRSS,
+		out = append(out, role("postgresql", 1, b.pg.CPU-a.pg.CPU, b.pg.PeakRSS,
 			"postmaster, live backends and reaped children; peak RSS is the largest single process (they share buffers)"))
 	}
 	for _, p := range r.infra() {
 		cpu, rss = one(p)
-		r.rep.Roles = append(r.rep.Roles, role(p.name, 1, cpu, rss, ""))
+		out = append(out, role(p.name, 1, cpu, rss, ""))
 	}
-	r.rep.Roles = append(r.rep.Roles, role("loadgen", b.lgN-a.lgN, b.lg.CPU-a.lg.CPU, b.lg.PeakRSS,
+	out = append(out, role("loadgen", b.lgN-a.lgN, b.lg.CPU-a.lg.CPU, b.lg.PeakRSS,
 		"one `stacklens loadgen` process per hold; peak RSS is the largest of them"))
-	r.rep.Roles = append(r.rep.Roles, role("bench", 1, b.self-a.self, SelfPeakRSS(),
+	out = append(out, role("bench", 1, b.self-a.self, SelfPeakRSS(),
 		"the harness itself: probes, the 32-client API load, scrapes and offset queries every second; peak RSS includes the ceiling phase"))
+	return out
 }
 
 func (r *run) ceiling(key string) (Ceiling, bool) {

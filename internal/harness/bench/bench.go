@@ -112,6 +112,9 @@ type run struct {
 	steadyStep               Step
 	pgPID                    int
 	procPerCore              float64
+	// sustainedStep: the snapshots around the ramp step of the sustained
+	// rate (its hold and drain).
+	sustainedStep *[2]snap
 }
 
 func (r *run) progress(format string, args ...any) {
@@ -608,8 +611,10 @@ func (r *run) ramp(ctx context.Context, rates []float64, d time.Duration) {
 	for i, rate := range rates {
 		label := fmt.Sprintf("ramp %d/%d at %s ev/s", i+1, len(rates), num(rate))
 		r.progress("%s: holding %v", label, d)
+		s0 := r.snapshot()
 		st := r.hold(ctx, rate, d, uint64(100+i), label)
 		st.DrainSeconds = r.drain(ctx, drainLimit)
+		s1 := r.snapshot()
 		st.GeneratorLimited = st.Achieved < 0.9*rate
 		st.Sustainable = st.Lag.Bounded && st.DrainSeconds >= 0 && !st.GeneratorLimited
 		r.rep.Steps = append(r.rep.Steps, st)
@@ -636,6 +641,7 @@ func (r *run) ramp(ctx context.Context, rates []float64, d time.Duration) {
 			return
 		}
 		r.rep.Sustained = rate
+		r.sustainedStep = &[2]snap{s0, s1}
 	}
 }
 

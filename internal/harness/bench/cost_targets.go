@@ -28,8 +28,8 @@ var ownRoles = []string{"bridge", "processor", "projections", "api", "postgresql
 // steady hold's API load.
 const staticName = "static JSON"
 
-func (r *Report) roleCPU(name string) (float64, bool) {
-	for _, ro := range r.Roles {
+func roleCPU(roles []Role, name string) (float64, bool) {
+	for _, ro := range roles {
 		if ro.Role == name && ro.CPUPerMillion > 0 {
 			return ro.CPUPerMillion, true
 		}
@@ -37,12 +37,12 @@ func (r *Report) roleCPU(name string) (float64, bool) {
 	return 0, false
 }
 
-// ownCPU is the CPU-seconds per million events of ownRoles; false unless
-// every one of them was measured.
-func (r *Report) ownCPU() (float64, bool) {
+// ownCPU is the CPU-seconds per million events of ownRoles in roles (the
+// run's or the sustained step's); false unless every one was measured.
+func ownCPU(roles []Role) (float64, bool) {
 	sum := 0.0
 	for _, name := range ownRoles {
-		v, ok := r.roleCPU(name)
+		v, ok := roleCPU(roles, name)
 		if !ok {
 			return 0, false
 		}
@@ -51,11 +51,11 @@ func (r *Report) ownCPU() (float64, bool) {
 	return sum, true
 }
 
-// rawPath is the CPU per event of projections + PostgreSQL (µs) and its
-// ratio to the pgx CopyFrom ceiling's wall time per row (µs).
-func (r *Report) rawPath() (perEvent, perRow, ratio float64, ok bool) {
-	p, ok1 := r.roleCPU("projections")
-	pg, ok2 := r.roleCPU("postgresql")
+// rawPath is the CPU per event of projections + PostgreSQL in roles (µs)
+// and its ratio to the pgx CopyFrom ceiling's wall time per row (µs).
+func (r *Report) rawPath(roles []Role) (perEvent, perRow, ratio float64, ok bool) {
+	p, ok1 := roleCPU(roles, "projections")
+	pg, ok2 := roleCPU(roles, "postgresql")
 	var ceil float64
 	for _, c := range r.Ceilings {
 		if c.Key == ceilCopy && c.Error == "" && c.Rate > 0 {
@@ -132,21 +132,33 @@ func costTargets(r *Report) []Target {
 	na := func(t, goal string) Target { return Target{t, goal, "not measured", "n/a"} }
 	var out []Target
 
+	// The run's figures decide; the sustained step's, when measured, must
+	// meet the goal too and are shown after them.
 	t, goal := "own processes (bridge + processor + projections + api + PostgreSQL)", fmt.Sprintf("≤ %.0f CPU-s per M events", goalOwnCPU)
-	if v, ok := r.ownCPU(); ok {
+	if v, ok := ownCPU(r.Roles); ok {
 		var parts []string
 		for _, name := range ownRoles {
-			c, _ := r.roleCPU(name)
+			c, _ := roleCPU(r.Roles, name)
 			parts = append(parts, fmt.Sprintf("%s %.1f", name, c))
 		}
-		out = append(out, Target{t, goal, fmt.Sprintf("%.1f (%s)", v, strings.Join(parts, ", ")), yes(v <= goalOwnCPU)})
+		m, met := fmt.Sprintf("%.1f (%s)", v, strings.Join(parts, ", ")), v <= goalOwnCPU
+		if sv, ok := ownCPU(r.SustainedRoles); ok {
+			m += fmt.Sprintf("; %.1f at the sustained rate's step", sv)
+			met = met && sv <= goalOwnCPU
+		}
+		out = append(out, Target{t, goal, m, yes(met)})
 	} else {
 		out = append(out, na(t, goal))
 	}
 
 	t, goal = "raw-event path (projections + PostgreSQL CPU per event)", fmt.Sprintf("≤ %.0f × pgx CopyFrom wall per row", goalRawPath)
-	if ev, row, x, ok := r.rawPath(); ok {
-		out = append(out, Target{t, goal, fmt.Sprintf("%.1f µs ÷ %.1f µs = %.2f ×", ev, row, x), yes(x <= goalRawPath)})
+	if ev, row, x, ok := r.rawPath(r.Roles); ok {
+		m, met := fmt.Sprintf("%.1f µs ÷ %.1f µs = %.2f ×", ev, row, x), x <= goalRawPath
+		if _, _, sx, ok := r.rawPath(r.SustainedRoles); ok {
+			m += fmt.Sprintf("; %.2f × at the sustained rate's step", sx)
+			met = met && sx <= goalRawPath
+		}
+		out = append(out, Target{t, goal, m, yes(met)})
 	} else {
 		out = append(out, na(t, goal))
 	}

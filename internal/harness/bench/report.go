@@ -24,6 +24,9 @@ type Report struct {
 	Steady     *Steady   `json:"steady,omitempty"`
 	Alert      Alert     `json:"alert"`
 	Roles      []Role    `json:"roles"`
+	// SustainedRoles: the same over the ramp step of the sustained rate
+	// alone (its hold and drain: no probes, no API load).
+	SustainedRoles []Role `json:"roles_at_sustained_rate,omitempty"`
 	// BridgeAlone: the bridge alone draining a backlog (before the
 	// pipeline starts).
 	BridgeAlone *BridgeAlone `json:"bridge_alone,omitempty"`
@@ -212,6 +215,15 @@ func (r *Report) RenderTable(w io.Writer) {
 		if ro.Note != "" {
 			fmt.Fprintf(w, "  %s: %s\n", ro.Role, ro.Note)
 		}
+	}
+
+	if len(r.SustainedRoles) > 0 {
+		fmt.Fprintf(w, "\nResources per process at the sustained rate (its ramp step alone, %s ev/s: hold and drain, no probes, no API load):\n", num(r.Sustained))
+		fmt.Fprintln(tw, "role\tprocesses\tCPU s\tevents\tCPU s / M events\t")
+		for _, ro := range r.SustainedRoles {
+			fmt.Fprintf(tw, "%s\t%d\t%.1f\t%s\t%.1f\t\n", ro.Role, ro.Processes, ro.CPUSeconds, num(ro.Events), ro.CPUPerMillion)
+		}
+		_ = tw.Flush()
 	}
 
 	fmt.Fprintln(w, "\nStages against their ceilings:")

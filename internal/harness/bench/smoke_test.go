@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -91,6 +92,15 @@ func TestBenchRunsAndProfiles(t *testing.T) {
 			if ro := roles[name]; ro.CPUSeconds <= 0 || ro.CPUPerMillion <= 0 || ro.PeakRSSMB <= 0 {
 				t.Errorf("run %d: process %q: %+v", i+1, name, ro)
 			}
+		}
+		// The sustained step (1000 ev/s for 8 s) has a table of its own,
+		// its events those of that step alone.
+		if own, ok := ownCPU(r.SustainedRoles); !ok || own <= 0 || len(r.SustainedRoles) != len(r.Roles) ||
+			r.SustainedRoles[0].Events <= 0 || r.SustainedRoles[0].Events >= r.Roles[0].Events {
+			t.Errorf("run %d: roles at the sustained rate %+v (run's %+v)", i+1, r.SustainedRoles, r.Roles)
+		}
+		if !slices.ContainsFunc(r.CostTargets, func(tg Target) bool { return strings.HasPrefix(tg.Target, "own processes") && tg.Met != "n/a" }) {
+			t.Errorf("run %d: cost targets %+v", i+1, r.CostTargets)
 		}
 		if a := r.BridgeAlone; a == nil || a.Error != "" || a.Messages != 5000 || a.Rate <= 0 || a.CPUPerMillion <= 0 {
 			t.Errorf("run %d: bridge alone %+v", i+1, a)

@@ -74,10 +74,17 @@ func (r *Report) figures() []figure {
 		add("CPU s per M events: "+ro.Role, "s", ro.CPUPerMillion, ro.CPUPerMillion > 0)
 		add("peak RSS: "+ro.Role, "MB", ro.PeakRSSMB, ro.PeakRSSMB > 0)
 	}
-	own, ok := r.ownCPU()
+	own, ok := ownCPU(r.Roles)
 	add("CPU s per M events: own processes (roles + PostgreSQL)", "s", own, ok)
-	_, _, raw, ok := r.rawPath()
+	for _, ro := range r.SustainedRoles {
+		add("CPU s per M events at the sustained rate: "+ro.Role, "s", ro.CPUPerMillion, ro.CPUPerMillion > 0)
+	}
+	own, ok = ownCPU(r.SustainedRoles)
+	add("CPU s per M events at the sustained rate: own processes", "s", own, ok)
+	_, _, raw, ok := r.rawPath(r.Roles)
 	add("ratio: raw-event path CPU per event / pgx CopyFrom wall per row", "×", raw, ok)
+	_, _, raw, ok = r.rawPath(r.SustainedRoles)
+	add("ratio at the sustained rate: raw-event path / pgx CopyFrom wall per row", "×", raw, ok)
 	rs, _ := r.apiRatios()
 	for _, a := range rs {
 		add("ratio: API p99 "+a.name+" / static JSON p99", "×", a.ratio, true)
