@@ -84,6 +84,18 @@ func (co *coalescer) do(key string, fn func() ([]byte, error)) ([]byte, error) {
 	return f.body, f.err
 }
 
+// drop forgets every finished result, so that the next request runs its
+// query (after a write that changes it). Flights in progress still answer
+// their waiters but are not reused.
+func (co *coalescer) drop() {
+	if co == nil {
+		return
+	}
+	co.mu.Lock()
+	clear(co.m)
+	co.mu.Unlock()
+}
+
 func (co *coalescer) forget(key string, f *flight) {
 	co.mu.Lock()
 	if co.m[key] == f {
@@ -95,15 +107,20 @@ func (co *coalescer) forget(key string, f *flight) {
 // sendShared answers a validated GET with the coalesced encoding of fn's
 // result (or fn's error).
 func (s *Server) sendShared(c *fiber.Ctx, fn func() ([]byte, error)) error {
+	return sendVia(c, s.coalesce, fn)
+}
+
+// sendVia is sendShared through co (nil: fn runs for every request).
+func sendVia(c *fiber.Ctx, co *coalescer, fn func() ([]byte, error)) error {
 	var body []byte
 	var err error
-	if s.coalesce == nil {
+	if co == nil {
 		body, err = fn()
 	} else {
 		// The request's path, not the route's: /slos/1 and /slos/2 are one
 		// route. Cloned: Fiber's strings alias buffers reused after the request.
 		key := strings.Clone(c.Path()) + "?" + string(c.Context().QueryArgs().QueryString())
-		body, err = s.coalesce.do(key, fn)
+		body, err = co.do(key, fn)
 	}
 	if err != nil {
 		return err

@@ -220,6 +220,7 @@ func (s *Server) handleCreateSLO(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
+	s.sloCache.drop()
 	s.slos.changed(c.UserContext())
 	c.Location("/slos/" + itoa(d.ID))
 	return c.Status(fiber.StatusCreated).JSON(d)
@@ -238,6 +239,7 @@ func (s *Server) handleUpdateSLO(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
+	s.sloCache.drop()
 	s.slos.changed(c.UserContext())
 	return c.JSON(d)
 }
@@ -250,6 +252,7 @@ func (s *Server) handleDeleteSLO(c *fiber.Ctx) error {
 	if err := s.st.deleteSLO(c.UserContext(), id); err != nil {
 		return err
 	}
+	s.sloCache.drop()
 	s.slos.changed(c.UserContext())
 	return c.SendStatus(fiber.StatusNoContent)
 }

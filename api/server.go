@@ -139,6 +139,10 @@ type Server struct {
 	hasRoot  bool
 	openapi  []byte
 	coalesce *coalescer
+	// sloCache serves GET /slos and /slos/{id}: coalesced like the other
+	// reads and, with API_SLO_CACHE_TTL, reused for that long (a status
+	// sums windows of 5 minutes and more; see docs/slo.md).
+	sloCache *coalescer
 	slos     *sloSync
 }
 
@@ -214,6 +218,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	}
 	if !cfg.DisableCoalescing {
 		s.coalesce = newCoalescer(cfg.CacheTTL, now)
+		s.sloCache = newCoalescer(max(cfg.CacheTTL, cfg.API.SLOCacheTTL), now)
 	}
 	for _, w := range cfg.Windows {
 		s.windows[w.Name] = w
@@ -232,7 +237,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	s.ownPools = []*pgxpool.Pool{reader, writer}
 	s.st = newStore(reader, writer, cfg.API.QueryTimeout, cfg.Windows)
 	s.slos = &sloSync{st: s.st, js: deps.JetStream, natsCfg: cfg.NATS, log: s.log.With("part", "slos"),
-		interval: cfg.SLOSyncInterval, seeds: seeds, periods: periods}
+		interval: cfg.SLOSyncInterval, seeds: seeds, periods: periods, seeded: s.sloCache.drop}
 
 	s.app = fiber.New(fiber.Config{
 		AppName:               "stacklens-api",

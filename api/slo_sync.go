@@ -32,6 +32,7 @@ type sloSync struct {
 	interval time.Duration
 	seeds    []SLOInput
 	periods  []time.Duration
+	seeded   func() // after the seeds are written (drops cached statuses)
 
 	mu sync.Mutex // one publication at a time: the later reads the later state
 	kv jetstream.KeyValue
@@ -100,6 +101,9 @@ func (y *sloSync) seed(ctx context.Context) error {
 		}
 	}
 	y.log.Info("SLOs of SLO_FILE seeded", "slos", len(y.seeds))
+	if y.seeded != nil {
+		y.seeded()
+	}
 	return nil
 }
 

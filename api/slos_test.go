@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -321,5 +322,79 @@ func TestSLOHistory(t *testing.T) {
 	}
 	if len(h.Points) != 25 || !h.Points[0].Time.Equal(time.Date(2300, 1, 1, 0, 0, 0, 0, time.UTC)) {
 		t.Fatalf("history in 2300: %d points %+v", len(h.Points), h.Points[:min(len(h.Points), 2)])
+	}
+}
+
+// TestSLOStatusCache: with API_SLO_CACHE_TTL a status answer is reused for
+// the same request until it is that old — a definition written elsewhere
+// (SQL here, another replica in production) shows after the TTL — while an
+// SLO write through this API drops it at once; with 0 every sequential
+// request computes its own.
+func TestSLOStatusCache(t *testing.T) {
+	ctx := context.Background()
+	for _, ttl := range []time.Duration{time.Minute, 0} {
+		dsn, db, seeded := newDB(t)
+		var mu sync.Mutex
+		clock := time.Now()
+		cfg := testConfig(dsn)
+		cfg.API.SLOCacheTTL = ttl
+		withCreds(&cfg)
+		srv, err := New(cfg, Deps{Now: func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(srv.closePools)
+		f := &fixture{t: t, dsn: dsn, db: db, srv: srv, now: seeded}
+		count := func() int {
+			resp, body := f.request("GET", "/slos", "", bearer(readerKey))
+			var r SLOsResponse
+			if err := json.Unmarshal(body, &r); err != nil || resp.StatusCode != 200 {
+				t.Fatalf("GET /slos: %d %s", resp.StatusCode, body)
+			}
+			return len(r.SLOs)
+		}
+		status := func(id int) int {
+			resp, _ := f.request("GET", fmt.Sprintf("/slos/%d", id), "", bearer(readerKey))
+			return resp.StatusCode
+		}
+		n0 := count()
+		if _, err := db.Exec(ctx, `INSERT INTO analytics_slos (id, name, objective, target) VALUES (51, 'cache a', 'availability', 99)`); err != nil {
+			t.Fatal(err)
+		}
+		cached := ttl > 0
+		if got, want := count(), n0+map[bool]int{true: 0, false: 1}[cached]; got != want {
+			t.Errorf("ttl %v: %d SLOs right after an insert elsewhere, want %d", ttl, got, want)
+		}
+		mu.Lock()
+		clock = clock.Add(ttl + time.Second)
+		mu.Unlock()
+		if got := count(); got != n0+1 {
+			t.Errorf("ttl %v: %d SLOs after the TTL, want %d", ttl, got, n0+1)
+		}
+		if got := status(52); got != 404 {
+			t.Fatalf("ttl %v: GET /slos/52 before it exists: %d", ttl, got)
+		}
+		// A write through this API is visible at once, in the list and by id.
+		resp, body := f.request("POST", "/slos", `{"name":"cache b","objective":"availability","target":99.5}`, bearer(adminKey))
+		if resp.StatusCode != 201 {
+			t.Fatalf("POST /slos: %d %s", resp.StatusCode, body)
+		}
+		var d struct{ ID int }
+		if err := json.Unmarshal(body, &d); err != nil {
+			t.Fatal(err)
+		}
+		if got := count(); got != n0+2 {
+			t.Errorf("ttl %v: %d SLOs right after POST /slos, want %d", ttl, got, n0+2)
+		}
+		if got := status(d.ID); got != 200 {
+			t.Errorf("ttl %v: GET /slos/%d right after its POST: %d", ttl, d.ID, got)
+		}
+		resp, body = f.request("DELETE", fmt.Sprintf("/slos/%d", d.ID), "", bearer(adminKey))
+		if resp.StatusCode != 204 {
+			t.Fatalf("DELETE: %d %s", resp.StatusCode, body)
+		}
+		if got := status(d.ID); got != 404 {
+			t.Errorf("ttl %v: GET /slos/%d right after its DELETE: %d", ttl, d.ID, got)
+		}
 	}
 }

@@ -164,6 +164,7 @@ type API struct {
 	CORSOrigins  []string      `env:"API_CORS_ORIGINS" desc:"origins allowed by CORS, comma-separated"`
 	MaxBodyBytes int           `env:"API_MAX_BODY_BYTES" default:"65536" min:"1024" desc:"largest accepted request body"`
 	QueryTimeout time.Duration `env:"API_QUERY_TIMEOUT" default:"2s" min:"10ms" desc:"statement timeout of dashboard queries"`
+	SLOCacheTTL  time.Duration `env:"API_SLO_CACHE_TTL" default:"1s" min:"0s" max:"1m" desc:"how long a computed GET /slos or /slos/{id} answer is reused for the same request (0: only concurrent requests share one); SLO writes on this replica drop it at once"`
 	SLOFile      string        `env:"SLO_FILE" desc:"JSON file with an array of SLO definitions (the POST /slos body), upserted by name when the api role starts"`
 }
 
