@@ -263,21 +263,9 @@ func (r *Report) RenderTable(w io.Writer) {
 		_ = tw.Flush()
 	}
 
-	fmt.Fprintln(w, "\ndocs/ARCHITECTURE.md §10 targets:")
-	tl := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tl, "target\tgoal\tmeasured\tmet")
-	for _, t := range r.Targets {
-		fmt.Fprintf(tl, "%s\t%s\t%s\t%s\n", t.Target, t.Goal, t.Measured, t.Met)
-	}
-	_ = tl.Flush()
+	renderTargets(w, "docs/ARCHITECTURE.md §10 targets:", r.Targets)
 	if len(r.CostTargets) > 0 {
-		fmt.Fprintln(w, "\nCost targets (docs/PERFORMANCE.md), each against a figure of this run:")
-		tc := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tc, "target\tgoal\tmeasured\tmet")
-		for _, t := range r.CostTargets {
-			fmt.Fprintf(tc, "%s\t%s\t%s\t%s\n", t.Target, t.Goal, t.Measured, t.Met)
-		}
-		_ = tc.Flush()
+		renderTargets(w, "Cost targets (docs/PERFORMANCE.md), each against a figure of this run:", r.CostTargets)
 	}
 	if len(r.Notes) > 0 {
 		fmt.Fprintln(w, "\nNotes:")
@@ -285,6 +273,16 @@ func (r *Report) RenderTable(w io.Writer) {
 			fmt.Fprintf(w, "- %s\n", n)
 		}
 	}
+}
+
+func renderTargets(w io.Writer, title string, ts []Target) {
+	fmt.Fprintln(w, "\n"+title)
+	tl := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tl, "target\tgoal\tmeasured\tmet")
+	for _, t := range ts {
+		fmt.Fprintf(tl, "%s\t%s\t%s\t%s\n", t.Target, t.Goal, t.Measured, t.Met)
+	}
+	_ = tl.Flush()
 }
 
 func boundedWord(v LagVerdict) string {
