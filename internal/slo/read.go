@@ -180,13 +180,13 @@ func queueSums(b *pgx.Batch, reqs []Request) []Sum {
 			for j, k := range ks {
 				for _, i := range spans[k].reqs {
 					r := reqs[i].Range
-					for _, b := range buckets[j] {
-						if b.start.Before(r.First) || b.start.After(r.Last) {
+					for _, bk := range buckets[j] {
+						if bk.start.Before(r.First) || bk.start.After(r.Last) {
 							continue
 						}
-						out[i].Counts = out[i].Counts.Add(b.c)
-						if out[i].CountedFrom == nil || b.start.Before(*out[i].CountedFrom) {
-							t := b.start
+						out[i].Counts = out[i].Counts.Add(bk.c)
+						if out[i].CountedFrom == nil || bk.start.Before(*out[i].CountedFrom) {
+							t := bk.start
 							out[i].CountedFrom = &t
 						}
 					}
