@@ -86,11 +86,27 @@ func TestBenchAPI(t *testing.T) {
 	go func() { rdone <- srvRaw.Serve(rctx, lnRaw) }()
 	defer func() { rcancel(); <-rdone }()
 	baseRaw := "http://" + lnRaw.Addr().String()
+	// A static answer of the same bytes as /metrics' 100 rows: what the
+	// payload alone costs, without a query.
+	large := func() []byte {
+		resp, err := http.Get(baseRaw + "/metrics?window=1min&limit=100")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("/metrics: %d %v", resp.StatusCode, err)
+		}
+		return b
+	}()
 	srv, err := New(cfg, Deps{Mount: func(s *Server) error {
-		s.Route("GET", "/bench/static", AccessReader, func(c *fiber.Ctx) error {
-			c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
-			return c.Send(static)
-		})
+		for path, body := range map[string][]byte{"/bench/static": static, "/bench/static-large": large} {
+			s.Route("GET", path, AccessReader, func(c *fiber.Ctx) error {
+				c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
+				return c.Send(body)
+			})
+		}
 		return nil
 	}})
 	if err != nil {
@@ -219,7 +235,8 @@ func TestBenchAPI(t *testing.T) {
 		{"/alerts?status=active (20)", "/alerts?status=active"},
 		{"/slos (4 SLOs, 50 services)", "/slos"},
 	}
-	results := []result{run("static JSON (same app)", base, "/bench/static")}
+	results := []result{run("static JSON (same app)", base, "/bench/static"),
+		run("static JSON, /metrics' bytes", base, "/bench/static-large")}
 	for _, c := range cases {
 		results = append(results, run(c.name, base, c.path))
 	}
