@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/stacklens/stacklens/internal/harness/procstat"
@@ -102,13 +103,24 @@ func (r *run) roleTable(a, b snap) []Role {
 	return out
 }
 
-func (r *run) ceiling(key string) (Ceiling, bool) {
-	for _, c := range r.rep.Ceilings {
+// ceiling is the measured ceiling of key (false when it failed).
+func (r *Report) ceiling(key string) (Ceiling, bool) {
+	for _, c := range r.Ceilings {
 		if c.Key == key && c.Error == "" && c.Rate > 0 {
 			return c, true
 		}
 	}
 	return Ceiling{}, false
+}
+
+// stage is the stage named name, if the run has it.
+func (r *Report) stage(name string) (Stage, bool) {
+	for _, s := range r.Stages {
+		if s.Stage == name {
+			return s, true
+		}
+	}
+	return Stage{}, false
 }
 
 // stages compares each stage's best observed rate with its ceiling. Under
@@ -135,8 +147,8 @@ func (r *run) stages() {
 	sat := "fell behind its input in at least one step: its best rate is its capacity under this load"
 
 	bridge, bsat := best(func(s Step) float64 { return s.BridgeRate }, func(s Step) float64 { return s.Achieved })
-	kf, ok1 := r.ceiling(ceilKafka)
-	jb, ok2 := r.ceiling(ceilBatch)
+	kf, ok1 := r.rep.ceiling(ceilKafka)
+	jb, ok2 := r.rep.ceiling(ceilBatch)
 	if ok1 && ok2 {
 		c, name := kf.Rate, "kafka-go fetch drain"
 		if jb.Rate < c {
@@ -146,24 +158,24 @@ func (r *run) stages() {
 			CeilingRate: c, Ratio: bridge / c, Saturated: bsat, Note: pick(bsat, sat, lower)})
 	}
 	if a := r.alone; a != nil && a.Error == "" && a.Rate > 0 {
-		if jb, ok := r.ceiling(ceilBatch); ok {
-			r.rep.Stages = append(r.rep.Stages, Stage{Stage: "bridge alone (backlog drain)", Rate: a.Rate, Ceiling: "JetStream atomic batch publish",
+		if jb, ok := r.rep.ceiling(ceilBatch); ok {
+			r.rep.Stages = append(r.rep.Stages, Stage{Stage: stageBridgeAlone, Rate: a.Rate, Ceiling: "JetStream atomic batch publish",
 				CeilingRate: jb.Rate, Ratio: a.Rate / jb.Rate, Saturated: true,
 				Note: fmt.Sprintf("the bridge alone drained %d messages from Kafka into the stream, nothing else of the pipeline running: its capacity; %.1f CPU-s per million events", a.Messages, a.CPUPerMillion)})
 		}
 	}
 	proc, psat := best(func(s Step) float64 { return s.ProcessorRate }, func(s Step) float64 { return s.BridgeRate })
-	if ca, ok := r.ceiling(ceilConsume); ok {
+	if ca, ok := r.rep.ceiling(ceilConsume); ok {
 		r.rep.Stages = append(r.rep.Stages, Stage{Stage: "processor", Rate: proc, Ceiling: "bare consume-and-ack", CeilingRate: ca.Rate,
 			Ratio: proc / ca.Rate, Saturated: psat, Note: pick(psat, sat, lower)})
 	}
 	rows, _ := best(func(s Step) float64 { return s.ProjectionRows }, func(Step) float64 { return 0 })
-	if cf, ok := r.ceiling(ceilCopy); ok {
+	if cf, ok := r.rep.ceiling(ceilCopy); ok {
 		r.rep.Stages = append(r.rep.Stages, Stage{Stage: "projections (rows/s)", Rate: rows, Ceiling: "pgx CopyFrom", CeilingRate: cf.Rate,
 			Ratio: rows / cf.Rate, Note: "raw events inserted + metric rows upserted per second, as offered by the load: a lower bound of its capacity"})
 	}
 	if st := r.rep.Steady; st != nil {
-		worst, static := worstAPI(st, r.staticURL)
+		worst, static := worstAPI(st)
 		if worst > 0 && static.Requests > 0 {
 			r.rep.Stages = append(r.rep.Stages, Stage{Stage: "api p99 ms (worst endpoint)", Rate: worst, Ceiling: "static JSON p99 ms, ingesting", CeilingRate: static.P99ms,
 				Ratio: static.P99ms / worst, Note: "latency: ratio = static p99 ÷ API p99 (1 = as fast as static JSON); both measured with 32 clients during the steady hold, the static route served by the " + r.staticWhere})
@@ -186,19 +198,22 @@ func (r *run) cpuBound() {
 		return
 	}
 	bound := float64(cpus) * 1e6 / perM
-	r.rep.Stages = append(r.rep.Stages, Stage{Stage: "end to end (sustained)", Rate: r.rep.Sustained,
+	r.rep.Stages = append(r.rep.Stages, Stage{Stage: stageEndToEnd, Rate: r.rep.Sustained,
 		Ceiling: "CPUs ÷ CPU-seconds per event of every process", CeilingRate: bound, Ratio: r.rep.Sustained / bound,
 		Note: fmt.Sprintf("%.0f CPU-seconds per million events over all processes (the brokers, the load generator, the harness and the API load of the steady hold included): %d CPUs carry at most %s ev/s of this mix; the ramp's steps are coarse, so the sustained rate is a step below it at best",
 			perM, cpus, num(bound))})
 }
 
+// isStatic reports whether h is the static route's result.
+func isStatic(h HTTPResult) bool { return strings.HasPrefix(h.Name, staticName) }
+
 // worstAPI returns the highest p99 of the API endpoints and the static
 // route's result, of the steady hold.
-func worstAPI(st *Steady, staticURL string) (float64, HTTPResult) {
+func worstAPI(st *Steady) (float64, HTTPResult) {
 	worst := 0.0
 	var static HTTPResult
 	for _, h := range st.API {
-		if staticURL != "" && h.Path == staticURL {
+		if isStatic(h) {
 			static = h
 			continue
 		}
@@ -221,10 +236,8 @@ func (r *run) targets() {
 	sus := "none"
 	if r.rep.Sustained > 0 {
 		sus = num(r.rep.Sustained) + " ev/s" + quick
-		for _, s := range r.rep.Stages {
-			if s.Stage == "end to end (sustained)" {
-				sus += fmt.Sprintf("; this machine's CPU bound for the whole stack: %s ev/s", num(s.CeilingRate))
-			}
+		if s, ok := r.rep.stage(stageEndToEnd); ok {
+			sus += fmt.Sprintf("; this machine's CPU bound for the whole stack: %s ev/s", num(s.CeilingRate))
 		}
 	}
 	r.rep.Targets = append(r.rep.Targets, Target{"sustained end-to-end, bounded lag", "≥ 100k ev/s", sus, yes(r.rep.Sustained >= 100_000)})
@@ -235,7 +248,7 @@ func (r *run) targets() {
 		r.rep.Targets = append(r.rep.Targets, Target{"freshness p99 (produced → API)", "≤ 1 s", "not measured (no probe seen)", "n/a"})
 	}
 	if st := r.rep.Steady; st != nil {
-		worst, _ := worstAPI(st, r.staticURL)
+		worst, _ := worstAPI(st)
 		r.rep.Targets = append(r.rep.Targets, Target{"dashboard query p99, 32 clients, ingesting", "≤ 10 ms",
 			fmt.Sprintf("%.1f ms (worst of /metrics, /health-status, /alerts, /slos at %s ev/s)", worst, num(st.Rate)), yes(worst > 0 && worst <= 10)})
 	}
@@ -245,16 +258,14 @@ func (r *run) targets() {
 	}
 	r.rep.Targets = append(r.rep.Targets, Target{"aggregation kernel per core", "≥ 1M ev/s per core",
 		"not measured by the harness (go test -bench . ./internal/agg)", "n/a"})
-	for _, s := range r.rep.Stages {
-		if s.Stage == "bridge" {
-			met := yes(s.Ratio >= 0.8)
-			m := fmt.Sprintf("%.2f × %s", s.Ratio, num(s.CeilingRate))
-			if !s.Saturated && s.Ratio < 0.8 { // kept up: only a lower bound
-				met = "unknown (not saturated)"
-				m = "≥ " + m + " (lower bound)"
-			}
-			r.rep.Targets = append(r.rep.Targets, Target{"bridge vs ceiling", "≥ 0.8 × min(fetch, publish)", m, met})
+	if s, ok := r.rep.stage("bridge"); ok {
+		met := yes(s.Ratio >= 0.8)
+		m := fmt.Sprintf("%.2f × %s", s.Ratio, num(s.CeilingRate))
+		if !s.Saturated && s.Ratio < 0.8 { // kept up: only a lower bound
+			met = "unknown (not saturated)"
+			m = "≥ " + m + " (lower bound)"
 		}
+		r.rep.Targets = append(r.rep.Targets, Target{"bridge vs ceiling", "≥ 0.8 × min(fetch, publish)", m, met})
 	}
 	if r.rep.Alert.Measured {
 		r.rep.Targets = append(r.rep.Targets, Target{"alert on Kafka after window final", "≤ 1 s",

@@ -43,7 +43,7 @@ const bridgeAloneGroup = "stacklens-bench-bridge-alone"
 func (r *run) bridgeAlone(ctx context.Context, nc *nats.Conn, n int) error {
 	r.alone = &BridgeAlone{Messages: n}
 	r.rep.BridgeAlone = r.alone
-	if _, ok := r.ceiling(ceilKafka); !ok {
+	if _, ok := r.rep.ceiling(ceilKafka); !ok {
 		r.alone.Error = "skipped: the kafka-go fetch ceiling failed, so there is no backlog"
 		r.progress("bridge alone: %s", r.alone.Error)
 		return nil

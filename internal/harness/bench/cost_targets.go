@@ -28,6 +28,12 @@ var ownRoles = []string{"bridge", "processor", "projections", "api", "postgresql
 // steady hold's API load.
 const staticName = "static JSON"
 
+// Names of the stages the targets read.
+const (
+	stageEndToEnd    = "end to end (sustained)"
+	stageBridgeAlone = "bridge alone (backlog drain)"
+)
+
 func roleCPU(roles []Role, name string) (float64, bool) {
 	for _, ro := range roles {
 		if ro.Role == name && ro.CPUPerMillion > 0 {
@@ -56,16 +62,12 @@ func ownCPU(roles []Role) (float64, bool) {
 func (r *Report) rawPath(roles []Role) (perEvent, perRow, ratio float64, ok bool) {
 	p, ok1 := roleCPU(roles, "projections")
 	pg, ok2 := roleCPU(roles, "postgresql")
-	var ceil float64
-	for _, c := range r.Ceilings {
-		if c.Key == ceilCopy && c.Error == "" && c.Rate > 0 {
-			ceil = 1e6 / c.Rate
-		}
-	}
-	if !ok1 || !ok2 || ceil == 0 {
+	c, ok3 := r.ceiling(ceilCopy)
+	if !ok1 || !ok2 || !ok3 {
 		return 0, 0, 0, false
 	}
-	return p + pg, ceil, (p + pg) / ceil, true
+	perRow = 1e6 / c.Rate
+	return p + pg, perRow, (p + pg) / perRow, true
 }
 
 // apiRatio is one dashboard endpoint's p99 against the static route's,
@@ -83,23 +85,18 @@ func (r *Report) apiRatios() ([]apiRatio, float64) {
 	if st == nil {
 		return nil, 0
 	}
-	static := 0.0
-	for _, h := range st.API {
-		if strings.HasPrefix(h.Name, staticName) && h.Requests > h.Errors {
-			static = h.P99ms
-		}
-	}
-	if static <= 0 {
+	_, sr := worstAPI(st)
+	if sr.Requests <= sr.Errors || sr.P99ms <= 0 {
 		return nil, 0
 	}
 	var out []apiRatio
 	for _, h := range st.API {
-		if strings.HasPrefix(h.Name, staticName) || h.Requests <= h.Errors {
+		if isStatic(h) || h.Requests <= h.Errors {
 			continue
 		}
-		out = append(out, apiRatio{h.Name, h.P99ms, h.P99ms / static})
+		out = append(out, apiRatio{h.Name, h.P99ms, h.P99ms / sr.P99ms})
 	}
-	return out, static
+	return out, sr.P99ms
 }
 
 func (r *Report) store(name string) (StoreBytes, bool) {
@@ -164,28 +161,17 @@ func costTargets(r *Report) []Target {
 	}
 
 	t, goal = "sustained end to end, bounded lag", fmt.Sprintf("≥ %s ev/s and ≥ %.1f of the CPU bound", num(goalSustained), goalCPUBound)
-	bound := 0.0
-	for _, s := range r.Stages {
-		if s.Stage == "end to end (sustained)" {
-			bound = s.Ratio
-		}
-	}
-	if r.Sustained > 0 && bound > 0 {
-		out = append(out, Target{t, goal, fmt.Sprintf("%s ev/s, %.2f of the CPU bound", num(r.Sustained), bound),
-			yes(r.Sustained >= goalSustained && bound >= goalCPUBound)})
+	if s, ok := r.stage(stageEndToEnd); ok && r.Sustained > 0 && s.Ratio > 0 {
+		out = append(out, Target{t, goal, fmt.Sprintf("%s ev/s, %.2f of the CPU bound", num(r.Sustained), s.Ratio),
+			yes(r.Sustained >= goalSustained && s.Ratio >= goalCPUBound)})
 	} else {
 		out = append(out, Target{t, goal, "no step sustained", "no"})
 	}
 
-	t, goal = "bridge alone (backlog drain)", fmt.Sprintf("≥ %.1f × the atomic-batch ceiling", goalBridgeAlone)
-	found := false
-	for _, s := range r.Stages {
-		if s.Stage == "bridge alone (backlog drain)" && s.Ratio > 0 {
-			out = append(out, Target{t, goal, fmt.Sprintf("%s ev/s = %.2f × %s", num(s.Rate), s.Ratio, num(s.CeilingRate)), yes(s.Ratio >= goalBridgeAlone)})
-			found = true
-		}
-	}
-	if !found {
+	t, goal = stageBridgeAlone, fmt.Sprintf("≥ %.1f × the atomic-batch ceiling", goalBridgeAlone)
+	if s, ok := r.stage(stageBridgeAlone); ok && s.Ratio > 0 {
+		out = append(out, Target{t, goal, fmt.Sprintf("%s ev/s = %.2f × %s", num(s.Rate), s.Ratio, num(s.CeilingRate)), yes(s.Ratio >= goalBridgeAlone)})
+	} else {
 		out = append(out, na(t, goal))
 	}
 
