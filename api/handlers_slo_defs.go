@@ -220,7 +220,6 @@ func (s *Server) handleCreateSLO(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	s.sloCache.drop()
 	s.slos.changed(c.UserContext())
 	c.Location("/slos/" + itoa(d.ID))
 	return c.Status(fiber.StatusCreated).JSON(d)
@@ -239,7 +238,6 @@ func (s *Server) handleUpdateSLO(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	s.sloCache.drop()
 	s.slos.changed(c.UserContext())
 	return c.JSON(d)
 }
@@ -252,7 +250,6 @@ func (s *Server) handleDeleteSLO(c *fiber.Ctx) error {
 	if err := s.st.deleteSLO(c.UserContext(), id); err != nil {
 		return err
 	}
-	s.sloCache.drop()
 	s.slos.changed(c.UserContext())
 	return c.SendStatus(fiber.StatusNoContent)
 }

@@ -237,7 +237,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	s.ownPools = []*pgxpool.Pool{reader, writer}
 	s.st = newStore(reader, writer, cfg.API.QueryTimeout, cfg.Windows)
 	s.slos = &sloSync{st: s.st, js: deps.JetStream, natsCfg: cfg.NATS, log: s.log.With("part", "slos"),
-		interval: cfg.SLOSyncInterval, seeds: seeds, periods: periods, seeded: s.sloCache.drop}
+		interval: cfg.SLOSyncInterval, seeds: seeds, periods: periods, onChange: s.sloCache.drop}
 
 	s.app = fiber.New(fiber.Config{
 		AppName:               "stacklens-api",

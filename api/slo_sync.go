@@ -32,7 +32,7 @@ type sloSync struct {
 	interval time.Duration
 	seeds    []SLOInput
 	periods  []time.Duration
-	seeded   func() // after the seeds are written (drops cached statuses)
+	onChange func() // after definitions were written: seeds or an API write (drops cached statuses)
 
 	mu sync.Mutex // one publication at a time: the later reads the later state
 	kv jetstream.KeyValue
@@ -101,16 +101,19 @@ func (y *sloSync) seed(ctx context.Context) error {
 		}
 	}
 	y.log.Info("SLOs of SLO_FILE seeded", "slos", len(y.seeds))
-	if y.seeded != nil {
-		y.seeded()
-	}
+	y.onChange()
 	return nil
 }
 
-// changed runs after an SLO was committed: the processors learn the new
-// thresholds now, or at the next reconciliation if NATS is unavailable.
+// changed runs after an SLO was committed: this replica's cached statuses
+// are dropped, and the processors learn the new thresholds now, or at the
+// next reconciliation if NATS is unavailable.
 func (y *sloSync) changed(ctx context.Context) {
-	if y == nil || y.js == nil {
+	if y == nil {
+		return
+	}
+	y.onChange()
+	if y.js == nil {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Second)
