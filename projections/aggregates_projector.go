@@ -311,20 +311,18 @@ func (p *metricsProjector) loadParts(ctx context.Context, k rowKey, g *partGroup
 	subj := prefix + "*." + strconv.FormatInt(k.start, 10)
 	return retryNATS(ctx, p.st, p.log, p.opts.MaxBackoff, func(ctx context.Context) error {
 		clear(g.parts)
-		// A plain ephemeral consumer, not an ordered one: the ordered
-		// consumer re-creates itself inside Fetch without a context (and
-		// without end unless MaxResetAttempts is set), so a NATS outage
-		// would hold this read, and the projections' shutdown, until NATS
-		// came back. Any failure here restarts the whole read.
-		// Named here so that it can be deleted even when the reply to
-		// its creation was lost.
+		// An ephemeral consumer named here, so that it is deleted even
+		// when the reply to its creation was lost; not an ordered one,
+		// which re-creates itself inside Fetch without a context, so a
+		// NATS outage would hold this read and the projections'
+		// shutdown. Any failure restarts the whole read.
 		name := "stacklens_parts_" + nuid.Next()
 		defer func() {
 			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 			_ = p.js.DeleteConsumer(dctx, p.spec.stream, name)
 			cancel()
 		}()
-		oc, err := p.js.CreateConsumer(ctx, p.spec.stream, jetstream.ConsumerConfig{
+		cons, err := p.js.CreateConsumer(ctx, p.spec.stream, jetstream.ConsumerConfig{
 			Name:              name,
 			FilterSubject:     subj,
 			DeliverPolicy:     jetstream.DeliverLastPerSubjectPolicy,
@@ -335,11 +333,11 @@ func (p *metricsProjector) loadParts(ctx context.Context, k rowKey, g *partGroup
 		if err != nil {
 			return err
 		}
-		if oc.CachedInfo().NumPending == 0 {
+		if cons.CachedInfo().NumPending == 0 {
 			return nil
 		}
 		for {
-			mb, err := oc.Fetch(1000, jetstream.FetchMaxWait(2*time.Second))
+			mb, err := cons.Fetch(1000, jetstream.FetchMaxWait(2*time.Second))
 			if err != nil {
 				return err
 			}
