@@ -218,7 +218,8 @@ func TestSLOFileFailsFast(t *testing.T) {
 
 // TestSLOFileSeeded: the SLOs of SLO_FILE are upserted by name when the
 // server starts: new ones created, an existing one of the same name
-// replaced, others left alone.
+// replaced, others left alone; a status list cached before the seeding
+// is dropped by it.
 func TestSLOFileSeeded(t *testing.T) {
 	dsn, db, now := newDB(t)
 	ctx := context.Background()
@@ -231,7 +232,17 @@ func TestSLOFileSeeded(t *testing.T) {
 		{"name":"checkout availability","service":"checkout","objective":"availability","target":99.9,"period":"28d"},
 		{"name":"search latency","service":"search","objective":"latency","latency_threshold_ms":250,"target":99}
 	]`)
-	f := serverOn(t, dsn, db, now, func(c *Config) { c.API.SLOFile = path })
+	f := serverOn(t, dsn, db, now, func(c *Config) { c.API.SLOFile = path; c.API.SLOCacheTTL = time.Hour })
+	listed := func() int {
+		var r SLOsResponse
+		if err := json.Unmarshal(f.mustGet("/slos"), &r); err != nil {
+			t.Fatal(err)
+		}
+		return len(r.SLOs)
+	}
+	if n := listed(); n != 2 {
+		t.Fatalf("%d SLOs before the seeding, want 2", n)
+	}
 	serve(t, f.srv)
 	testenv.Eventually(t, 10*time.Second, func() error {
 		var n int
@@ -250,6 +261,14 @@ func TestSLOFileSeeded(t *testing.T) {
 	if err := db.QueryRow(ctx, `SELECT latency_threshold_ms FROM analytics_slos WHERE name = 'search latency'`).Scan(&th); err != nil || th != 250 {
 		t.Fatalf("search latency: %v %v", th, err)
 	}
+	// The cache is dropped right after the seeds' commits (its TTL is an
+	// hour: only the drop lets the list change).
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if n := listed(); n != 3 {
+			return fmt.Errorf("%d SLOs listed after the seeding, want 3", n)
+		}
+		return nil
+	})
 }
 
 // thresholdsIn reads the thresholds key (nil, false when absent).
