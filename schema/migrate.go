@@ -357,7 +357,8 @@ func where(sql string, err error) string {
 }
 
 // configure stores the options: retention days into analytics_settings,
-// the windows' tables (stacklens_ensure_window), TimescaleDB conversion and
+// the windows' tables (stacklens_ensure_window) and their change
+// notifications (stacklens_watch_metrics), TimescaleDB conversion and
 // policies (stacklens_configure), role passwords.
 func configure(ctx context.Context, db DB, s settings) error {
 	return inTx(ctx, db, func(tx pgx.Tx) error {
@@ -379,6 +380,9 @@ func configure(ctx context.Context, db DB, s settings) error {
 			if _, err := tx.Exec(ctx, `SELECT stacklens_ensure_window($1, $2)`, w.Name, w.Tier); err != nil {
 				return fmt.Errorf("window %s: %w", w.Name, err)
 			}
+		}
+		if _, err := tx.Exec(ctx, `SELECT stacklens_watch_metrics()`); err != nil {
+			return fmt.Errorf("metrics change triggers: %w", err)
 		}
 		if _, err := tx.Exec(ctx, `SELECT stacklens_configure()`); err != nil {
 			return err

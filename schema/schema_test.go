@@ -124,6 +124,7 @@ var landedChecksums = map[int]string{
 	9:  "ccd19413ff3929125b2819a118f6c313115f6d12a0fe21244b0cb7e8909f6653",
 	10: "a6d3028b1b25b2ece24a3c4d8b414915dcced36dcd40c3dd6d043f4ecde3d830",
 	11: "0bc2bc302cfcdf8d3e9480c79e525920084c7d9983860082a67e99be46488c5f",
+	12: "6d57b229226d085391356a8c2fd73278d69c6e927cefd343ea4529c94a0920c4",
 }
 
 // TestLandedMigrationsUnchanged: a database migrated by a released binary
@@ -145,7 +146,7 @@ func TestMigrationsEmbedded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"core", "alerting", "views", "functions", "timescale", "roles", "alert_no_data", "windows", "slos", "slo_alerts", "lean_events", "slo_status_view"}
+	want := []string{"core", "alerting", "views", "functions", "timescale", "roles", "alert_no_data", "windows", "slos", "slo_alerts", "lean_events", "slo_status_view", "change_notify"}
 	if len(migs) != len(want) {
 		t.Fatalf("got %d migrations, want %d", len(migs), len(want))
 	}
@@ -1222,6 +1223,38 @@ func TestEnsureWindows(t *testing.T) {
 	if _, err := writer.Exec(ctx, `SELECT stacklens_ensure_window('3min', 'warm')`); pgCode(err) != "42501" {
 		t.Errorf("writer calls stacklens_ensure_window: %v, want permission denied", err)
 	}
+
+	// Every window's table and analytics_alerts notify stacklens_changes
+	// once per changing transaction, at commit, with the table's name.
+	if got := strings1(t, conn, `SELECT tgrelid::regclass::text FROM pg_trigger WHERE tgname = 'stacklens_notify_change' ORDER BY 1`); len(got) != 7 || got[0] != "analytics_alerts" {
+		t.Errorf("change triggers on %v, want analytics_alerts and the 6 window tables", got)
+	}
+	listener := connect(t, cfg.Copy())
+	exec1(t, listener, `LISTEN stacklens_changes`)
+	tx, err := writer.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exec1(t, tx.Conn(), `UPDATE analytics_metrics_15min SET count = count + 1`)
+	exec1(t, tx.Conn(), `UPDATE analytics_metrics_15min SET count = count + 1`)
+	wctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	if n, err := listener.WaitForNotification(wctx); err == nil {
+		t.Errorf("notified before commit: %+v", n)
+	}
+	cancel()
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel = context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if n, err := listener.WaitForNotification(wctx); err != nil || n.Channel != "stacklens_changes" || n.Payload != "analytics_metrics_15min" {
+		t.Errorf("notification after commit: %+v, %v", n, err)
+	}
+	wctx2, cancel2 := context.WithTimeout(ctx, 200*time.Millisecond)
+	if n, err := listener.WaitForNotification(wctx2); err == nil {
+		t.Errorf("two notifications for one transaction: second %+v", n)
+	}
+	cancel2()
 
 	// Retention by tier: 2min is warm (7 days), 15min and 1day are cold (30 days).
 	exec1(t, conn, `
