@@ -15,6 +15,7 @@ type flight struct {
 	body    []byte
 	err     error
 	expires time.Time
+	version uint64 // the data's version when the read began (coalescer.changes)
 }
 
 // coalescer shares the encoded response of identical concurrent GET
@@ -23,15 +24,39 @@ type flight struct {
 // they were produced. Errors are never reused after their flight ends.
 // A waiter's response can therefore be older than its request by at most
 // one query's duration (plus ttl).
+//
+// With changes set, ttl only bounds the age: a finished result is reused
+// while the data's version is still the one its read began at, and only
+// while changes are being followed at all.
 type coalescer struct {
-	mu  sync.Mutex
-	m   map[string]*flight
-	ttl time.Duration
-	now func() time.Time
+	mu      sync.Mutex
+	m       map[string]*flight
+	ttl     time.Duration
+	now     func() time.Time
+	changes versioner
+}
+
+// versioner tells the current version of the data a coalescer's reads
+// return, and whether its changes are followed (false: any change may go
+// unnoticed, so nothing is reused).
+type versioner interface {
+	version() (v uint64, followed bool)
 }
 
 func newCoalescer(ttl time.Duration, now func() time.Time) *coalescer {
 	return &coalescer{m: map[string]*flight{}, ttl: ttl, now: now}
+}
+
+// reusable: f (finished) may answer a new request.
+func (co *coalescer) reusable(f *flight) bool {
+	if co.ttl <= 0 || f.err != nil || !co.now().Before(f.expires) {
+		return false
+	}
+	if co.changes == nil {
+		return true
+	}
+	v, ok := co.changes.version()
+	return ok && v == f.version
 }
 
 func (co *coalescer) do(key string, fn func() ([]byte, error)) ([]byte, error) {
@@ -39,7 +64,7 @@ func (co *coalescer) do(key string, fn func() ([]byte, error)) ([]byte, error) {
 	if f, ok := co.m[key]; ok {
 		select {
 		case <-f.done:
-			if co.ttl > 0 && f.err == nil && co.now().Before(f.expires) {
+			if co.reusable(f) {
 				co.mu.Unlock()
 				return f.body, nil
 			}
@@ -62,6 +87,12 @@ func (co *coalescer) do(key string, fn func() ([]byte, error)) ([]byte, error) {
 		}
 	}
 	f := &flight{done: make(chan struct{})}
+	keep := co.ttl > 0
+	if co.changes != nil {
+		var followed bool
+		f.version, followed = co.changes.version()
+		keep = keep && followed
+	}
 	co.m[key] = f
 	co.mu.Unlock()
 
@@ -78,7 +109,7 @@ func (co *coalescer) do(key string, fn func() ([]byte, error)) ([]byte, error) {
 	}()
 	f.expires = co.now().Add(co.ttl)
 	close(f.done)
-	if co.ttl <= 0 || f.err != nil {
+	if !keep || f.err != nil {
 		co.forget(key, f)
 	}
 	return f.body, f.err

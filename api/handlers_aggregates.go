@@ -53,7 +53,7 @@ func (s *Server) handleMetrics(c *fiber.Ctx) error {
 		return err
 	}
 	ctx := c.UserContext()
-	return s.sendShared(c, func() ([]byte, error) {
+	return sendVia(c, s.readCache, func() ([]byte, error) {
 		rows, err := s.st.metrics(ctx, w.Name, service, from, to, limit)
 		if err != nil {
 			return nil, err

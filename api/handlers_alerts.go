@@ -62,7 +62,7 @@ func (s *Server) handleAlerts(c *fiber.Ctx) error {
 		return err
 	}
 	ctx := c.UserContext()
-	return s.sendShared(c, func() ([]byte, error) {
+	return sendVia(c, s.readCache, func() ([]byte, error) {
 		rows, err := s.st.alerts(ctx, status, severity, service, limit)
 		if err != nil {
 			return nil, err
@@ -85,6 +85,11 @@ func (s *Server) handleAcknowledge(c *fiber.Ctx) error {
 	a, changed, err := s.st.acknowledge(c.UserContext(), id, caller(c), s.hooks.OnAcknowledge)
 	if err != nil {
 		return err
+	}
+	if changed {
+		// Read-your-writes on this replica without waiting for the
+		// commit's notification (other replicas follow it).
+		s.readCache.drop()
 	}
 	return c.JSON(AckResponse{Changed: changed, Alert: a})
 }

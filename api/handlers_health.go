@@ -162,7 +162,7 @@ type HealthStatusResponse struct {
 
 func (s *Server) handleHealthStatus(c *fiber.Ctx) error {
 	ctx := c.UserContext()
-	return s.sendShared(c, func() ([]byte, error) {
+	return sendVia(c, s.readCache, func() ([]byte, error) {
 		rows, err := s.st.serviceHealth(ctx)
 		if err != nil {
 			return nil, err

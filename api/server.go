@@ -143,7 +143,12 @@ type Server struct {
 	// reads and, with API_SLO_CACHE_TTL, reused for that long (a status
 	// sums windows of 5 minutes and more; see docs/slo.md).
 	sloCache *coalescer
-	slos     *sloSync
+	// readCache serves GET /metrics, /health-status and /alerts: coalesced
+	// and, with API_CACHE_MAX_AGE, reused until the tables they read
+	// change (watch follows their notifications) or for at most that long.
+	readCache *coalescer
+	watch     *changeWatch
+	slos      *sloSync
 }
 
 // New validates the configuration, builds the pools (lazily connecting) and
@@ -235,6 +240,16 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		return nil, err
 	}
 	s.ownPools = []*pgxpool.Pool{reader, writer}
+	s.readCache = s.coalesce
+	if s.coalesce != nil && cfg.API.CacheMaxAge > 0 {
+		cc := reader.Config().ConnConfig.Copy()
+		cc.RuntimeParams["application_name"] = "stacklens-api-changes"
+		s.watch = newChangeWatch(func(ctx context.Context) (*pgx.Conn, error) {
+			return pgx.ConnectConfig(ctx, cc.Copy())
+		}, s.log.With("part", "changes"))
+		s.readCache = newCoalescer(cfg.API.CacheMaxAge, now)
+		s.readCache.changes = s.watch
+	}
 	s.st = newStore(reader, writer, cfg.API.QueryTimeout, cfg.Windows)
 	s.slos = &sloSync{st: s.st, js: deps.JetStream, natsCfg: cfg.NATS, log: s.log.With("part", "slos"),
 		interval: cfg.SLOSyncInterval, seeds: seeds, periods: periods, onChange: s.sloCache.drop}
@@ -323,6 +338,18 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		stopSLOs()
 		<-sloDone
 	}()
+	if s.watch != nil {
+		watchCtx, stopWatch := context.WithCancel(ctx)
+		watchDone := make(chan struct{})
+		go func() {
+			defer close(watchDone)
+			s.watch.run(watchCtx)
+		}()
+		defer func() {
+			stopWatch()
+			<-watchDone
+		}()
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- s.app.Listener(ln) }()
 	mode := "credentials"

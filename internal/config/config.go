@@ -165,6 +165,7 @@ type API struct {
 	MaxBodyBytes int           `env:"API_MAX_BODY_BYTES" default:"65536" min:"1024" desc:"largest accepted request body"`
 	QueryTimeout time.Duration `env:"API_QUERY_TIMEOUT" default:"2s" min:"10ms" desc:"statement timeout of dashboard queries"`
 	SLOCacheTTL  time.Duration `env:"API_SLO_CACHE_TTL" default:"1s" min:"0s" max:"1m" desc:"how long a computed GET /slos or /slos/{id} answer is reused for the same request (0: only concurrent requests share one); SLO writes on this replica drop it at once"`
+	CacheMaxAge  time.Duration `env:"API_CACHE_MAX_AGE" default:"10s" min:"0s" max:"1h" desc:"GET /metrics, /health-status and /alerts answers are reused until the tables they read change (PostgreSQL notifies the API at each commit) and for at most this long (0: only concurrent requests share one)"`
 	SLOFile      string        `env:"SLO_FILE" desc:"JSON file with an array of SLO definitions (the POST /slos body), upserted by name when the api role starts"`
 }
 
