@@ -24,29 +24,43 @@ var (
 
 // changeWatch follows the changes of the tables behind /metrics,
 // /health-status and /alerts. One dedicated connection LISTENs on
-// changesChannel; every notification, and every (re)connection, advances
-// the version. Answers computed from those tables
-// are reused while the version is the one their read began at (see
-// coalescer): PostgreSQL sends a notification only after its transaction
-// committed, so a read that began after the version last moved has seen
-// every change notified so far. While the connection is down nothing is
-// reused: a change could go unnoticed.
+// changesChannel; a notification advances its table's version, and every
+// (re)connection all of them. Answers read from a table are reused while
+// its version is the one their read began at (see coalescer): PostgreSQL
+// sends a notification only after its transaction committed, so a read
+// that began after the version last moved has seen every change notified
+// so far. While the connection is down nothing is reused: a change could
+// go unnoticed.
 type changeWatch struct {
 	connect func(context.Context) (*pgx.Conn, error)
 	log     *slog.Logger
 	backoff *retry.Backoff
-	ver     atomic.Uint64
-	up      atomic.Bool
+	// A table's version is epoch + its count: both only grow, so the sum
+	// moves whenever either does, even when read apart.
+	epoch  atomic.Uint64
+	counts map[string]*atomic.Uint64 // fixed at construction
+	up     atomic.Bool
 }
 
-func newChangeWatch(connect func(context.Context) (*pgx.Conn, error), log *slog.Logger) *changeWatch {
-	return &changeWatch{connect: connect, log: log, backoff: retry.New(100*time.Millisecond, 5*time.Second)}
+// newChangeWatch follows the given tables; notifications of others (a
+// window this replica does not serve) are ignored.
+func newChangeWatch(connect func(context.Context) (*pgx.Conn, error), tables []string, log *slog.Logger) *changeWatch {
+	w := &changeWatch{connect: connect, log: log, backoff: retry.New(100*time.Millisecond, 5*time.Second),
+		counts: make(map[string]*atomic.Uint64, len(tables))}
+	for _, t := range tables {
+		w.counts[t] = new(atomic.Uint64)
+	}
+	return w
 }
 
-// version is the data's current version, and whether changes are being
-// followed (false: reuse nothing).
-func (w *changeWatch) version() (uint64, bool) {
-	v := w.ver.Load()
+// version is table's current version, and whether changes are being
+// followed (false: reuse nothing). A table not followed is never followed.
+func (w *changeWatch) version(table string) (uint64, bool) {
+	c := w.counts[table]
+	if c == nil {
+		return 0, false
+	}
+	v := w.epoch.Load() + c.Load()
 	return v, w.up.Load()
 }
 
@@ -84,21 +98,24 @@ func (w *changeWatch) listen(ctx context.Context) error {
 	w.backoff.Reset()
 	w.log.Info("following table changes", "channel", changesChannel)
 	for {
-		if _, err := conn.WaitForNotification(ctx); err != nil {
+		n, err := conn.WaitForNotification(ctx)
+		if err != nil {
 			return err
 		}
-		w.ver.Add(1)
+		if c := w.counts[n.Payload]; c != nil {
+			c.Add(1)
+		}
 		changesSeen.Inc()
 	}
 }
 
-// setUp moves the version whenever following starts or stops, so that no
+// setUp moves every version whenever following starts or stops, so that no
 // answer read on the other side of either edge is reused. Stopping clears
 // up before the version moves: a read that sees the new version already
 // sees that nothing is followed.
 func (w *changeWatch) setUp(up bool) {
 	w.up.Store(false)
-	w.ver.Add(1)
+	w.epoch.Add(1)
 	if up {
 		w.up.Store(true)
 		changesWatched.Set(1)

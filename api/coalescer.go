@@ -26,8 +26,8 @@ type flight struct {
 // one query's duration (plus ttl).
 //
 // With changes set, ttl only bounds the age: a finished result is reused
-// while the data's version is still the one its read began at, and only
-// while changes are being followed at all.
+// while the version of the table it was read from (do's dep) is still the
+// one its read began at, and only while changes are being followed.
 type coalescer struct {
 	mu      sync.Mutex
 	m       map[string]*flight
@@ -36,35 +36,37 @@ type coalescer struct {
 	changes versioner
 }
 
-// versioner tells the current version of the data a coalescer's reads
-// return, and whether its changes are followed (false: any change may go
-// unnoticed, so nothing is reused).
+// versioner tells the current version of a table, and whether its
+// changes are followed (false: any change may go unnoticed, so nothing is
+// reused).
 type versioner interface {
-	version() (v uint64, followed bool)
+	version(table string) (v uint64, followed bool)
 }
 
 func newCoalescer(ttl time.Duration, now func() time.Time) *coalescer {
 	return &coalescer{m: map[string]*flight{}, ttl: ttl, now: now}
 }
 
-// reusable: f (finished) may answer a new request.
-func (co *coalescer) reusable(f *flight) bool {
+// reusable: f (finished, read from dep) may answer a new request.
+func (co *coalescer) reusable(f *flight, dep string) bool {
 	if co.ttl <= 0 || f.err != nil || !co.now().Before(f.expires) {
 		return false
 	}
 	if co.changes == nil {
 		return true
 	}
-	v, ok := co.changes.version()
+	v, ok := co.changes.version(dep)
 	return ok && v == f.version
 }
 
-func (co *coalescer) do(key string, fn func() ([]byte, error)) ([]byte, error) {
+// do answers key with fn's result, shared as described above; dep names
+// the table fn reads (for changes; "" without).
+func (co *coalescer) do(key, dep string, fn func() ([]byte, error)) ([]byte, error) {
 	co.mu.Lock()
 	if f, ok := co.m[key]; ok {
 		select {
 		case <-f.done:
-			if co.reusable(f) {
+			if co.reusable(f, dep) {
 				co.mu.Unlock()
 				return f.body, nil
 			}
@@ -90,7 +92,7 @@ func (co *coalescer) do(key string, fn func() ([]byte, error)) ([]byte, error) {
 	keep := co.ttl > 0
 	if co.changes != nil {
 		var followed bool
-		f.version, followed = co.changes.version()
+		f.version, followed = co.changes.version(dep)
 		keep = keep && followed
 	}
 	co.m[key] = f
@@ -141,8 +143,19 @@ func (s *Server) sendShared(c *fiber.Ctx, fn func() ([]byte, error)) error {
 	return sendVia(c, s.coalesce, fn)
 }
 
+// sendFollowing answers a validated GET that reads only table through
+// readCache: reused until table changes (see changeWatch).
+func (s *Server) sendFollowing(c *fiber.Ctx, table string, fn func() ([]byte, error)) error {
+	return sendOn(c, s.readCache, table, fn)
+}
+
 // sendVia is sendShared through co (nil: fn runs for every request).
 func sendVia(c *fiber.Ctx, co *coalescer, fn func() ([]byte, error)) error {
+	return sendOn(c, co, "", fn)
+}
+
+// sendOn is sendVia for a read of table dep.
+func sendOn(c *fiber.Ctx, co *coalescer, dep string, fn func() ([]byte, error)) error {
 	var body []byte
 	var err error
 	if co == nil {
@@ -151,7 +164,7 @@ func sendVia(c *fiber.Ctx, co *coalescer, fn func() ([]byte, error)) error {
 		// The request's path, not the route's: /slos/1 and /slos/2 are one
 		// route. Cloned: Fiber's strings alias buffers reused after the request.
 		key := strings.Clone(c.Path()) + "?" + string(c.Context().QueryArgs().QueryString())
-		body, err = co.do(key, fn)
+		body, err = co.do(key, dep, fn)
 	}
 	if err != nil {
 		return err

@@ -17,7 +17,7 @@ func TestCoalescer(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			b, err := co.do("k", func() ([]byte, error) {
+			b, err := co.do("k", "", func() ([]byte, error) {
 				calls.Add(1)
 				<-release
 				return []byte("v"), nil
@@ -43,14 +43,14 @@ func TestCoalescer(t *testing.T) {
 		t.Fatal("finished flight kept without TTL")
 	}
 	boom := errors.New("boom")
-	if _, err := co.do("e", func() ([]byte, error) { return nil, boom }); err != boom {
+	if _, err := co.do("e", "", func() ([]byte, error) { return nil, boom }); err != boom {
 		t.Fatal(err)
 	}
 	now := time.Now()
 	ttl := newCoalescer(time.Second, func() time.Time { return now })
 	n := 0
 	get := func() string {
-		b, _ := ttl.do("k", func() ([]byte, error) { n++; return []byte{byte('0' + n)}, nil })
+		b, _ := ttl.do("k", "", func() ([]byte, error) { n++; return []byte{byte('0' + n)}, nil })
 		return string(b)
 	}
 	first, second := get(), get()
@@ -62,16 +62,16 @@ func TestCoalescer(t *testing.T) {
 		t.Fatal("ttl not expired")
 	}
 	for i := 0; i < 1100; i++ {
-		_, _ = ttl.do(itoa(int64(i)), func() ([]byte, error) { return nil, nil })
+		_, _ = ttl.do(itoa(int64(i)), "", func() ([]byte, error) { return nil, nil })
 	}
 	now = now.Add(2 * time.Second)
-	_, _ = ttl.do("sweep", func() ([]byte, error) { return nil, nil })
+	_, _ = ttl.do("sweep", "", func() ([]byte, error) { return nil, nil })
 	if len(ttl.m) > 2 {
 		t.Fatalf("%d entries after sweep", len(ttl.m))
 	}
 	func() {
 		defer func() { _ = recover() }()
-		_, _ = ttl.do("panic", func() ([]byte, error) { panic("x") })
+		_, _ = ttl.do("panic", "", func() ([]byte, error) { panic("x") })
 	}()
 	if _, ok := ttl.m["panic"]; ok {
 		t.Fatal("panicked flight kept")

@@ -53,7 +53,7 @@ func (s *Server) handleMetrics(c *fiber.Ctx) error {
 		return err
 	}
 	ctx := c.UserContext()
-	return sendVia(c, s.readCache, func() ([]byte, error) {
+	return s.sendFollowing(c, metricsTable(w), func() ([]byte, error) {
 		rows, err := s.st.metrics(ctx, w.Name, service, from, to, limit)
 		if err != nil {
 			return nil, err

@@ -62,7 +62,7 @@ func (s *Server) handleAlerts(c *fiber.Ctx) error {
 		return err
 	}
 	ctx := c.UserContext()
-	return sendVia(c, s.readCache, func() ([]byte, error) {
+	return s.sendFollowing(c, alertsTable, func() ([]byte, error) {
 		rows, err := s.st.alerts(ctx, status, severity, service, limit)
 		if err != nil {
 			return nil, err

@@ -162,7 +162,7 @@ type HealthStatusResponse struct {
 
 func (s *Server) handleHealthStatus(c *fiber.Ctx) error {
 	ctx := c.UserContext()
-	return sendVia(c, s.readCache, func() ([]byte, error) {
+	return s.sendFollowing(c, healthStatusTable, func() ([]byte, error) {
 		rows, err := s.st.serviceHealth(ctx)
 		if err != nil {
 			return nil, err

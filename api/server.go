@@ -244,9 +244,13 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if s.coalesce != nil && cfg.API.CacheMaxAge > 0 {
 		cc := reader.Config().ConnConfig.Copy()
 		cc.RuntimeParams["application_name"] = "stacklens-api-changes"
+		tables := []string{alertsTable, healthStatusTable}
+		for _, w := range cfg.Windows {
+			tables = append(tables, metricsTable(w))
+		}
 		s.watch = newChangeWatch(func(ctx context.Context) (*pgx.Conn, error) {
 			return pgx.ConnectConfig(ctx, cc.Copy())
-		}, s.log.With("part", "changes"))
+		}, tables, s.log.With("part", "changes"))
 		s.readCache = newCoalescer(cfg.API.CacheMaxAge, now)
 		s.readCache.changes = s.watch
 	}

@@ -220,6 +220,9 @@ func (st *store) metrics(ctx context.Context, win, service string, from, to *tim
 
 // ---- health ----
 
+// healthStatusTable is the table v_service_health_current reads.
+const healthStatusTable = "analytics_metrics_1min"
+
 const healthStatusSQL = `SELECT service, status, error_rate, latency_p99_ms, throughput_per_sec, last_seen
 FROM v_service_health_current ORDER BY service`
 
@@ -261,6 +264,8 @@ func (st *store) newestMetric(ctx context.Context, win window.Window) (ts, updat
 const alertColumns = `id, alert_id, fingerprint, rule_id, rule_name, service, severity, status,
        metric_name, value, threshold, "window", window_start, message, fired_at,
        acknowledged_at, acknowledged_by, resolved_at, updated_at`
+
+const alertsTable = "analytics_alerts"
 
 // alertsSQL are the /alerts variants by filters (status, severity, service).
 var alertsSQL = func() [8]string {
