@@ -33,9 +33,12 @@ import (
 // Besides latency and throughput it reports the CPU time of this process
 // (server and load-generating client together) per request, which —
 // unlike latency on a shared machine — does not depend on other load.
-// Each database endpoint runs twice: with request coalescing (the
-// default: identical concurrent reads share one query) and without it
-// (every request runs its own query).
+// Each database endpoint runs twice: with request coalescing (identical
+// concurrent reads share one query) and without it (every request runs
+// its own query); /metrics, /health-status and /alerts a third time on a
+// replica that reuses answers until their table changes (the api role's
+// default, API_CACHE_MAX_AGE): the simulated projection's upserts notify
+// it four times a second.
 func TestBenchAPI(t *testing.T) {
 	if os.Getenv("STACKLENS_BENCH") != "1" {
 		t.Skip("set STACKLENS_BENCH=1 to run the API benchmark")
@@ -121,6 +124,23 @@ func TestBenchAPI(t *testing.T) {
 	go func() { done <- srv.Serve(sctx, ln) }()
 	defer func() { cancel(); <-done }()
 	base := "http://" + ln.Addr().String()
+	// A third replica reuses answers until their table changes
+	// (API_CACHE_MAX_AGE, as the api role runs by default).
+	follow := cfg
+	follow.API.CacheMaxAge = 10 * time.Second
+	srvFollow, err := New(follow, Deps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lnFollow, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fctx, fcancel := context.WithCancel(ctx)
+	fdone := make(chan error, 1)
+	go func() { fdone <- srvFollow.Serve(fctx, lnFollow) }()
+	defer func() { fcancel(); <-fdone }()
+	baseFollow := "http://" + lnFollow.Addr().String()
 
 	// Simulated projection: upsert the current minute of every service.
 	ingestCtx, stopIngest := context.WithCancel(ctx)
@@ -242,6 +262,9 @@ func TestBenchAPI(t *testing.T) {
 	}
 	for _, c := range cases {
 		results = append(results, run(c.name+" uncoalesced", baseRaw, c.path))
+	}
+	for _, c := range cases[:4] { // /slos has its own cache (API_SLO_CACHE_TTL)
+		results = append(results, run(c.name+" until changed", baseFollow, c.path))
 	}
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "\n%d clients, %v per endpoint, GOMAXPROCS=%d, simulated projection upserts during the run: %d\n", clients, per, runtimeProcs(), upserts.Load())
