@@ -74,21 +74,25 @@ func TestBenchAPI(t *testing.T) {
 	static := []byte(`{"count":1,"window":"1min","metrics":[{"service":"static","count":1}]}`)
 	cfg := testConfig(pg.DSN)
 	cfg.DB.PoolMax = 8
+	// serve runs a replica with cfg until the test ends; its base URL.
+	serve := func(cfg Config, deps Deps) string {
+		srv, err := New(cfg, deps)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		sctx, cancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- srv.Serve(sctx, ln) }()
+		t.Cleanup(func() { cancel(); <-done })
+		return "http://" + ln.Addr().String()
+	}
 	raw := cfg
 	raw.DisableCoalescing = true
-	srvRaw, err := New(raw, Deps{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	lnRaw, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	rctx, rcancel := context.WithCancel(ctx)
-	rdone := make(chan error, 1)
-	go func() { rdone <- srvRaw.Serve(rctx, lnRaw) }()
-	defer func() { rcancel(); <-rdone }()
-	baseRaw := "http://" + lnRaw.Addr().String()
+	baseRaw := serve(raw, Deps{})
 	// A static answer of the same bytes as /metrics' 100 rows: what the
 	// payload alone costs, without a query.
 	large := func() []byte {
@@ -103,7 +107,7 @@ func TestBenchAPI(t *testing.T) {
 		}
 		return b
 	}()
-	srv, err := New(cfg, Deps{Mount: func(s *Server) error {
+	base := serve(cfg, Deps{Mount: func(s *Server) error {
 		for path, body := range map[string][]byte{"/bench/static": static, "/bench/static-large": large} {
 			s.Route("GET", path, AccessReader, func(c *fiber.Ctx) error {
 				c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
@@ -112,35 +116,11 @@ func TestBenchAPI(t *testing.T) {
 		}
 		return nil
 	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(sctx, ln) }()
-	defer func() { cancel(); <-done }()
-	base := "http://" + ln.Addr().String()
 	// A third replica reuses answers until their table changes
 	// (API_CACHE_MAX_AGE, as the api role runs by default).
 	follow := cfg
 	follow.API.CacheMaxAge = 10 * time.Second
-	srvFollow, err := New(follow, Deps{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	lnFollow, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	fctx, fcancel := context.WithCancel(ctx)
-	fdone := make(chan error, 1)
-	go func() { fdone <- srvFollow.Serve(fctx, lnFollow) }()
-	defer func() { fcancel(); <-fdone }()
-	baseFollow := "http://" + lnFollow.Addr().String()
+	baseFollow := serve(follow, Deps{})
 
 	// Simulated projection: upsert the current minute of every service.
 	ingestCtx, stopIngest := context.WithCancel(ctx)

@@ -332,27 +332,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		s.health.Register("api", func(ctx context.Context) error { return s.st.ping(ctx) })
 		defer s.health.Remove("api")
 	}
-	sloCtx, stopSLOs := context.WithCancel(ctx)
-	sloDone := make(chan struct{})
-	go func() {
-		defer close(sloDone)
-		s.slos.run(sloCtx)
-	}()
-	defer func() {
-		stopSLOs()
-		<-sloDone
-	}()
+	defer background(ctx, s.slos.run)()
 	if s.watch != nil {
-		watchCtx, stopWatch := context.WithCancel(ctx)
-		watchDone := make(chan struct{})
-		go func() {
-			defer close(watchDone)
-			s.watch.run(watchCtx)
-		}()
-		defer func() {
-			stopWatch()
-			<-watchDone
-		}()
+		defer background(ctx, s.watch.run)()
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- s.app.Listener(ln) }()
@@ -377,6 +359,21 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	<-errc
 	s.log.Info("api stopped", "requests_served", s.stats.total.Load())
 	return nil
+}
+
+// background runs fn in a goroutine until the returned stop is called;
+// stop cancels fn's context and waits for fn to return.
+func background(ctx context.Context, fn func(context.Context)) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		fn(ctx)
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
 }
 
 // DatabaseSize is the size of the StackLens database in bytes, read
