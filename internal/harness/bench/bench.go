@@ -749,7 +749,7 @@ func (r *run) steady(ctx context.Context, d time.Duration) {
 	}
 	r.rep.Steady = s
 	r.steadyStep = st
-	r.progress("%s: freshness p50 %.0f ms p99 %.0f ms (%d/%d probes); per stage (mean per batch): %s", label, s.FreshP50ms, s.FreshP99ms, seen, probes, stageDelayText(delays))
+	r.progress("%s: freshness p50 %.0f ms p99 %.0f ms (%d/%d probes); per stage (mean, p99 per batch): %s", label, s.FreshP50ms, s.FreshP99ms, seen, probes, stageDelayText(delays))
 }
 
 // visible reports whether /metrics?service=… returns a row.

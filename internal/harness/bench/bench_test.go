@@ -133,12 +133,58 @@ func TestStageDelays(t *testing.T) {
 		`stacklens_projections_delay_seconds_sum{consumer="stacklens_projections_events"}`:   6,
 		`stacklens_projections_delay_seconds_count{consumer="stacklens_projections_events"}`: 6,
 	}
+	// Buckets as the roles expose them: the bridge's 10 batches, 9 within
+	// 250 ms and one in (250 ms, 500 ms]; the projections' 4 metrics
+	// batches within 100 ms, beside 6 raw-event batches of a second.
+	addBuckets(after, `# HELP x
+stacklens_bridge_delay_seconds_bucket{le="0.1"} 5
+stacklens_bridge_delay_seconds_bucket{le="0.25"} 9
+stacklens_bridge_delay_seconds_bucket{le="0.5"} 10
+stacklens_bridge_delay_seconds_bucket{le="+Inf"} 10
+stacklens_bridge_delay_seconds_sum 3
+stacklens_projections_delay_seconds_bucket{consumer="stacklens_projections_1min",le="0.1"} 3
+stacklens_projections_delay_seconds_bucket{consumer="stacklens_projections_5min",le="0.1"} 1
+stacklens_projections_delay_seconds_bucket{consumer="stacklens_projections_events",le="0.1"} 0
+stacklens_projections_delay_seconds_bucket{consumer="stacklens_projections_events",le="1"} 6
+`, "stacklens_bridge_delay_seconds", "")
+	addBuckets(after, `stacklens_projections_delay_seconds_bucket{consumer="stacklens_projections_1min",le="0.1"} 3
+stacklens_projections_delay_seconds_bucket{consumer="stacklens_projections_5min",le="0.1"} 1
+stacklens_projections_delay_seconds_bucket{consumer="stacklens_projections_events",le="1"} 6
+stacklens_projections_delay_seconds_bucket{consumer="stacklens_projections_1min",le="1"} 3
+stacklens_projections_delay_seconds_bucket{consumer="stacklens_projections_5min",le="1"} 1
+`, "stacklens_projections_delay_seconds", `consumer="stacklens_projections_events"`)
 	ds := stageDelays(before, after)
 	if len(ds) != 2 || ds[0].MeanMS != 300 || ds[0].Batches != 10 || math.Abs(ds[1].MeanMS-100) > 1e-9 || ds[1].Batches != 4 {
 		t.Fatalf("%+v", ds)
 	}
-	if got := stageDelayText(ds); got != "Kafka → JetStream (bridge) 300 ms, KV → PostgreSQL (projections) 100 ms" {
+	// p99: rank 9.9 of 10 lies in (250, 500] ms, 0.9 of the way through
+	// its one batch; the projections' rank 3.96 of 4 in (50, 100] ms (the
+	// buckets below 100 ms are missing: empty).
+	if math.Abs(ds[0].P99MS-475) > 1e-9 || math.Abs(ds[1].P99MS-99.5) > 1e-9 {
+		t.Fatalf("p99 %v and %v ms, want 475 and 99.5", ds[0].P99MS, ds[1].P99MS)
+	}
+	if got := stageDelayText(ds); got != "Kafka → JetStream (bridge) 300 ms (p99 475), KV → PostgreSQL (projections) 100 ms (p99 100)" {
 		t.Errorf("text %q", got)
+	}
+}
+
+func TestBucketQuantile(t *testing.T) {
+	bounds := []float64{1, 2, 4}
+	for _, c := range []struct {
+		q    float64
+		cum  []float64
+		n    float64
+		want float64
+	}{
+		{0.5, []float64{10, 10, 10}, 10, 0.5}, // first bucket interpolates from 0
+		{0.99, []float64{0, 0, 10}, 10, 3.98}, // last finite bucket
+		{0.99, []float64{5, 5, 5}, 10, 4},     // above every bound: the last one
+		{0.5, []float64{5, 5, 10}, 10, 1},     // rank on a bound
+		{0.9, []float64{0, 10, 10}, 10, 1.9},
+	} {
+		if got := bucketQuantile(c.q, bounds, c.cum, c.n); math.Abs(got-c.want) > 1e-9 {
+			t.Errorf("q %v of %v/%v: %v, want %v", c.q, c.cum, c.n, got, c.want)
+		}
 	}
 }
 

@@ -48,19 +48,29 @@ func parseProm(r io.Reader, names ...string) (map[string]float64, error) {
 	return out, sc.Err()
 }
 
-// scrape reads a role's /metrics.
+// scrape reads the wanted series of a role's /metrics (see parseProm).
 func scrape(ctx context.Context, c *http.Client, url string, names ...string) (map[string]float64, error) {
-	req, err := http.NewRequestWithContext(ctx, "GET", url, nil)
+	text, err := scrapeText(ctx, c, url)
 	if err != nil {
 		return nil, err
+	}
+	return parseProm(strings.NewReader(text), names...)
+}
+
+// scrapeText reads a role's /metrics.
+func scrapeText(ctx context.Context, c *http.Client, url string) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, "GET", url, nil)
+	if err != nil {
+		return "", err
 	}
 	resp, err := c.Do(req)
 	if err != nil {
-		return nil, err
+		return "", err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != 200 {
-		return nil, fmt.Errorf("scrape %s: %s", url, resp.Status)
+		return "", fmt.Errorf("scrape %s: %s", url, resp.Status)
 	}
-	return parseProm(resp.Body, names...)
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
 }

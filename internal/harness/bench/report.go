@@ -186,7 +186,7 @@ func (r *Report) RenderTable(w io.Writer) {
 		fmt.Fprintf(w, "freshness (probe produced → visible at /metrics?service=<probe>): p50 %.0f ms, p99 %.0f ms, max %.0f ms (%d of %d probes seen, poll every %.0f ms)\n",
 			st.FreshP50ms, st.FreshP99ms, st.FreshMaxMS, st.Seen, st.Probes, st.PollMS)
 		if len(st.Stages) > 0 {
-			fmt.Fprintf(w, "freshness by stage (mean per batch of its oldest message's wait): %s\n", stageDelayText(st.Stages))
+			fmt.Fprintf(w, "freshness by stage (mean and p99 per batch of its oldest message's wait): %s\n", stageDelayText(st.Stages))
 		}
 		fmt.Fprintln(tw, "API endpoint\tclients\trequests\treq/s\tp50 ms\tp99 ms\tmax ms\terrors\t")
 		for _, h := range st.API {

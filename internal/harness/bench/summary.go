@@ -53,6 +53,7 @@ func (r *Report) figures() []figure {
 		add("freshness p99", "ms", st.FreshP99ms, st.Seen > 0)
 		for _, d := range st.Stages {
 			add("delay "+d.Stage, "ms", d.MeanMS, d.Batches > 0)
+			add("delay p99 "+d.Stage, "ms", d.P99MS, d.Batches > 0)
 		}
 		for _, h := range st.API {
 			add("API p99 "+h.Name, "ms", h.P99ms, h.Requests > h.Errors)
