@@ -122,6 +122,11 @@ other 1
 	if m[`stacklens_processor_events_folded_total{shard="1"}`] != 32 || len(m) != 1 {
 		t.Errorf("series: %v", m)
 	}
+	// Both: the series counts for the name's sum and for itself.
+	m, _ = parseProm(strings.NewReader(text), `stacklens_processor_events_folded_total{shard="1"}`, "stacklens_processor_events_folded_total")
+	if m[`stacklens_processor_events_folded_total{shard="1"}`] != 32 || m["stacklens_processor_events_folded_total"] != 42 || len(m) != 2 {
+		t.Errorf("series and name: %v", m)
+	}
 }
 
 func TestStageDelays(t *testing.T) {

@@ -30,20 +30,24 @@ func parseProm(r io.Reader, names ...string) (map[string]float64, error) {
 		if sp < 0 {
 			continue
 		}
-		name := line
+		name, series := line[:sp], line[:sp]
 		if i := strings.IndexAny(line, "{ "); i >= 0 {
 			name = line[:i]
 		}
-		if !want[name] {
-			if name = line[:sp]; !want[name] {
-				continue
-			}
+		// A series counts for its name and, when wanted too, for itself.
+		if !want[name] && !want[series] {
+			continue
 		}
 		v, err := strconv.ParseFloat(line[sp+1:], 64)
 		if err != nil {
 			continue
 		}
-		out[name] += v
+		if want[name] {
+			out[name] += v
+		}
+		if series != name && want[series] {
+			out[series] += v
+		}
 	}
 	return out, sc.Err()
 }
