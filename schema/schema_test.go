@@ -125,6 +125,7 @@ var landedChecksums = map[int]string{
 	10: "a6d3028b1b25b2ece24a3c4d8b414915dcced36dcd40c3dd6d043f4ecde3d830",
 	11: "0bc2bc302cfcdf8d3e9480c79e525920084c7d9983860082a67e99be46488c5f",
 	12: "6d57b229226d085391356a8c2fd73278d69c6e927cefd343ea4529c94a0920c4",
+	13: "74b9cb2345c67fbbc6baac127e833901a882e988329255eca429055399f516a9",
 }
 
 // TestLandedMigrationsUnchanged: a database migrated by a released binary

@@ -674,7 +674,7 @@ func (r *run) steady(ctx context.Context, d time.Duration) {
 	sctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
-	var fresh []time.Duration
+	var fresh, produced []time.Duration // probe → visible; probe's Kafka write
 	probes, seen := 0, 0
 	const poll = 50 * time.Millisecond
 	wg.Add(1)
@@ -699,6 +699,10 @@ func (r *run) steady(ctx context.Context, d time.Duration) {
 				if err := r.write(ctx, svc, "info", 1, t0); err != nil {
 					return
 				}
+				pt := time.Since(t0)
+				mu.Lock()
+				produced = append(produced, pt)
+				mu.Unlock()
 				url := r.apiBase + "/metrics?service=" + svc + "&limit=1"
 				for time.Since(t0) < 30*time.Second && ctx.Err() == nil {
 					if r.visible(ctx, url) {
@@ -744,12 +748,14 @@ func (r *run) steady(ctx context.Context, d time.Duration) {
 	wg.Wait()
 	s := &Steady{Rate: rate, Seconds: st.Seconds, Lag: st.Lag, Probes: probes, Seen: seen, PollMS: ms(poll), API: api, Stages: delays}
 	s.FreshP50ms, s.FreshP99ms = ms(Percentile(fresh, 0.5)), ms(Percentile(fresh, 0.99))
+	s.ProduceP50ms, s.ProduceP99ms = ms(Percentile(produced, 0.5)), ms(Percentile(produced, 0.99))
 	if len(fresh) > 0 {
 		s.FreshMaxMS = ms(slices.Max(fresh))
 	}
 	r.rep.Steady = s
 	r.steadyStep = st
-	r.progress("%s: freshness p50 %.0f ms p99 %.0f ms (%d/%d probes); per stage (mean, p99 per batch): %s", label, s.FreshP50ms, s.FreshP99ms, seen, probes, stageDelayText(delays))
+	r.progress("%s: freshness p50 %.0f ms p99 %.0f ms (%d/%d probes; their Kafka write p50 %.0f ms p99 %.0f ms); per stage (mean, p99 per batch): %s",
+		label, s.FreshP50ms, s.FreshP99ms, seen, probes, s.ProduceP50ms, s.ProduceP99ms, stageDelayText(delays))
 }
 
 // visible reports whether /metrics?service=… returns a row.

@@ -80,9 +80,12 @@ func TestBenchRunsAndProfiles(t *testing.T) {
 			continue
 		}
 		for _, d := range r.Steady.Stages {
-			if d.MeanMS <= 0 || d.Batches <= 0 {
+			if d.MeanMS <= 0 || d.Batches <= 0 || d.P99MS <= 0 || d.P99MS > 60_000 {
 				t.Errorf("run %d: stage delay %+v", i+1, d)
 			}
+		}
+		if st := r.Steady; st.ProduceP50ms <= 0 || st.ProduceP99ms < st.ProduceP50ms || st.ProduceP99ms > st.FreshP99ms {
+			t.Errorf("run %d: probes' Kafka write p50 %v p99 %v ms, freshness p99 %v ms", i+1, st.ProduceP50ms, st.ProduceP99ms, st.FreshP99ms)
 		}
 		roles := map[string]Role{}
 		for _, ro := range r.Roles {

@@ -51,6 +51,7 @@ func (r *Report) figures() []figure {
 	if st := r.Steady; st != nil {
 		add("freshness p50", "ms", st.FreshP50ms, st.Seen > 0)
 		add("freshness p99", "ms", st.FreshP99ms, st.Seen > 0)
+		add("freshness: probes' Kafka write p99", "ms", st.ProduceP99ms, st.Seen > 0)
 		for _, d := range st.Stages {
 			add("delay "+d.Stage, "ms", d.MeanMS, d.Batches > 0)
 			add("delay p99 "+d.Stage, "ms", d.P99MS, d.Batches > 0)
