@@ -648,7 +648,7 @@ func TestSeedDefaultRules(t *testing.T) {
 
 func TestTimescaleHypertables(t *testing.T) {
 	ctx := testCtx(t)
-	_, conn := newDB(t)
+	cfg, conn := newDB(t)
 	avail, err := TimescaleAvailable(ctx, conn)
 	if err != nil {
 		t.Fatal(err)
@@ -689,6 +689,16 @@ func TestTimescaleHypertables(t *testing.T) {
 	if policies := strings1(t, conn, `SELECT job_id::text FROM timescaledb_information.jobs
 	    WHERE proc_name IN ('policy_retention', 'policy_compression')`); len(policies) != 6 {
 		t.Errorf("policies after changes = %v, want 6", policies)
+	}
+	// The change notification fires on a hypertable too: its statement
+	// trigger stays on the root, which the statement targets.
+	listener := connect(t, cfg.Copy())
+	exec1(t, listener, `LISTEN stacklens_changes`)
+	exec1(t, conn, `INSERT INTO analytics_metrics_1min (service, timestamp, count, version) VALUES ('notify', now(), 1, 1)`)
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if n, err := listener.WaitForNotification(wctx); err != nil || n.Payload != "analytics_metrics_1min" {
+		t.Errorf("notification of an insert into the hypertable: %+v, %v", n, err)
 	}
 	exec1(t, conn, `INSERT INTO analytics_events (stream_seq, timestamp, service, level, latency_ms)
 	    VALUES (1, now() - interval '10 days', 's', 'info', 1), (2, now(), 's', 'info', 1)`)
