@@ -162,8 +162,15 @@ func costTargets(r *Report) []Target {
 
 	t, goal = "sustained end to end, bounded lag", fmt.Sprintf("≥ %s ev/s and ≥ %.1f of the CPU bound", num(goalSustained), goalCPUBound)
 	if s, ok := r.stage(stageEndToEnd); ok && r.Sustained > 0 && s.Ratio > 0 {
-		out = append(out, Target{t, goal, fmt.Sprintf("%s ev/s, %.2f of the CPU bound", num(r.Sustained), s.Ratio),
-			yes(r.Sustained >= goalSustained && s.Ratio >= goalCPUBound)})
+		// The ramp judges a step without the API load; the steady hold
+		// repeats the sustained rate with it, and must keep the lag bounded
+		// too for the product's whole load to count as sustained.
+		held, heldOK := "", true
+		if st := r.Steady; st != nil && st.Rate == r.Sustained {
+			held, heldOK = "; held with the API load: lag "+boundedWord(st.Lag), st.Lag.Bounded
+		}
+		out = append(out, Target{t, goal, fmt.Sprintf("%s ev/s, %.2f of the CPU bound%s", num(r.Sustained), s.Ratio, held),
+			yes(r.Sustained >= goalSustained && s.Ratio >= goalCPUBound && heldOK)})
 	} else {
 		out = append(out, Target{t, goal, "no step sustained", "no"})
 	}

@@ -25,7 +25,7 @@ func costReport() *Report {
 		{Stage: "bridge alone (backlog drain)", Rate: 66_000, CeilingRate: 60_000, Ratio: 1.1},
 		{Stage: "end to end (sustained)", Rate: 20_000, CeilingRate: 20_500, Ratio: 0.98},
 	}
-	r.Steady = &Steady{Rate: 20_000, Seen: 40, FreshP99ms: 1100, API: []HTTPResult{
+	r.Steady = &Steady{Rate: 20_000, Seen: 40, FreshP99ms: 1100, Lag: LagVerdict{Bounded: true}, API: []HTTPResult{
 		{Name: "static JSON (own process, ingesting)", Requests: 1000, P99ms: 20},
 		{Name: "/metrics (1min, 100 rows)", Requests: 1000, P99ms: 30},
 		{Name: "/health-status", Requests: 1000, P99ms: 22},
@@ -47,7 +47,7 @@ func TestCostTargets(t *testing.T) {
 	for _, tc := range []struct{ target, measured, met string }{
 		{"own processes", "38.0 (bridge 9.0, processor 7.0, projections 13.0, api 2.0, postgresql 7.0); 30.0 at the sustained rate's step", "no"},
 		{"raw-event path", "20.0 µs ÷ 5.0 µs = 4.00 ×; 2.00 × at the sustained rate's step", "no"},
-		{"sustained end to end", "20k ev/s, 0.98 of the CPU bound", "yes"},
+		{"sustained end to end", "20k ev/s, 0.98 of the CPU bound; held with the API load: lag bounded", "yes"},
 		{"bridge alone", "66k ev/s = 1.10 × 60k", "yes"},
 		{"freshness p99", "1100 ms at 20k ev/s", "no"},
 		{"dashboard endpoints", "/metrics 1.50, /health-status 1.10 (static 20.0 ms)", "no"},
@@ -70,6 +70,17 @@ func TestCostTargets(t *testing.T) {
 	}
 	if len(got) != 8 {
 		t.Errorf("%d targets, want 8", len(got))
+	}
+
+	// A steady hold whose lag grew under the API load does not count as
+	// sustained, however the ramp judged the rate.
+	r := costReport()
+	r.Steady.Lag = LagVerdict{Reason: "lag growing"}
+	for _, tg := range costTargets(r) {
+		if strings.HasPrefix(tg.Target, "sustained end to end") &&
+			(tg.Met != "no" || !strings.HasSuffix(tg.Measured, "held with the API load: lag NOT bounded: lag growing")) {
+			t.Errorf("sustained with a growing steady hold: %+v", tg)
+		}
 	}
 
 	// Both the run's figure and the sustained step's must meet a cost goal.
