@@ -131,33 +131,37 @@ other 1
 
 func TestStageDelays(t *testing.T) {
 	before := map[string]float64{}
-	after := map[string]float64{
-		"stacklens_bridge_delay_seconds_sum": 3, "stacklens_bridge_delay_seconds_count": 10,
-		// projections: 4 batches of metrics (0.4 s) and 6 of raw events (6 s), left out
-		"stacklens_projections_delay_seconds_sum": 6.4, "stacklens_projections_delay_seconds_count": 10,
-		`stacklens_projections_delay_seconds_sum{consumer="stacklens_projections_events"}`:   6,
-		`stacklens_projections_delay_seconds_count{consumer="stacklens_projections_events"}`: 6,
-	}
-	// Buckets as the roles expose them: the bridge's 10 batches, 9 within
+	after := map[string]float64{}
+	// As the roles expose them: the bridge's 10 batches (3 s), 9 within
 	// 250 ms and one in (250 ms, 500 ms]; the projections' 4 metrics
-	// batches within 100 ms, beside 6 raw-event batches of a second.
-	addBuckets(after, `# HELP x
+	// batches (0.4 s) within 100 ms, beside 6 raw-event batches of a second
+	// (6 s), which are left out. The bridge's and the projections' series
+	// come from two roles' expositions.
+	for _, text := range []string{`# HELP x
 stacklens_bridge_delay_seconds_bucket{le="0.1"} 5
 stacklens_bridge_delay_seconds_bucket{le="0.25"} 9
 stacklens_bridge_delay_seconds_bucket{le="0.5"} 10
 stacklens_bridge_delay_seconds_bucket{le="+Inf"} 10
 stacklens_bridge_delay_seconds_sum 3
-stacklens_projections_delay_seconds_bucket{consumer="stacklens_projections_1min",le="0.1"} 3
+stacklens_bridge_delay_seconds_count 10
+stacklens_bridge_delay_secondsx 99
+`, `stacklens_projections_delay_seconds_bucket{consumer="stacklens_projections_1min",le="0.1"} 3
 stacklens_projections_delay_seconds_bucket{consumer="stacklens_projections_5min",le="0.1"} 1
 stacklens_projections_delay_seconds_bucket{consumer="stacklens_projections_events",le="0.1"} 0
 stacklens_projections_delay_seconds_bucket{consumer="stacklens_projections_events",le="1"} 6
-`, "stacklens_bridge_delay_seconds", "")
-	addBuckets(after, `stacklens_projections_delay_seconds_bucket{consumer="stacklens_projections_1min",le="0.1"} 3
-stacklens_projections_delay_seconds_bucket{consumer="stacklens_projections_5min",le="0.1"} 1
-stacklens_projections_delay_seconds_bucket{consumer="stacklens_projections_events",le="1"} 6
 stacklens_projections_delay_seconds_bucket{consumer="stacklens_projections_1min",le="1"} 3
 stacklens_projections_delay_seconds_bucket{consumer="stacklens_projections_5min",le="1"} 1
-`, "stacklens_projections_delay_seconds", `consumer="stacklens_projections_events"`)
+stacklens_projections_delay_seconds_sum{consumer="stacklens_projections_1min"} 0.3
+stacklens_projections_delay_seconds_sum{consumer="stacklens_projections_5min"} 0.1
+stacklens_projections_delay_seconds_sum{consumer="stacklens_projections_events"} 6
+stacklens_projections_delay_seconds_count{consumer="stacklens_projections_1min"} 3
+stacklens_projections_delay_seconds_count{consumer="stacklens_projections_5min"} 1
+stacklens_projections_delay_seconds_count{consumer="stacklens_projections_events"} 6
+`} {
+		if err := addDelays(after, strings.NewReader(text)); err != nil {
+			t.Fatal(err)
+		}
+	}
 	ds := stageDelays(before, after)
 	if len(ds) != 2 || ds[0].MeanMS != 300 || ds[0].Batches != 10 || math.Abs(ds[1].MeanMS-100) > 1e-9 || ds[1].Batches != 4 {
 		t.Fatalf("%+v", ds)

@@ -10,15 +10,10 @@ import (
 	"strings"
 )
 
-// parseProm sums, per metric name, the values of all series of the wanted
-// names in a Prometheus text exposition (labels are summed over). A wanted
-// name with labels (`name{label="v"}`) matches that one series exactly.
-func parseProm(r io.Reader, names ...string) (map[string]float64, error) {
-	want := map[string]bool{}
-	for _, n := range names {
-		want[n] = true
-	}
-	out := map[string]float64{}
+// eachSample calls fn for every sample of a Prometheus text exposition:
+// its metric name, its series (the name with its labels, as written) and
+// its value.
+func eachSample(r io.Reader, fn func(name, series string, v float64)) error {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
@@ -30,26 +25,36 @@ func parseProm(r io.Reader, names ...string) (map[string]float64, error) {
 		if sp < 0 {
 			continue
 		}
-		name, series := line[:sp], line[:sp]
-		if i := strings.IndexAny(line, "{ "); i >= 0 {
-			name = line[:i]
-		}
-		// A series counts for its name and, when wanted too, for itself.
-		if !want[name] && !want[series] {
-			continue
-		}
 		v, err := strconv.ParseFloat(line[sp+1:], 64)
 		if err != nil {
 			continue
 		}
+		series := line[:sp]
+		name, _, _ := strings.Cut(series, "{")
+		fn(name, series, v)
+	}
+	return sc.Err()
+}
+
+// parseProm sums, per metric name, the values of all series of the wanted
+// names in a Prometheus text exposition (labels are summed over). A wanted
+// name with labels (`name{label="v"}`) matches that one series exactly; a
+// series counts for its name and, when wanted too, for itself.
+func parseProm(r io.Reader, names ...string) (map[string]float64, error) {
+	want := map[string]bool{}
+	for _, n := range names {
+		want[n] = true
+	}
+	out := map[string]float64{}
+	err := eachSample(r, func(name, series string, v float64) {
 		if want[name] {
 			out[name] += v
 		}
 		if series != name && want[series] {
 			out[series] += v
 		}
-	}
-	return out, sc.Err()
+	})
+	return out, err
 }
 
 // scrape reads the wanted series of a role's /metrics (see parseProm).

@@ -1,9 +1,9 @@
 package bench
 
 import (
-	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 
@@ -26,40 +26,22 @@ type StageDelay struct {
 	Batches float64 `json:"batches"`
 }
 
-// delayMetrics are the stages on a probe's way; minus is a series of the
-// same histogram to leave out (the raw-events consumer of the projections
+// delayMetrics are the stages on a probe's way; the series whose labels
+// include skip are left out (the raw-events consumer of the projections
 // runs beside the processor, not after it).
-var delayMetrics = []struct{ stage, metric, minus string }{
+var delayMetrics = []struct{ stage, metric, skip string }{
 	{"Kafka → JetStream (bridge)", "stacklens_bridge_delay_seconds", ""},
 	{"stream → KV (processor)", "stacklens_processor_delay_seconds", ""},
-	{"KV → PostgreSQL (projections)", "stacklens_projections_delay_seconds", `{consumer="stacklens_projections_events"}`},
+	{"KV → PostgreSQL (projections)", "stacklens_projections_delay_seconds", `consumer="stacklens_projections_events"`},
 }
 
 // delaySnapshot sums each delay histogram's _sum, _count and buckets
 // over the roles.
 func (r *run) delaySnapshot(ctx context.Context) map[string]float64 {
-	var names []string
-	for _, d := range delayMetrics {
-		names = append(names, d.metric+"_sum", d.metric+"_count")
-		if d.minus != "" {
-			names = append(names, d.metric+"_sum"+d.minus, d.metric+"_count"+d.minus)
-		}
-	}
 	out := map[string]float64{}
 	for _, p := range r.all() {
-		text, err := scrapeText(ctx, r.hc, p.metricsURL())
-		if err != nil {
-			continue
-		}
-		m, err := parseProm(strings.NewReader(text), names...)
-		if err != nil {
-			continue
-		}
-		for k, v := range m {
-			out[k] += v
-		}
-		for _, d := range delayMetrics {
-			addBuckets(out, text, d.metric, strings.Trim(d.minus, "{}"))
+		if text, err := scrapeText(ctx, r.hc, p.metricsURL()); err == nil {
+			_ = addDelays(out, strings.NewReader(text))
 		}
 	}
 	return out
@@ -71,34 +53,28 @@ func bucketKey(metric string, le float64) string {
 	return metric + `_bucket{le="` + strconv.FormatFloat(le, 'g', -1, 64) + `"}`
 }
 
-// addBuckets adds to out the cumulative bucket counts of metric's
-// histogram in a Prometheus exposition, summed over its series by bound,
-// leaving out the series whose labels include skip (`label="value"`).
-func addBuckets(out map[string]float64, text, metric, skip string) {
-	prefix := metric + "_bucket{"
-	sc := bufio.NewScanner(strings.NewReader(text))
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, prefix) {
-			continue
+// addDelays adds to out, in one pass over a Prometheus exposition, each
+// delay histogram's _sum, _count and cumulative bucket counts (keyed by
+// bucketKey), summed over its series but those delayMetrics leave out.
+func addDelays(out map[string]float64, r io.Reader) error {
+	return eachSample(r, func(name, series string, v float64) {
+		for _, d := range delayMetrics {
+			part, ok := strings.CutPrefix(name, d.metric+"_")
+			if !ok || (d.skip != "" && strings.Contains(series, d.skip)) {
+				continue
+			}
+			switch part {
+			case "sum", "count":
+				out[name] += v
+			case "bucket":
+				_, le, _ := strings.Cut(series, `le="`)
+				le, _, _ = strings.Cut(le, `"`)
+				if bound, err := strconv.ParseFloat(le, 64); err == nil {
+					out[bucketKey(d.metric, bound)] += v
+				}
+			}
 		}
-		labels, value, ok := strings.Cut(line[len(prefix):], "} ")
-		if !ok || (skip != "" && strings.Contains(labels, skip)) {
-			continue
-		}
-		_, le, ok := strings.Cut(labels, `le="`)
-		if !ok {
-			continue
-		}
-		le, _, _ = strings.Cut(le, `"`)
-		bound, err1 := strconv.ParseFloat(le, 64)
-		v, err2 := strconv.ParseFloat(value, 64)
-		if err1 != nil || err2 != nil {
-			continue
-		}
-		out[bucketKey(metric, bound)] += v
-	}
+	})
 }
 
 // bucketQuantile is the q-quantile of n observations whose cumulative
@@ -120,22 +96,16 @@ func bucketQuantile(q float64, bounds, cum []float64, n float64) float64 {
 	return bounds[len(bounds)-1]
 }
 
-// stageDelays turns two snapshots into per-stage means.
+// stageDelays turns two snapshots into per-stage means and p99s.
 func stageDelays(before, after map[string]float64) []StageDelay {
 	var out []StageDelay
 	diff := func(k string) float64 { return after[k] - before[k] }
 	for _, d := range delayMetrics {
-		left := func(k string) float64 {
-			if d.minus == "" {
-				return 0
-			}
-			return diff(k + d.minus)
-		}
-		n := diff(d.metric+"_count") - left(d.metric+"_count")
+		n := diff(d.metric + "_count")
 		if n <= 0 {
 			continue
 		}
-		sum := diff(d.metric+"_sum") - left(d.metric+"_sum")
+		sum := diff(d.metric + "_sum")
 		bounds := telemetry.DelayBuckets
 		cum := make([]float64, len(bounds))
 		for i, le := range bounds {
