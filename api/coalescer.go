@@ -140,22 +140,18 @@ func (co *coalescer) forget(key string, f *flight) {
 // sendShared answers a validated GET with the coalesced encoding of fn's
 // result (or fn's error).
 func (s *Server) sendShared(c *fiber.Ctx, fn func() ([]byte, error)) error {
-	return sendVia(c, s.coalesce, fn)
+	return sendVia(c, s.coalesce, "", fn)
 }
 
 // sendFollowing answers a validated GET that reads only table through
 // readCache: reused until table changes (see changeWatch).
 func (s *Server) sendFollowing(c *fiber.Ctx, table string, fn func() ([]byte, error)) error {
-	return sendOn(c, s.readCache, table, fn)
+	return sendVia(c, s.readCache, table, fn)
 }
 
-// sendVia is sendShared through co (nil: fn runs for every request).
-func sendVia(c *fiber.Ctx, co *coalescer, fn func() ([]byte, error)) error {
-	return sendOn(c, co, "", fn)
-}
-
-// sendOn is sendVia for a read of table dep.
-func sendOn(c *fiber.Ctx, co *coalescer, dep string, fn func() ([]byte, error)) error {
+// sendVia is sendShared through co (nil: fn runs for every request), for
+// a read of table dep ("" when co follows no changes).
+func sendVia(c *fiber.Ctx, co *coalescer, dep string, fn func() ([]byte, error)) error {
 	var body []byte
 	var err error
 	if co == nil {

@@ -30,7 +30,7 @@ const maxSLOHistory = 366 * 24 * time.Hour
 
 func (s *Server) handleSLOs(c *fiber.Ctx) error {
 	ctx := c.UserContext()
-	return sendVia(c, s.sloCache, func() ([]byte, error) {
+	return sendVia(c, s.sloCache, "", func() ([]byte, error) {
 		st, err := s.st.sloStatuses(ctx, nil, s.now(), s.cfg.Windows)
 		if err != nil {
 			return nil, err
@@ -45,7 +45,7 @@ func (s *Server) handleSLO(c *fiber.Ctx) error {
 		return err
 	}
 	ctx := c.UserContext()
-	return sendVia(c, s.sloCache, func() ([]byte, error) {
+	return sendVia(c, s.sloCache, "", func() ([]byte, error) {
 		st, err := s.st.sloStatuses(ctx, &id, s.now(), s.cfg.Windows)
 		if err != nil {
 			return nil, err
