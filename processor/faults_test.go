@@ -721,23 +721,6 @@ func TestUnreadableOpenAggregateBlocksRestart(t *testing.T) {
 	}
 }
 
-// TestParseAckReplyMalformed: numbers that are empty, too long or not
-// digits make the reply subject unusable.
-func TestParseAckReplyMalformed(t *testing.T) {
-	for _, s := range []string{
-		"$JS.ACK.S.C.1..1.1.0",
-		"$JS.ACK.S.C.1.12345678901234567890.1.1.0",
-		"$JS.ACK.S.C.1.5.1.1x.0",
-	} {
-		if seq, pending, ok := parseAckReply(s); ok {
-			t.Errorf("parseAckReply(%q) = %d, %d, ok", s, seq, pending)
-		}
-	}
-	if seq, pending, ok := parseAckReply("$JS.ACK.S.C.1.1234567890123456789.1.1.7"); !ok || seq != 1234567890123456789 || pending != 7 {
-		t.Errorf("19-digit sequence: %d %d %v", seq, pending, ok)
-	}
-}
-
 // TestWatermarksBounded: under a backlog that keeps growing, the finality
 // watermarks kept in memory stay bounded, and once the backlog is consumed
 // the shard is caught up to the newest sample.

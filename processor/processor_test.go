@@ -70,25 +70,6 @@ func TestNaiveTimestampsInEventTimezone(t *testing.T) {
 	h.waitExact(30 * time.Second)
 }
 
-func TestParseAckReply(t *testing.T) {
-	for _, c := range []struct {
-		s            string
-		seq, pending uint64
-		ok           bool
-	}{
-		{"$JS.ACK.STREAM.cons.1.42.7.1700000000.3", 42, 3, true},
-		{"$JS.ACK.dom.hash.STREAM.cons.1.42.7.1700000000.3.tok", 42, 3, true},
-		{"$JS.ACK.STREAM.cons.1.x.7.1700000000.3", 0, 0, false},
-		{"nope", 0, 0, false},
-		{"$JS.ACK.a.b.c.d.e.f.g.h.i.j.k.l.m.n", 0, 0, false},
-	} {
-		seq, pending, ok := parseAckReply(c.s)
-		if seq != c.seq || pending != c.pending || ok != c.ok {
-			t.Errorf("%q: got %d %d %v", c.s, seq, pending, ok)
-		}
-	}
-}
-
 // TestOverflow caps the services per bucket: the first MAX_SERVICES
 // services of a shard get their own keys, the rest are summed under the
 // shard's _overflow-<shard> key, and the totals stay exact.

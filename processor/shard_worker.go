@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -285,7 +284,8 @@ func (w *shardWorker) shardHead(ctx context.Context) (uint64, error) {
 
 // handle is the consumer callback: one stream message.
 func (w *shardWorker) handle(gen uint64, m jetstream.Msg) {
-	seq, pending, ts, ok := parseAckReplyTS(m.Reply())
+	ar, ok := natsutil.ParseAckReply(m.Reply())
+	seq, pending, ts := ar.StreamSeq, ar.Pending, ar.Timestamp
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if gen != w.gen || w.needReset {
@@ -514,63 +514,4 @@ func (w *shardWorker) deadLetter(m jetstream.Msg, seq uint64, derr error) error 
 	defer cancel()
 	_, err := w.sh.js.PublishMsg(ctx, msg, jetstream.WithMsgID("processor-dlq-"+strconv.FormatUint(seq, 10)))
 	return err
-}
-
-// parseAckReply extracts the stream sequence and the pending count from a
-// JetStream ack subject, in both the v1 form
-// $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending> and the
-// v2 form $JS.ACK.<domain>.<hash>.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>.<token>.
-func parseAckReply(s string) (seq, pending uint64, ok bool) {
-	seq, pending, _, ok = parseAckReplyTS(s)
-	return seq, pending, ok
-}
-
-// parseAckReplyTS is parseAckReply that also returns the message's stream
-// timestamp (Unix nanoseconds). It reads the subject from the end, where
-// the numbers are, without allocating.
-func parseAckReplyTS(s string) (seq, pending uint64, ts int64, ok bool) {
-	if !strings.HasPrefix(s, "$JS.ACK.") {
-		return 0, 0, 0, false
-	}
-	n := strings.Count(s, ".") + 1
-	skip := 0 // tokens after <pending>
-	switch {
-	case n == 9:
-	case n >= 11 && n <= 12:
-		skip = n - 11
-	default:
-		return 0, 0, 0, false
-	}
-	// Walk back over the last tokens: [skip…], pending, ts, cseq, sseq.
-	var toks [4]string
-	end := len(s)
-	for i := 0; i < skip+4; i++ {
-		dot := strings.LastIndexByte(s[:end], '.')
-		if i >= skip {
-			toks[i-skip] = s[dot+1 : end]
-		}
-		end = dot
-	}
-	pending, ok1 := parseUint(toks[0])
-	t, ok2 := parseUint(toks[1])
-	seq, ok3 := parseUint(toks[3])
-	if !ok1 || !ok2 || !ok3 {
-		return 0, 0, 0, false
-	}
-	return seq, pending, int64(t), true
-}
-
-func parseUint(s string) (uint64, bool) {
-	if s == "" || len(s) > 19 {
-		return 0, false
-	}
-	var v uint64
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c < '0' || c > '9' {
-			return 0, false
-		}
-		v = v*10 + uint64(c-'0')
-	}
-	return v, true
 }

@@ -102,15 +102,15 @@ func (p *eventsProjector) handle(ctx context.Context, msgs []jetstream.Msg) erro
 	// them), so a batch costs one allocation for them, not one per event.
 	arena := make([]byte, 0, size+2*len(msgs))
 	for _, m := range msgs {
-		md, err := m.Metadata()
-		if err != nil {
+		ar, ok := natsutil.ParseAckReply(m.Reply())
+		if !ok {
 			badMessages.Inc()
 			continue
 		}
 		ev, err := event.Decode(m.Data(), now, p.lim)
 		if err != nil {
 			badMessages.Inc()
-			p.log.Error("skipping undecodable event", "seq", md.Sequence.Stream, "subject", m.Subject(), "err", err)
+			p.log.Error("skipping undecodable event", "seq", ar.StreamSeq, "subject", m.Subject(), "err", err)
 			continue
 		}
 		if ev.Time.Before(horizon) {
@@ -120,7 +120,7 @@ func (p *eventsProjector) handle(ctx context.Context, msgs []jetstream.Msg) erro
 		start := len(arena)
 		arena = appendLean(arena, m.Data(), &ev)
 		r := EventRow{
-			Seq:       md.Sequence.Stream,
+			Seq:       ar.StreamSeq,
 			Time:      ev.Time,
 			Service:   ev.Service,
 			Level:     ev.Level.String(),
