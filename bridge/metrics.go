@@ -32,13 +32,18 @@ var (
 		[]float64{2, 3, 4, 6, 8, 12, 16, 24, 32, 64})
 	// atomicBatches: atomic batches committed (one per group commit);
 	// each costs the server a fixed amount (docs/bridge.md, "Batching").
-	atomicBatches  = metrics.NewCounter("stacklens_bridge_atomic_batches_total")
-	publishSeconds = metrics.NewPrometheusHistogramExt("stacklens_bridge_publish_seconds",
-		[]float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10})
+	atomicBatches = metrics.NewCounter("stacklens_bridge_atomic_batches_total")
+	// publishSeconds: a partition's batch handed to the group publisher →
+	// its group commit acknowledged (the wait for a commit slot and the
+	// atomic commit itself).
+	publishSeconds = metrics.NewPrometheusHistogramExt("stacklens_bridge_publish_seconds", PublishBuckets)
 
 	deadLetteredMu sync.Mutex
 	deadLettered   = map[event.Reason]*metrics.Counter{}
 )
+
+// PublishBuckets are the buckets of stacklens_bridge_publish_seconds.
+var PublishBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
 
 func init() {
 	for _, r := range event.AllReasons() {

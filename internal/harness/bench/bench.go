@@ -22,7 +22,6 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -674,8 +673,10 @@ func (r *run) steady(ctx context.Context, d time.Duration) {
 	sctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
-	var fresh, produced []time.Duration // probe → visible; probe's Kafka write
-	probes, seen := 0, 0
+	var produced []time.Duration // probes' Kafka writes
+	var seenProbes []probe       // probes written and then seen at /metrics
+	var loadFrom time.Time       // the API load's start (under mu)
+	probes := 0
 	const poll = 50 * time.Millisecond
 	wg.Add(1)
 	go func() { // probes
@@ -706,10 +707,9 @@ func (r *run) steady(ctx context.Context, d time.Duration) {
 				url := r.apiBase + "/metrics?service=" + svc + "&limit=1"
 				for time.Since(t0) < 30*time.Second && ctx.Err() == nil {
 					if r.visible(ctx, url) {
-						el := time.Since(t0)
+						now := time.Now()
 						mu.Lock()
-						fresh = append(fresh, el)
-						seen++
+						seenProbes = append(seenProbes, probe{t0, now})
 						mu.Unlock()
 						return
 					}
@@ -719,10 +719,16 @@ func (r *run) steady(ctx context.Context, d time.Duration) {
 		}
 	}()
 	apiRes := make(chan []HTTPResult, 1)
-	go func() { // API load in the middle of the hold
-		time.Sleep(d / 5)
-		per := max(time.Second, d*3/5/5) // five endpoints in the middle 3/5 of the hold
+	go func() {
+		// The API load from 3/10 of the hold, the five endpoints d/8 each,
+		// so the last one ends before the hold does; before it, the
+		// probes measure the pipeline's own freshness.
+		time.Sleep(d * 3 / 10)
+		per := max(time.Second, d/8)
 		var out []HTTPResult
+		mu.Lock()
+		loadFrom = time.Now()
+		mu.Unlock()
 		if r.staticURL != "" {
 			out = append(out, LoadHTTP(sctx, r.hc, staticName+" ("+r.staticWhere+", ingesting)", r.staticURL, clients, per))
 		}
@@ -746,16 +752,13 @@ func (r *run) steady(ctx context.Context, d time.Duration) {
 	api := <-apiRes
 	// Probes in flight are polled up to 30 s; wait for them.
 	wg.Wait()
-	s := &Steady{Rate: rate, Seconds: st.Seconds, Lag: st.Lag, Probes: probes, Seen: seen, PollMS: ms(poll), API: api, Stages: delays}
-	s.FreshP50ms, s.FreshP99ms = ms(Percentile(fresh, 0.5)), ms(Percentile(fresh, 0.99))
+	s := &Steady{Rate: rate, Seconds: st.Seconds, Lag: st.Lag, Probes: probes, Seen: len(seenProbes), PollMS: ms(poll), API: api, Stages: delays}
 	s.ProduceP50ms, s.ProduceP99ms = ms(Percentile(produced, 0.5)), ms(Percentile(produced, 0.99))
-	if len(fresh) > 0 {
-		s.FreshMaxMS = ms(slices.Max(fresh))
-	}
+	s.setFreshness(seenProbes, loadFrom)
 	r.rep.Steady = s
 	r.steadyStep = st
-	r.progress("%s: freshness p50 %.0f ms p99 %.0f ms (%d/%d probes; their Kafka write p50 %.0f ms p99 %.0f ms); per stage (mean, p99 per batch): %s",
-		label, s.FreshP50ms, s.FreshP99ms, seen, probes, s.ProduceP50ms, s.ProduceP99ms, stageDelayText(delays))
+	r.progress("%s: freshness p50 %.0f ms p99 %.0f ms (%d/%d probes; their Kafka write p50 %.0f ms p99 %.0f ms; seen before the API load p99 %.0f ms of %d, with it %.0f ms of %d); per stage (mean, p99 per batch): %s",
+		label, s.FreshP50ms, s.FreshP99ms, s.Seen, probes, s.ProduceP50ms, s.ProduceP99ms, s.FreshBeforeP99ms, s.BeforeProbes, s.FreshWithP99ms, s.WithProbes, stageDelayText(delays))
 }
 
 // visible reports whether /metrics?service=… returns a row.

@@ -145,6 +145,12 @@ stacklens_bridge_delay_seconds_bucket{le="+Inf"} 10
 stacklens_bridge_delay_seconds_sum 3
 stacklens_bridge_delay_seconds_count 10
 stacklens_bridge_delay_secondsx 99
+stacklens_bridge_publish_seconds_bucket{le="0.005"} 0
+stacklens_bridge_publish_seconds_bucket{le="0.01"} 2
+stacklens_bridge_publish_seconds_bucket{le="0.025"} 10
+stacklens_bridge_publish_seconds_bucket{le="+Inf"} 10
+stacklens_bridge_publish_seconds_sum 0.15
+stacklens_bridge_publish_seconds_count 10
 `, `stacklens_projections_delay_seconds_bucket{consumer="stacklens_projections_1min",le="0.1"} 3
 stacklens_projections_delay_seconds_bucket{consumer="stacklens_projections_5min",le="0.1"} 1
 stacklens_projections_delay_seconds_bucket{consumer="stacklens_projections_events",le="0.1"} 0
@@ -163,16 +169,18 @@ stacklens_projections_delay_seconds_count{consumer="stacklens_projections_events
 		}
 	}
 	ds := stageDelays(before, after)
-	if len(ds) != 2 || ds[0].MeanMS != 300 || ds[0].Batches != 10 || math.Abs(ds[1].MeanMS-100) > 1e-9 || ds[1].Batches != 4 {
+	if len(ds) != 3 || ds[0].MeanMS != 300 || ds[0].Batches != 10 || math.Abs(ds[1].MeanMS-15) > 1e-9 || ds[1].Batches != 10 ||
+		math.Abs(ds[2].MeanMS-100) > 1e-9 || ds[2].Batches != 4 {
 		t.Fatalf("%+v", ds)
 	}
 	// p99: rank 9.9 of 10 lies in (250, 500] ms, 0.9 of the way through
-	// its one batch; the projections' rank 3.96 of 4 in (50, 100] ms (the
-	// buckets below 100 ms are missing: empty).
-	if math.Abs(ds[0].P99MS-475) > 1e-9 || math.Abs(ds[1].P99MS-99.5) > 1e-9 {
-		t.Fatalf("p99 %v and %v ms, want 475 and 99.5", ds[0].P99MS, ds[1].P99MS)
+	// its one batch; the publish's in (10, 25] ms with the bridge's own
+	// finer bounds, 7.9 of its 8 batches in; the projections' rank 3.96 of
+	// 4 in (50, 100] ms (the buckets below 100 ms are missing: empty).
+	if math.Abs(ds[0].P99MS-475) > 1e-9 || math.Abs(ds[1].P99MS-24.8125) > 1e-9 || math.Abs(ds[2].P99MS-99.5) > 1e-9 {
+		t.Fatalf("p99 %v, %v and %v ms, want 475, 24.8125 and 99.5", ds[0].P99MS, ds[1].P99MS, ds[2].P99MS)
 	}
-	if got := stageDelayText(ds); got != "Kafka → JetStream (bridge) 300 ms (p99 475), KV → PostgreSQL (projections) 100 ms (p99 100)" {
+	if got := stageDelayText(ds); got != "Kafka → JetStream (bridge) 300 ms (p99 475), of which the commit (bridge publish) 15 ms (p99 25), KV → PostgreSQL (projections) 100 ms (p99 100)" {
 		t.Errorf("text %q", got)
 	}
 }

@@ -25,12 +25,13 @@ func costReport() *Report {
 		{Stage: "bridge alone (backlog drain)", Rate: 66_000, CeilingRate: 60_000, Ratio: 1.1},
 		{Stage: "end to end (sustained)", Rate: 20_000, CeilingRate: 20_500, Ratio: 0.98},
 	}
-	r.Steady = &Steady{Rate: 20_000, Seen: 40, FreshP99ms: 1100, Lag: LagVerdict{Bounded: true}, API: []HTTPResult{
-		{Name: "static JSON (own process, ingesting)", Requests: 1000, P99ms: 20},
-		{Name: "/metrics (1min, 100 rows)", Requests: 1000, P99ms: 30},
-		{Name: "/health-status", Requests: 1000, P99ms: 22},
-		{Name: "/alerts", Requests: 10, Errors: 10}, // every request failed: no figure
-	}}
+	r.Steady = &Steady{Rate: 20_000, Seen: 40, FreshP99ms: 1100, Lag: LagVerdict{Bounded: true},
+		BeforeProbes: 16, FreshBeforeP99ms: 450, WithProbes: 24, FreshWithP99ms: 1100, API: []HTTPResult{
+			{Name: "static JSON (own process, ingesting)", Requests: 1000, P99ms: 20},
+			{Name: "/metrics (1min, 100 rows)", Requests: 1000, P99ms: 30},
+			{Name: "/health-status", Requests: 1000, P99ms: 22},
+			{Name: "/alerts", Requests: 10, Errors: 10}, // every request failed: no figure
+		}}
 	r.Storage = &Storage{Events: 1000, MessageBytes: 200, Stores: []StoreBytes{
 		{Store: "JetStream stream STACKLENS_EVENTS", PerEvent: 76, Ratio: 0.38},
 		{Store: "PostgreSQL analytics_events table", PerEvent: 240, Ratio: 1.2},
@@ -49,7 +50,8 @@ func TestCostTargets(t *testing.T) {
 		{"raw-event path", "20.0 µs ÷ 5.0 µs = 4.00 ×; 2.00 × at the sustained rate's step", "no"},
 		{"sustained end to end", "20k ev/s, 0.98 of the CPU bound; held with the API load: lag bounded", "yes"},
 		{"bridge alone", "66k ev/s = 1.10 × 60k", "yes"},
-		{"freshness p99", "1100 ms at 20k ev/s", "no"},
+		// Judged on every probe, even when those outside the API load meet it.
+		{"freshness p99", "1100 ms at 20k ev/s (before the API load 450 ms, 16 probes; with it 1100 ms, 24)", "no"},
 		{"dashboard endpoints", "/metrics 1.50, /health-status 1.10 (static 20.0 ms)", "no"},
 		{"stream bytes", "76 B = 0.38 ×", "yes"},
 		{"analytics_events row + indexes", "292 B = 1.46 ×", "yes"},

@@ -90,6 +90,15 @@ type Steady struct {
 	FreshP50ms float64    `json:"freshness_p50_ms"`
 	FreshP99ms float64    `json:"freshness_p99_ms"`
 	FreshMaxMS float64    `json:"freshness_max_ms"`
+	// The same probes split at the start of the 32-client API load, which
+	// takes cores from the pipeline: those seen before it (the pipeline's
+	// own freshness at this rate) and the rest (with the load, or behind
+	// the backlog it left).
+	BeforeProbes     int     `json:"probes_before_api_load"`
+	FreshBeforeP50ms float64 `json:"freshness_before_api_load_p50_ms"`
+	FreshBeforeP99ms float64 `json:"freshness_before_api_load_p99_ms"`
+	WithProbes       int     `json:"probes_with_api_load"`
+	FreshWithP99ms   float64 `json:"freshness_with_api_load_p99_ms"`
 	// The probes' own Kafka writes (acks=all), part of their freshness:
 	// the produce path's share, before the pipeline sees the event.
 	ProduceP50ms float64      `json:"probe_produce_p50_ms"`
@@ -190,6 +199,8 @@ func (r *Report) RenderTable(w io.Writer) {
 		fmt.Fprintf(w, "freshness (probe produced → visible at /metrics?service=<probe>): p50 %.0f ms, p99 %.0f ms, max %.0f ms (%d of %d probes seen, poll every %.0f ms)\n",
 			st.FreshP50ms, st.FreshP99ms, st.FreshMaxMS, st.Seen, st.Probes, st.PollMS)
 		fmt.Fprintf(w, "of which the probes' Kafka write (acks=all): p50 %.0f ms, p99 %.0f ms\n", st.ProduceP50ms, st.ProduceP99ms)
+		fmt.Fprintf(w, "probes seen before the API load: p50 %.0f ms, p99 %.0f ms (%d probes); with it or after it: p99 %.0f ms (%d probes)\n",
+			st.FreshBeforeP50ms, st.FreshBeforeP99ms, st.BeforeProbes, st.FreshWithP99ms, st.WithProbes)
 		if len(st.Stages) > 0 {
 			fmt.Fprintf(w, "freshness by stage (mean and p99 per batch of its oldest message's wait): %s\n", stageDelayText(st.Stages))
 		}

@@ -75,14 +75,23 @@ func TestBenchRunsAndProfiles(t *testing.T) {
 		t.Errorf("first figure %+v (both runs sustain 1000 ev/s on any machine this suite runs on)", f)
 	}
 	for i, r := range res.Runs {
-		if r.Steady == nil || len(r.Steady.Stages) != 3 {
-			t.Errorf("run %d: want the three stages' delays in the steady hold: %+v", i+1, r.Steady)
+		if r.Steady == nil || len(r.Steady.Stages) != 4 {
+			t.Errorf("run %d: want the three stages' delays and the bridge's commit in the steady hold: %+v", i+1, r.Steady)
 			continue
 		}
 		for _, d := range r.Steady.Stages {
 			if d.MeanMS <= 0 || d.Batches <= 0 || d.P99MS <= 0 || d.P99MS > 60_000 {
 				t.Errorf("run %d: stage delay %+v", i+1, d)
 			}
+		}
+		// The commit is part of the bridge's share, batch by batch.
+		if br, co := r.Steady.Stages[0], r.Steady.Stages[1]; co.Metric != "stacklens_bridge_publish_seconds" || co.MeanMS >= br.MeanMS || co.Batches != br.Batches {
+			t.Errorf("run %d: bridge %+v, its commit %+v", i+1, br, co)
+		}
+		if st := r.Steady; st.BeforeProbes == 0 || st.WithProbes == 0 || st.BeforeProbes+st.WithProbes != st.Seen ||
+			st.FreshBeforeP99ms <= 0 || st.FreshBeforeP99ms > st.FreshMaxMS || st.FreshWithP99ms <= 0 || st.FreshWithP99ms > st.FreshMaxMS {
+			t.Errorf("run %d: probes before the API load %d (p99 %v ms), with it %d (p99 %v ms), seen %d, max %v ms",
+				i+1, st.BeforeProbes, st.FreshBeforeP99ms, st.WithProbes, st.FreshWithP99ms, st.Seen, st.FreshMaxMS)
 		}
 		if st := r.Steady; st.ProduceP50ms <= 0 || st.ProduceP99ms < st.ProduceP50ms || st.ProduceP99ms > st.FreshP99ms {
 			t.Errorf("run %d: probes' Kafka write p50 %v p99 %v ms, freshness p99 %v ms", i+1, st.ProduceP50ms, st.ProduceP99ms, st.FreshP99ms)

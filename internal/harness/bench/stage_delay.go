@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/stacklens/stacklens/bridge"
 	"github.com/stacklens/stacklens/internal/telemetry"
 )
 
@@ -16,7 +17,7 @@ import (
 // the stage's input to the batch being done (Kafka timestamp → JetStream
 // ack; stream → KV flush; KV → PostgreSQL commit). The percentile is
 // interpolated within the histogram's buckets (telemetry.DelayBuckets:
-// …, 250 ms, 500 ms, 1 s, …), as Prometheus' histogram_quantile does: it
+// …, 250 ms, 500 ms, 1 s, …; the bridge's publish has finer ones), as Prometheus' histogram_quantile does: it
 // tells which stage the slowest probes waited in, not to the millisecond.
 type StageDelay struct {
 	Stage   string  `json:"stage"`
@@ -26,13 +27,19 @@ type StageDelay struct {
 	Batches float64 `json:"batches"`
 }
 
-// delayMetrics are the stages on a probe's way; the series whose labels
-// include skip are left out (the raw-events consumer of the projections
-// runs beside the processor, not after it).
-var delayMetrics = []struct{ stage, metric, skip string }{
-	{"Kafka → JetStream (bridge)", "stacklens_bridge_delay_seconds", ""},
-	{"stream → KV (processor)", "stacklens_processor_delay_seconds", ""},
-	{"KV → PostgreSQL (projections)", "stacklens_projections_delay_seconds", `consumer="stacklens_projections_events"`},
+// delayMetrics are the stages on a probe's way, with their histograms'
+// bounds; the series whose labels include skip are left out (the
+// raw-events consumer of the projections runs beside the processor, not
+// after it). The bridge's publish is part of the bridge's stage: its
+// batches waiting for, and in, their atomic commit.
+var delayMetrics = []struct {
+	stage, metric, skip string
+	bounds              []float64
+}{
+	{"Kafka → JetStream (bridge)", "stacklens_bridge_delay_seconds", "", telemetry.DelayBuckets},
+	{"of which the commit (bridge publish)", "stacklens_bridge_publish_seconds", "", bridge.PublishBuckets},
+	{"stream → KV (processor)", "stacklens_processor_delay_seconds", "", telemetry.DelayBuckets},
+	{"KV → PostgreSQL (projections)", "stacklens_projections_delay_seconds", `consumer="stacklens_projections_events"`, telemetry.DelayBuckets},
 }
 
 // delaySnapshot sums each delay histogram's _sum, _count and buckets
@@ -106,7 +113,7 @@ func stageDelays(before, after map[string]float64) []StageDelay {
 			continue
 		}
 		sum := diff(d.metric + "_sum")
-		bounds := telemetry.DelayBuckets
+		bounds := d.bounds
 		cum := make([]float64, len(bounds))
 		for i, le := range bounds {
 			cum[i] = diff(bucketKey(d.metric, le))

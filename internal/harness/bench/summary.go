@@ -52,6 +52,8 @@ func (r *Report) figures() []figure {
 		add("freshness p50", "ms", st.FreshP50ms, st.Seen > 0)
 		add("freshness p99", "ms", st.FreshP99ms, st.Seen > 0)
 		add("freshness: probes' Kafka write p99", "ms", st.ProduceP99ms, st.Seen > 0)
+		add("freshness p99 before the API load", "ms", st.FreshBeforeP99ms, st.BeforeProbes > 0)
+		add("freshness p99 with the API load", "ms", st.FreshWithP99ms, st.WithProbes > 0)
 		for _, d := range st.Stages {
 			add("delay "+d.Stage, "ms", d.MeanMS, d.Batches > 0)
 			add("delay p99 "+d.Stage, "ms", d.P99MS, d.Batches > 0)
