@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -84,8 +85,9 @@ func TestBenchRunsAndProfiles(t *testing.T) {
 				t.Errorf("run %d: stage delay %+v", i+1, d)
 			}
 		}
-		// The commit is part of the bridge's share, batch by batch.
-		if br, co := r.Steady.Stages[0], r.Steady.Stages[1]; co.Metric != "stacklens_bridge_publish_seconds" || co.MeanMS >= br.MeanMS || co.Batches != br.Batches {
+		// The commit is part of the bridge's share, batch by batch (a
+		// scrape may fall between a batch's two updates: one per partition).
+		if br, co := r.Steady.Stages[0], r.Steady.Stages[1]; co.Metric != "stacklens_bridge_publish_seconds" || co.MeanMS >= br.MeanMS || math.Abs(co.Batches-br.Batches) > 12 {
 			t.Errorf("run %d: bridge %+v, its commit %+v", i+1, br, co)
 		}
 		if st := r.Steady; st.BeforeProbes == 0 || st.WithProbes == 0 || st.BeforeProbes+st.WithProbes != st.Seen ||

@@ -17,8 +17,9 @@ import (
 // the stage's input to the batch being done (Kafka timestamp → JetStream
 // ack; stream → KV flush; KV → PostgreSQL commit). The percentile is
 // interpolated within the histogram's buckets (telemetry.DelayBuckets:
-// …, 250 ms, 500 ms, 1 s, …; the bridge's publish has finer ones), as Prometheus' histogram_quantile does: it
-// tells which stage the slowest probes waited in, not to the millisecond.
+// …, 250 ms, 500 ms, 1 s, …; the bridge's publish has finer ones), as
+// Prometheus' histogram_quantile does: it tells which stage the slowest
+// probes waited in, not to the millisecond.
 type StageDelay struct {
 	Stage   string  `json:"stage"`
 	Metric  string  `json:"metric"`
