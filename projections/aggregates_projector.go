@@ -309,7 +309,12 @@ func (p *metricsProjector) loadParts(ctx context.Context, k rowKey, g *partGroup
 	}
 	prefix := "$KV." + p.bucket + "."
 	subj := prefix + "*." + strconv.FormatInt(k.start, 10)
-	return retryNATS(ctx, p.st, p.log, p.opts.MaxBackoff, func(ctx context.Context) error {
+	// The consumers of attempts that failed around an outage: a creation
+	// whose reply was lost may be applied after its delete, so they are
+	// deleted once more when the read ends, if NATS answers then.
+	var unsure []string
+	defer func() { _ = p.deleteConsumers(ctx, unsure) }()
+	return retryNATS(ctx, p.st, p.log, p.opts.MaxBackoff, func(ctx context.Context) (err error) {
 		clear(g.parts)
 		// An ephemeral consumer named here, so that it is deleted even
 		// when the reply to its creation was lost; not an ordered one,
@@ -318,16 +323,16 @@ func (p *metricsProjector) loadParts(ctx context.Context, k rowKey, g *partGroup
 		// shutdown. Any failure restarts the whole read.
 		name := "stacklens_parts_" + nuid.Next()
 		defer func() {
-			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
-			_ = p.js.DeleteConsumer(dctx, p.spec.stream, name)
-			cancel()
+			if p.deleteConsumers(ctx, []string{name}) != nil || err != nil {
+				unsure = append(unsure[max(0, len(unsure)-maxUnsureConsumers+1):], name)
+			}
 		}()
 		cons, err := p.js.CreateConsumer(ctx, p.spec.stream, jetstream.ConsumerConfig{
 			Name:              name,
 			FilterSubject:     subj,
 			DeliverPolicy:     jetstream.DeliverLastPerSubjectPolicy,
 			AckPolicy:         jetstream.AckNonePolicy,
-			InactiveThreshold: time.Minute, // the server's clean-up if the delete is lost too
+			InactiveThreshold: time.Minute, // the server's clean-up if every delete is lost too
 			MemoryStorage:     true,
 		})
 		if err != nil {
@@ -369,6 +374,31 @@ func (p *metricsProjector) loadParts(ctx context.Context, k rowKey, g *partGroup
 		}
 		return nil
 	})
+}
+
+// maxUnsureConsumers bounds the names loadParts deletes again at its end;
+// older ones are left to the server's inactivity threshold.
+const maxUnsureConsumers = 64
+
+// deleteConsumers deletes the named consumers of the KV stream within a
+// second (also when ctx has ended), stopping at the first failure other
+// than "not found" — NATS is unreachable, and the inactivity threshold
+// removes the rest. Disconnected, it does not wait: it fails at once.
+func (p *metricsProjector) deleteConsumers(ctx context.Context, names []string) error {
+	if len(names) == 0 {
+		return nil
+	}
+	if !p.js.Conn().IsConnected() {
+		return nats.ErrDisconnected
+	}
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+	defer cancel()
+	for _, name := range names {
+		if err := p.js.DeleteConsumer(dctx, p.spec.stream, name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			return err
+		}
+	}
+	return nil
 }
 
 // retryNATS is retryDB for NATS reads.
