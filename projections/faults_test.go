@@ -224,6 +224,57 @@ func TestArchiveWithoutSchema(t *testing.T) {
 	}
 }
 
+// TestDeleteConsumers: the parts read's clean-up deletes the named
+// consumers, takes a name the server does not know as done, and with NATS
+// away fails at once rather than waiting out its second.
+func TestDeleteConsumers(t *testing.T) {
+	ns := testenv.NATS(t)
+	h := newHarness(t, "", ns)
+	w := h.wins[0]
+	js, err := jetstream.New(ns.Conn(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := newMetricsProjector(js, NewWriter(h.pool), w, 4, Options{}.withDefaults(), newStatus(telemetry.NewHealth()), testLog(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"stacklens_parts_a", "stacklens_parts_b"} {
+		if _, err := js.CreateConsumer(h.ctx, p.spec.stream, jetstream.ConsumerConfig{Name: name, AckPolicy: jetstream.AckNonePolicy}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p.deleteConsumers(h.ctx, []string{"stacklens_parts_a", "stacklens_parts_never", "stacklens_parts_b"}); err != nil {
+		t.Fatal(err)
+	}
+	kvs, err := js.Stream(h.ctx, p.spec.stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var left []string
+	names := kvs.ConsumerNames(h.ctx)
+	for name := range names.Name() {
+		left = append(left, name)
+	}
+	if err := names.Err(); err != nil || len(left) != 0 {
+		t.Fatalf("left %v (%v)", left, err)
+	}
+	ns.Shutdown()
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if js.Conn().IsConnected() {
+			return errors.New("the client has not seen the outage yet")
+		}
+		return nil
+	})
+	t0 := time.Now()
+	if err := p.deleteConsumers(h.ctx, []string{"stacklens_parts_c"}); !errors.Is(err, nats.ErrDisconnected) {
+		t.Errorf("disconnected: %v", err)
+	}
+	if el := time.Since(t0); el > 100*time.Millisecond {
+		t.Errorf("disconnected, it took %v", el)
+	}
+}
+
 // TestLoadPartsAcrossNATSOutage: reading a row's sibling parts from KV is
 // retried through a NATS outage, with readiness down meanwhile, and
 // returns the parts once NATS is back; cancelled, it gives up.
