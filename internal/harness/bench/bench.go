@@ -675,7 +675,7 @@ func (r *run) steady(ctx context.Context, d time.Duration) {
 	var mu sync.Mutex
 	var produced []time.Duration // probes' Kafka writes
 	var seenProbes []probe       // probes written and then seen at /metrics
-	var loadFrom time.Time       // the API load's start (under mu)
+	var loadFrom time.Time       // the API load's start: read after apiRes
 	probes := 0
 	const poll = 50 * time.Millisecond
 	wg.Add(1)
@@ -726,9 +726,7 @@ func (r *run) steady(ctx context.Context, d time.Duration) {
 		time.Sleep(d * 3 / 10)
 		per := max(time.Second, d/8)
 		var out []HTTPResult
-		mu.Lock()
 		loadFrom = time.Now()
-		mu.Unlock()
 		if r.staticURL != "" {
 			out = append(out, LoadHTTP(sctx, r.hc, staticName+" ("+r.staticWhere+", ingesting)", r.staticURL, clients, per))
 		}
