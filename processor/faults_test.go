@@ -739,10 +739,91 @@ func TestWatermarksBounded(t *testing.T) {
 	if !w.caughtUpAt.IsZero() {
 		t.Fatalf("caught up to %v with nothing consumed", w.caughtUpAt)
 	}
-	w.consumed, w.pending = 5000, 1
+	w.consumed, w.handled, w.pending = 5000, 5000, 1
 	w.advanceWatermark(t0.Add(time.Hour))
 	if want := t0.Add(4999 * time.Millisecond); !w.caughtUpAt.Equal(want) {
 		t.Errorf("caught up to %v, want %v", w.caughtUpAt, want)
+	}
+}
+
+// TestWatermarkOnInterleavedShard: a shard's consumer is filtered, so the
+// stream sequences it sees jump over the other shards' messages while its
+// pending count counts only its own. A sample of the head taken with a
+// backlog must not be reached before that backlog is consumed (a bucket
+// would become final with events still unfolded), and a shard whose
+// backlog shrank under it (messages removed by the stream's limits before
+// delivery) must still catch up once nothing is pending. The consumer
+// callback is driven directly with interleaved sequences.
+func TestWatermarkOnInterleavedShard(t *testing.T) {
+	h := newHarness(t, map[string]string{"SHARDS": "4", "AGGREGATION_WINDOWS": "1min"})
+	ctx := testenv.Context(t)
+	t0 := time.Now().Truncate(time.Minute).Add(-10 * time.Minute)
+	clock := newFakeClock(t0)
+	sh, err := setup(ctx, h.nats.Conn(t), h.cfg, testLogger(t, "i"), clock, "i")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := newShardWorker(sh, 0, nil)
+	defer w.stopF()
+	w.gen = 1
+	data := ev("i", t0, 1).JSON()
+	seq := uint64(0)
+	deliver := func(pending uint64) {
+		seq += 4 // every fourth message of the stream is this shard's
+		clock.Advance(time.Millisecond)
+		w.handle(1, fakeMsg{reply: fmt.Sprintf("$JS.ACK.%s.c.1.%d.1.%d.%d", natsutil.StreamEvents, seq, clock.Now().UnixNano(), pending), data: data})
+		if w.consumed != seq {
+			t.Fatalf("message %d not handled (consumed %d)", seq, w.consumed)
+		}
+	}
+	step := func() time.Time {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		w.advanceWatermark(clock.Now())
+		return w.caughtUpAt
+	}
+
+	deliver(99) // 99 more of this shard's messages in the stream
+	sample := w.lastMsgAt
+	if got := step(); !got.IsZero() {
+		t.Fatalf("caught up to %v with 99 messages pending", got)
+	}
+	// 74 of the 99 consumed: the stream sequence is far past seq+pending
+	// of the sample, yet 25 messages published before it are unfolded.
+	for p := uint64(98); p >= 25; p-- {
+		deliver(p)
+	}
+	if w.consumed < 1+99 {
+		t.Fatalf("test setup: consumed %d should be past the sample's sequence + pending", w.consumed)
+	}
+	if got := step(); !got.IsZero() {
+		t.Fatalf("caught up to %v with 25 messages of the sample's backlog unconsumed", got)
+	}
+	for p := uint64(24); p >= 1; p-- {
+		deliver(p)
+	}
+	if got := step(); !got.IsZero() {
+		t.Fatalf("caught up to %v with one message of the sample's backlog unconsumed", got)
+	}
+	deliver(0)
+	if got := step(); got.Before(sample) {
+		t.Fatalf("backlog consumed, caught up only to %v, want ≥ %v", got, sample)
+	}
+
+	// A new backlog of 50 of which only 10 are ever delivered (the rest
+	// removed from the stream first): the last one reports nothing pending.
+	deliver(50)
+	sample = w.lastMsgAt
+	step()
+	for p := uint64(9); p >= 1; p-- {
+		deliver(p)
+	}
+	if got := step(); got.After(sample) || got.Equal(sample) {
+		t.Fatalf("caught up to %v before the last message, want < %v", got, sample)
+	}
+	deliver(0)
+	if got := step(); got.Before(sample) {
+		t.Fatalf("nothing pending, caught up only to %v, want ≥ %v", got, sample)
 	}
 }
 

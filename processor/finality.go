@@ -12,24 +12,35 @@ import (
 
 // Finality (docs/ARCHITECTURE.md §4): a bucket is final once the clock is past its end
 // plus ALLOWED_LATENESS and the shard has caught up to that moment. "Caught
-// up to t" is tracked with watermarks: the stream head (consumed + pending,
-// as reported with each delivered message) is sampled at each flush; once
-// everything up to a sampled head has been consumed, every event published
-// before the sample's time has been folded. An idle shard (nothing pending,
-// nothing delivered for a flush interval) is caught up to now.
+// up to t" is tracked with watermarks. At each flush the shard's backlog is
+// sampled in messages: those handled so far plus the consumer's pending
+// count reported with the last one. The pending count is the shard's own
+// (the consumer is filtered) while stream sequences also step over the
+// other shards' messages, so the sample is a count, not a sequence. Once
+// that many messages are handled, every event published before the
+// sample's time has been folded. A restart's sample is the shard's last
+// stream sequence. A message reporting nothing pending covers every
+// sample (also when messages were removed by the stream's limits before
+// their delivery), and an idle shard (nothing pending, nothing delivered
+// for a flush interval) is caught up to now.
+
+// reached reports whether the shard has consumed up to the sample m.
+func (w *shardWorker) reached(m watermark) bool {
+	return w.consumed >= m.seq && w.handled >= m.n
+}
 
 // advanceWatermark updates caughtUpAt.
 func (w *shardWorker) advanceWatermark(now time.Time) {
 	if w.pending > 0 {
-		if n := len(w.marks); n == 0 || w.marks[n-1].head < w.consumed+w.pending {
-			w.marks = append(w.marks, watermark{t: w.lastMsgAt, head: w.consumed + w.pending})
+		if n := len(w.marks); n == 0 || w.marks[n-1].n < w.handled+w.pending {
+			w.marks = append(w.marks, watermark{t: w.lastMsgAt, n: w.handled + w.pending})
 		}
 		if len(w.marks) > 4096 {
 			w.marks = append(w.marks[:0], w.marks[len(w.marks)-2048:]...)
 		}
 	}
 	i := 0
-	for ; i < len(w.marks) && w.marks[i].head <= w.consumed; i++ {
+	for ; i < len(w.marks) && (w.reached(w.marks[i]) || w.handled > 0 && w.pending == 0); i++ {
 		if w.marks[i].t.After(w.caughtUpAt) {
 			w.caughtUpAt = w.marks[i].t
 		}

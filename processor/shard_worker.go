@@ -64,11 +64,13 @@ type bucketState struct {
 	exists map[string]bool
 }
 
-// watermark is a point (time, stream head) for finality: once consumed ≥
-// head, everything published before time t has been folded.
+// watermark is a sample of the shard's backlog for finality: once the
+// shard has consumed up to stream sequence seq and handled n messages
+// since its (re)start, everything published before time t has been folded.
 type watermark struct {
-	t    time.Time
-	head uint64
+	t   time.Time
+	seq uint64
+	n   uint64
 }
 
 // shardWorker consumes one shard and keeps its aggregates.
@@ -99,6 +101,7 @@ type shardWorker struct {
 
 	consumed        uint64 // last stream sequence handled
 	pending         uint64 // consumer's pending count after `consumed`
+	handled         uint64 // messages handled since the consumer's (re)start
 	lastMsgAt       time.Time
 	msgsSince       int   // messages handled since the last flush
 	oldestTS        int64 // stream timestamp (Unix ns) of the first of them
@@ -233,12 +236,12 @@ func (w *shardWorker) restartLocked() error {
 		return err
 	}
 	now := w.sh.clock.Now()
-	w.consumed, w.pending, w.msgsSince = start-1, 0, 0
+	w.consumed, w.pending, w.handled, w.msgsSince = start-1, 0, 0, 0
 	w.caughtUpAt = time.Time{}
 	if head < start {
 		w.caughtUpAt = now
 	} else {
-		w.marks = append(w.marks, watermark{t: now, head: head})
+		w.marks = append(w.marks, watermark{t: now, seq: head})
 	}
 	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{natsutil.ShardFilter(w.shard)}}
 	switch {
@@ -298,6 +301,7 @@ func (w *shardWorker) handle(gen uint64, m jetstream.Msg) {
 		// metadata").
 		unparsableMeta.Inc()
 		w.unparsable++
+		w.handled++ // one of the messages the pending counts counted
 		if w.unparsable == 1 {
 			w.log.Error("message without parsable JetStream metadata skipped (further ones only counted: stacklens_processor_unparsable_metadata_total)",
 				"reply", m.Reply(), "subject", m.Subject())
@@ -324,6 +328,7 @@ func (w *shardWorker) handle(gen uint64, m jetstream.Msg) {
 		return
 	}
 	w.consumed, w.pending, w.lastMsgAt = seq, pending, now
+	w.handled++
 	if w.msgsSince == 0 {
 		w.oldestTS = ts
 	}
