@@ -4,9 +4,10 @@
 // Every setting is an environment variable with the seed checklist's name
 // (KAFKA_BOOTSTRAP_SERVERS, DB_HOST, …) plus StackLens's own (NATS_URL,
 // SHARDS, …). Values come, weakest first, from the struct tag default, a
-// .env file, the process environment, NAME_FILE (the file's contents, for
-// secrets) and finally a command-line flag named after the variable
-// (--db-port for DB_PORT). A bad value fails with one line naming the
+// .env file, the process environment and finally a command-line flag named
+// after the variable (--db-port for DB_PORT). In the environment and in
+// the .env file alike, NAME_FILE (the file's contents, for secrets) is
+// read when NAME itself is not set there. A bad value fails with one line naming the
 // variable; see [Error].
 package config
 
@@ -63,7 +64,7 @@ type DB struct {
 	User           string `env:"DB_USER" default:"stacklens_user" desc:"user for migrations and projections"`
 	Password       string `env:"DB_PASSWORD" secret:"true" desc:"password of DB_USER"`
 	SSLMode        string `env:"DB_SSLMODE" default:"prefer" oneof:"disable,allow,prefer,require,verify-ca,verify-full" desc:"libpq sslmode"`
-	PoolMin        int    `env:"DB_POOL_MIN" default:"2" min:"0" max:"1000" desc:"connections kept open per pool"`
+	PoolMin        int    `env:"DB_POOL_MIN" default:"2" min:"0" max:"1000" desc:"connections the projections keep open (the API and its alert engine size their own pools)"`
 	PoolMax        int    `env:"DB_POOL_MAX" default:"10" min:"1" max:"1000" desc:"most connections per pool"`
 	ReaderUser     string `env:"DB_READER_USER" default:"stacklens_reader" desc:"read-only role the API queries as"`
 	ReaderPassword string `env:"DB_READER_PASSWORD" secret:"true" desc:"password of DB_READER_USER (empty: SET ROLE on the main pool)"`
@@ -197,7 +198,7 @@ type Telemetry struct {
 
 // Runtime holds process-wide settings.
 type Runtime struct {
-	MaxThreads int    `env:"MAX_THREADS" default:"0" min:"0" max:"4096" desc:"GOMAXPROCS (0: all cores)"`
+	MaxThreads int    `env:"MAX_THREADS" default:"0" min:"0" max:"4096" desc:"GOMAXPROCS (0: Go's default: every core, or the container's CPU limit)"`
 	DataDir    string `env:"DATA_DIR" default:".data" desc:"where stacklens dev keeps embedded servers' state"`
 	// NATSSyncInterval only reaches the embedded server; a standalone
 	// nats-server takes sync_interval from its own config file.
