@@ -729,9 +729,9 @@ func TestWatermarksBounded(t *testing.T) {
 	w := &shardWorker{sh: &shared{cfg: cfg, unreadable: &unreadableSet{}}}
 	t0 := time.Unix(1_800_000_000, 0)
 	for i := range 5000 {
-		w.lastMsgAt = t0.Add(time.Duration(i) * time.Millisecond)
+		w.coveredAt = t0.Add(time.Duration(i) * time.Millisecond)
 		w.pending = uint64(i + 1)
-		w.advanceWatermark(w.lastMsgAt)
+		w.advanceWatermark(w.coveredAt)
 		if len(w.marks) > 4096 {
 			t.Fatalf("%d watermarks kept after %d samples", len(w.marks), i+1)
 		}
@@ -784,7 +784,7 @@ func TestWatermarkOnInterleavedShard(t *testing.T) {
 	}
 
 	deliver(99) // 99 more of this shard's messages in the stream
-	sample := w.lastMsgAt
+	sample := w.coveredAt
 	if got := step(); !got.IsZero() {
 		t.Fatalf("caught up to %v with 99 messages pending", got)
 	}
@@ -793,7 +793,7 @@ func TestWatermarkOnInterleavedShard(t *testing.T) {
 	for p := uint64(98); p >= 25; p-- {
 		deliver(p)
 	}
-	if w.consumed < 1+99 {
+	if w.consumed < 4+99 {
 		t.Fatalf("test setup: consumed %d should be past the sample's sequence + pending", w.consumed)
 	}
 	if got := step(); !got.IsZero() {
@@ -813,7 +813,7 @@ func TestWatermarkOnInterleavedShard(t *testing.T) {
 	// A new backlog of 50 of which only 10 are ever delivered (the rest
 	// removed from the stream first): the last one reports nothing pending.
 	deliver(50)
-	sample = w.lastMsgAt
+	sample = w.coveredAt
 	step()
 	for p := uint64(9); p >= 1; p-- {
 		deliver(p)
@@ -824,6 +824,106 @@ func TestWatermarkOnInterleavedShard(t *testing.T) {
 	deliver(0)
 	if got := step(); got.Before(sample) {
 		t.Fatalf("nothing pending, caught up only to %v, want ≥ %v", got, sample)
+	}
+
+	// A message the client held for a while: its pending count covers what
+	// was published until it entered the stream, its age before now.
+	seq += 4
+	w.handle(1, fakeMsg{reply: fmt.Sprintf("$JS.ACK.%s.c.1.%d.1.%d.0", natsutil.StreamEvents, seq, time.Now().Add(-5*time.Second).UnixNano()), data: data})
+	if d := clock.Now().Sub(w.coveredAt); d < 5*time.Second || d > 6*time.Second {
+		t.Fatalf("a 5-s-old message covers until %v before it was handled, want its age", d)
+	}
+}
+
+// TestWatermarkAfterRestart: a restart's sample (the shard's last stream
+// sequence) is reached only by consuming up to it or by a message that
+// reports nothing pending — not by a message whose metadata did not
+// parse, which reports nothing at all. And an idle shard whose backlog was
+// removed from the stream before delivery re-reads its head and catches
+// up, while one with a message still ahead of it does not.
+func TestWatermarkAfterRestart(t *testing.T) {
+	h := newHarness(t, map[string]string{"SHARDS": "4", "AGGREGATION_WINDOWS": "1min"})
+	ctx := testenv.Context(t)
+	clock := newFakeClock(time.Now().Truncate(time.Minute).Add(-10 * time.Minute))
+	sh, err := setup(ctx, h.nats.Conn(t), h.cfg, testLogger(t, "r"), clock, "r")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := newShardWorker(sh, 0, nil)
+	defer w.stopF()
+	w.gen = 1
+	restartAt := clock.Now()
+	w.marks = []watermark{{t: restartAt, seq: 40}} // as restartLocked leaves them
+	step := func() time.Time {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		w.settleIdle()
+		w.advanceWatermark(clock.Now())
+		return w.caughtUpAt
+	}
+	clock.Advance(time.Second)
+	w.handle(1, fakeMsg{reply: "", data: ev("r", clock.Now(), 1).JSON()})
+	w.msgsSince = 1 // not idle: no head re-read
+	if got := step(); !got.IsZero() {
+		t.Fatalf("an unparsable message after a restart made the shard caught up to %v", got)
+	}
+
+	// Idle, the restart's backlog (up to sequence 40) gone from the
+	// stream, but one message of the shard ahead of what was consumed:
+	// still behind.
+	js := h.nats.JetStream(t)
+	ack, err := js.Publish(ctx, natsutil.EventSubject(0, "r"), ev("r", clock.Now(), 1).JSON())
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.msgsSince = 0
+	if got := step(); !got.IsZero() {
+		t.Fatalf("caught up to %v with message %d of the shard unconsumed", got, ack.Sequence)
+	}
+	// That message removed too: nothing of the shard lies ahead, so the
+	// sample is reached.
+	st, err := js.Stream(ctx, natsutil.StreamEvents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.DeleteMsg(ctx, ack.Sequence); err != nil {
+		t.Fatal(err)
+	}
+	if got := step(); got.Before(restartAt) {
+		t.Fatalf("backlog gone, caught up only to %v, want ≥ %v", got, restartAt)
+	}
+	if len(w.marks) != 0 || w.pending != 0 {
+		t.Fatalf("samples %v, pending %d left", w.marks, w.pending)
+	}
+}
+
+// TestOutOfOrderDeliveryRestarts: a message older than the last one
+// handled (the ordered consumer's reset racing with the consumer it
+// replaced) is not skipped as a duplicate — its event would be lost, since
+// last_seq would skip it — but makes the shard re-consume from its
+// checkpoint. The same message twice is only a duplicate.
+func TestOutOfOrderDeliveryRestarts(t *testing.T) {
+	h := newHarness(t, map[string]string{"SHARDS": "1", "AGGREGATION_WINDOWS": "1min"})
+	ctx := testenv.Context(t)
+	sh, err := setup(ctx, h.nats.Conn(t), h.cfg, testLogger(t, "o"), RealClock, "o")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := newShardWorker(sh, 0, nil)
+	defer w.stopF()
+	w.gen = 1
+	data := ev("o", time.Now().Add(-time.Minute), 1).JSON()
+	deliver := func(seq uint64) {
+		w.handle(1, fakeMsg{reply: fmt.Sprintf("$JS.ACK.%s.c.1.%d.1.%d.0", natsutil.StreamEvents, seq, time.Now().UnixNano()), data: data})
+	}
+	deliver(7)
+	deliver(7)
+	if w.folded != 1 || w.needReset {
+		t.Fatalf("a duplicate: folded %d, reset %v", w.folded, w.needReset)
+	}
+	deliver(5)
+	if w.folded != 1 || !w.needReset {
+		t.Fatalf("out of order: folded %d, reset %v; want 1 and a reset", w.folded, w.needReset)
 	}
 }
 

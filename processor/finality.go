@@ -14,26 +14,51 @@ import (
 // plus ALLOWED_LATENESS and the shard has caught up to that moment. "Caught
 // up to t" is tracked with watermarks. At each flush the shard's backlog is
 // sampled in messages: those handled so far plus the consumer's pending
-// count reported with the last one. The pending count is the shard's own
+// count reported with the last one, at the time that message entered the
+// stream (coveredAt). The pending count is the shard's own
 // (the consumer is filtered) while stream sequences also step over the
 // other shards' messages, so the sample is a count, not a sequence. Once
 // that many messages are handled, every event published before the
 // sample's time has been folded. A restart's sample is the shard's last
 // stream sequence. A message reporting nothing pending covers every
-// sample (also when messages were removed by the stream's limits before
-// their delivery), and an idle shard (nothing pending, nothing delivered
-// for a flush interval) is caught up to now.
+// sample. An idle shard whose samples still wait re-reads its head (see
+// settleIdle), and an idle shard (nothing pending, nothing delivered for
+// a flush interval) is caught up to now.
 
 // reached reports whether the shard has consumed up to the sample m.
 func (w *shardWorker) reached(m watermark) bool {
 	return w.consumed >= m.seq && w.handled >= m.n
 }
 
+// settleIdle is for a shard that received nothing for a flush interval
+// while its samples still wait for messages: if none of the shard's
+// messages lies past what it consumed (the rest of its backlog was
+// removed by the stream's limits before delivery), every sample is
+// reached and nothing is pending. Without this, such a shard would stay
+// behind until its next event.
+func (w *shardWorker) settleIdle() {
+	if w.msgsSince > 0 || (w.pending == 0 && len(w.marks) == 0) {
+		return
+	}
+	ctx, cancel := w.opCtx()
+	defer cancel()
+	head, err := w.shardHead(ctx)
+	if err != nil || head > w.consumed {
+		return // retried at the next idle flush
+	}
+	for _, m := range w.marks {
+		if m.t.After(w.caughtUpAt) {
+			w.caughtUpAt = m.t
+		}
+	}
+	w.marks, w.pending = nil, 0
+}
+
 // advanceWatermark updates caughtUpAt.
 func (w *shardWorker) advanceWatermark(now time.Time) {
 	if w.pending > 0 {
 		if n := len(w.marks); n == 0 || w.marks[n-1].n < w.handled+w.pending {
-			w.marks = append(w.marks, watermark{t: w.lastMsgAt, n: w.handled + w.pending})
+			w.marks = append(w.marks, watermark{t: w.coveredAt, n: w.handled + w.pending})
 		}
 		if len(w.marks) > 4096 {
 			w.marks = append(w.marks[:0], w.marks[len(w.marks)-2048:]...)
@@ -49,7 +74,7 @@ func (w *shardWorker) advanceWatermark(now time.Time) {
 	if w.pending == 0 && len(w.marks) == 0 {
 		t := now
 		if w.msgsSince > 0 {
-			t = w.lastMsgAt
+			t = w.coveredAt
 		} else {
 			t = now.Add(-w.sh.cfg.Processor.FlushInterval)
 		}

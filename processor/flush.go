@@ -79,6 +79,7 @@ func (w *shardWorker) flushLocked() error {
 		return errLeaseExpired
 	}
 	began := time.Now()
+	w.settleIdle()
 	w.advanceWatermark(now)
 	w.finalize(now)
 	if len(w.dirty) == 0 && w.consumed <= w.ckptSeq && !w.openChanged() {

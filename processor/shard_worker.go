@@ -99,12 +99,12 @@ type shardWorker struct {
 	last      []*entry // per window, the entry the previous event hit
 	overflowN string   // service of the shard's overflow aggregates
 
-	consumed        uint64 // last stream sequence handled
-	pending         uint64 // consumer's pending count after `consumed`
-	handled         uint64 // messages handled since the consumer's (re)start
-	lastMsgAt       time.Time
-	msgsSince       int   // messages handled since the last flush
-	oldestTS        int64 // stream timestamp (Unix ns) of the first of them
+	consumed        uint64    // last stream sequence handled
+	pending         uint64    // consumer's pending count after `consumed`
+	handled         uint64    // messages handled since the consumer's (re)start
+	coveredAt       time.Time // what `pending` covers: everything published before it
+	msgsSince       int       // messages handled since the last flush
+	oldestTS        int64     // stream timestamp (Unix ns) of the first of them
 	marks           []watermark
 	caughtUpAt      time.Time // everything published before it is folded
 	started         bool
@@ -301,7 +301,6 @@ func (w *shardWorker) handle(gen uint64, m jetstream.Msg) {
 		// metadata").
 		unparsableMeta.Inc()
 		w.unparsable++
-		w.handled++ // one of the messages the pending counts counted
 		if w.unparsable == 1 {
 			w.log.Error("message without parsable JetStream metadata skipped (further ones only counted: stacklens_processor_unparsable_metadata_total)",
 				"reply", m.Reply(), "subject", m.Subject())
@@ -309,6 +308,15 @@ func (w *shardWorker) handle(gen uint64, m jetstream.Msg) {
 		return
 	}
 	if seq <= w.consumed {
+		if seq < w.consumed {
+			// The ordered consumer never redelivers, but after its own
+			// reset a message of the consumer it replaced can still reach
+			// us after the new one's first. Folding it now would be
+			// skipped by last_seq and the event lost: the shard starts
+			// again from its checkpoint instead.
+			w.log.Warn("message delivered out of order; re-consuming from the checkpoint", "seq", seq, "consumed", w.consumed)
+			w.needReset = true
+		}
 		return
 	}
 	now := w.sh.clock.Now()
@@ -327,7 +335,15 @@ func (w *shardWorker) handle(gen uint64, m jetstream.Msg) {
 		w.needReset = true
 		return
 	}
-	w.consumed, w.pending, w.lastMsgAt = seq, pending, now
+	// The pending count was taken when the server sent the message, and
+	// the client may have held it since (up to PullMaxMessages of them):
+	// the count covers what was published until the message entered the
+	// stream, which is its age ago (the finality watermark's time).
+	covered := now
+	if age := time.Since(time.Unix(0, ts)); age > 0 {
+		covered = now.Add(-age)
+	}
+	w.consumed, w.pending, w.coveredAt = seq, pending, covered
 	w.handled++
 	if w.msgsSince == 0 {
 		w.oldestTS = ts
