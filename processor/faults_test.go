@@ -756,16 +756,9 @@ func TestWatermarksBounded(t *testing.T) {
 // callback is driven directly with interleaved sequences.
 func TestWatermarkOnInterleavedShard(t *testing.T) {
 	h := newHarness(t, map[string]string{"SHARDS": "4", "AGGREGATION_WINDOWS": "1min"})
-	ctx := testenv.Context(t)
 	t0 := time.Now().Truncate(time.Minute).Add(-10 * time.Minute)
 	clock := newFakeClock(t0)
-	sh, err := setup(ctx, h.nats.Conn(t), h.cfg, testLogger(t, "i"), clock, "i")
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := newShardWorker(sh, 0, nil)
-	defer w.stopF()
-	w.gen = 1
+	w := h.bareWorker(clock, "i")
 	data := ev("i", t0, 1).JSON()
 	seq := uint64(0)
 	deliver := func(pending uint64) {
@@ -845,13 +838,7 @@ func TestWatermarkAfterRestart(t *testing.T) {
 	h := newHarness(t, map[string]string{"SHARDS": "4", "AGGREGATION_WINDOWS": "1min"})
 	ctx := testenv.Context(t)
 	clock := newFakeClock(time.Now().Truncate(time.Minute).Add(-10 * time.Minute))
-	sh, err := setup(ctx, h.nats.Conn(t), h.cfg, testLogger(t, "r"), clock, "r")
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := newShardWorker(sh, 0, nil)
-	defer w.stopF()
-	w.gen = 1
+	w := h.bareWorker(clock, "r")
 	restartAt := clock.Now()
 	w.marks = []watermark{{t: restartAt, seq: 40}} // as restartLocked leaves them
 	step := func() time.Time {
@@ -904,14 +891,7 @@ func TestWatermarkAfterRestart(t *testing.T) {
 // checkpoint. The same message twice is only a duplicate.
 func TestOutOfOrderDeliveryRestarts(t *testing.T) {
 	h := newHarness(t, map[string]string{"SHARDS": "1", "AGGREGATION_WINDOWS": "1min"})
-	ctx := testenv.Context(t)
-	sh, err := setup(ctx, h.nats.Conn(t), h.cfg, testLogger(t, "o"), RealClock, "o")
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := newShardWorker(sh, 0, nil)
-	defer w.stopF()
-	w.gen = 1
+	w := h.bareWorker(RealClock, "o")
 	data := ev("o", time.Now().Add(-time.Minute), 1).JSON()
 	deliver := func(seq uint64) {
 		w.handle(1, fakeMsg{reply: fmt.Sprintf("$JS.ACK.%s.c.1.%d.1.%d.0", natsutil.StreamEvents, seq, time.Now().UnixNano()), data: data})

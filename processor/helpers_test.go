@@ -362,3 +362,18 @@ func (h *harness) waitExact(timeout time.Duration) {
 	ctx := testenv.Context(h.t)
 	testenv.Eventually(h.t, timeout, func() error { return h.diff(ctx) })
 }
+
+// bareWorker returns shard 0's worker of a processor set up on h (no
+// consumer, no lease), whose consumer callback and flushes a test drives
+// itself; gen is 1, as for the callbacks of a first consumer.
+func (h *harness) bareWorker(clock Clock, id string) *shardWorker {
+	h.t.Helper()
+	sh, err := setup(testenv.Context(h.t), h.nats.Conn(h.t), h.cfg, testLogger(h.t, id), clock, id)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	w := newShardWorker(sh, 0, nil)
+	w.gen = 1
+	h.t.Cleanup(w.stopF)
+	return w
+}

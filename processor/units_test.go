@@ -307,11 +307,7 @@ func TestUnreadableSet(t *testing.T) {
 func TestFlushReusesDeltasAndBuffer(t *testing.T) {
 	h := newHarness(t, map[string]string{"SHARDS": "1", "AGGREGATION_WINDOWS": "1min"})
 	ctx := testenv.Context(t)
-	sh, err := setup(ctx, h.nats.Conn(t), h.cfg, testLogger(t, "c"), RealClock, "c")
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := newShardWorker(sh, 0, nil)
+	w := h.bareWorker(RealClock, "c")
 	base := time.Now().Add(-time.Hour).Truncate(time.Minute)
 	var seq uint64
 	var sketch any
@@ -341,7 +337,7 @@ func TestFlushReusesDeltasAndBuffer(t *testing.T) {
 		sketch, buf = w.spare[0].Sketch, &w.encBuf[:1][0]
 	}
 	for i, svc := range []string{"x", "y"} {
-		e, err := sh.buckets.agg[0].Get(ctx, agg.Key{Service: svc, Start: base.Unix()}.KVKey())
+		e, err := w.sh.buckets.agg[0].Get(ctx, agg.Key{Service: svc, Start: base.Unix()}.KVKey())
 		if err != nil {
 			t.Fatal(err)
 		}
