@@ -59,16 +59,20 @@ var ruleTrueAllowed = map[string]string{}
 
 // grafanaVarValues stand in for Grafana's variables when a panel query is
 // sent to Prometheus directly: with a 1 s scrape interval Grafana's
-// $__rate_interval would be 4 s (4 × scrape interval); 10 s holds enough
-// samples for rate() on a busy machine.
+// $__rate_interval would be 4 s (4 × scrape interval). 30 s holds enough
+// samples for rate() on a busy machine, and keeps a rare event (the alert
+// panels see a handful of deliveries per run, often in one burst) in the
+// window across a round of panel queries, which takes seconds when the
+// machine is loaded: with 10 s, one CI run's deliveries fell between two
+// rounds of the delivery-latency panel.
 // panelDataTimeout bounds the wait for every panel to show data: the alert
 // panels need a window to become final (up to a minute after traffic
 // starts), an alert to fire and a notification to be delivered.
 const panelDataTimeout = 150 * time.Second
 
 var grafanaVarValues = map[string]string{
-	"__rate_interval": "10s", "__interval": "2s", "__range": "1m", "__range_s": "60", "__range_ms": "60000",
-	"__interval_ms": "2000", "__rate_interval_ms": "10000",
+	"__rate_interval": "30s", "__interval": "2s", "__range": "1m", "__range_s": "60", "__range_ms": "60000",
+	"__interval_ms": "2000", "__rate_interval_ms": "30000",
 }
 
 // TestPrometheusAndDashboardsLive runs the product as a deployment does —
