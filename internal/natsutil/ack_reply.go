@@ -1,6 +1,9 @@
 package natsutil
 
-import "strings"
+import (
+	"strconv"
+	"strings"
+)
 
 // AckReply is what a JetStream message's reply subject says about it.
 type AckReply struct {
@@ -48,17 +51,13 @@ func ParseAckReply(s string) (AckReply, bool) {
 	return AckReply{StreamSeq: seq, Pending: pending, Timestamp: int64(ts)}, true
 }
 
+// parseUint reads a decimal of at most 19 digits, as the client's parser
+// does (strconv allocates only for its error, on input that never comes
+// from a server).
 func parseUint(s string) (uint64, bool) {
-	if s == "" || len(s) > 19 {
+	if len(s) > 19 {
 		return 0, false
 	}
-	var v uint64
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c < '0' || c > '9' {
-			return 0, false
-		}
-		v = v*10 + uint64(c-'0')
-	}
-	return v, true
+	v, err := strconv.ParseUint(s, 10, 64)
+	return v, err == nil
 }
