@@ -841,11 +841,12 @@ func TestWatermarkAfterRestart(t *testing.T) {
 	w := h.bareWorker(clock, "r")
 	restartAt := clock.Now()
 	w.marks = []watermark{{t: restartAt, seq: 40}} // as restartLocked leaves them
-	step := func() time.Time {
+	step := func() time.Time { // one flush, as the worker's ticker runs it
 		w.mu.Lock()
 		defer w.mu.Unlock()
-		w.settleIdle()
-		w.advanceWatermark(clock.Now())
+		if err := w.flushLocked(); err != nil {
+			t.Fatal(err)
+		}
 		return w.caughtUpAt
 	}
 	clock.Advance(time.Second)

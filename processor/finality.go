@@ -46,12 +46,23 @@ func (w *shardWorker) settleIdle() {
 	if err != nil || head > w.consumed {
 		return // retried at the next idle flush
 	}
-	for _, m := range w.marks {
-		if m.t.After(w.caughtUpAt) {
-			w.caughtUpAt = m.t
-		}
+	w.popMarks(len(w.marks))
+	w.pending = 0
+}
+
+// popMarks drops the first n samples, reached: the shard is caught up to
+// their times.
+func (w *shardWorker) popMarks(n int) {
+	for _, m := range w.marks[:n] {
+		w.caughtUpTo(m.t)
 	}
-	w.marks, w.pending = nil, 0
+	w.marks = w.marks[n:]
+}
+
+func (w *shardWorker) caughtUpTo(t time.Time) {
+	if t.After(w.caughtUpAt) {
+		w.caughtUpAt = t
+	}
 }
 
 // advanceWatermark updates caughtUpAt.
@@ -64,22 +75,19 @@ func (w *shardWorker) advanceWatermark(now time.Time) {
 			w.marks = append(w.marks[:0], w.marks[len(w.marks)-2048:]...)
 		}
 	}
-	i := 0
-	for ; i < len(w.marks) && (w.reached(w.marks[i]) || w.handled > 0 && w.pending == 0); i++ {
-		if w.marks[i].t.After(w.caughtUpAt) {
-			w.caughtUpAt = w.marks[i].t
+	n := len(w.marks) // a message reporting nothing pending covers every sample
+	if w.handled == 0 || w.pending > 0 {
+		n = 0
+		for n < len(w.marks) && w.reached(w.marks[n]) {
+			n++
 		}
 	}
-	w.marks = w.marks[i:]
+	w.popMarks(n)
 	if w.pending == 0 && len(w.marks) == 0 {
-		t := now
 		if w.msgsSince > 0 {
-			t = w.coveredAt
+			w.caughtUpTo(w.coveredAt)
 		} else {
-			t = now.Add(-w.sh.cfg.Processor.FlushInterval)
-		}
-		if t.After(w.caughtUpAt) {
-			w.caughtUpAt = t
+			w.caughtUpTo(now.Add(-w.sh.cfg.Processor.FlushInterval))
 		}
 	}
 }
