@@ -841,7 +841,8 @@ func TestWatermarkAfterRestart(t *testing.T) {
 	w := h.bareWorker(clock, "r")
 	restartAt := clock.Now()
 	w.marks = []watermark{{t: restartAt, seq: 40}} // as restartLocked leaves them
-	step := func() time.Time { // one flush, as the worker's ticker runs it
+	// step is one flush, as the worker's ticker runs it.
+	step := func() time.Time {
 		w.mu.Lock()
 		defer w.mu.Unlock()
 		if err := w.flushLocked(); err != nil {
